@@ -1,0 +1,35 @@
+# Two entry points a new user needs: `make demo` and `make test` (see README).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU machines get the pinned CPU build of torch; a machine with an NVIDIA GPU keeps its own.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && $(PY) -c "import torch" 2>/dev/null; then \
+		echo "GPU machine: keeping the installed torch"; \
+	else \
+		$(PY) -m pip install -q "$(TORCH_PIN)"; \
+	fi
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	AETHERIS_HOME=$${AETHERIS_HOME:-$(CURDIR)/.aetheris} $(VENV)/bin/aetheris ingest --synthetic
+	AETHERIS_HOME=$${AETHERIS_HOME:-$(CURDIR)/.aetheris} $(VENV)/bin/aetheris forecast --asset SYN-BTC --horizon 7 --seed 7 --threshold 60000
+
+test: setup
+	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not integration"
+
+clean:
+	rm -rf $(VENV) .aetheris

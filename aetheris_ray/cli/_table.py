@@ -1,0 +1,39 @@
+"""Human-readable rendering of a forecast."""
+
+from __future__ import annotations
+
+from aetheris_ray.quantiles import labels
+from aetheris_ray.result import Forecast
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.2f}" if x >= 1 else f"{x:.6g}"
+
+
+def print_forecast(fc: Forecast) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    regime = fc.regime.get("label", "unknown")
+    title = (
+        f"{fc.asset}  as of {fc.origin.date()}  spot {_fmt(fc.spot)}  regime {regime}"
+        + ("  [CONDITIONAL scenario]" if fc.conditional else "")
+    )
+    table = Table(title=title, caption=f"model {fc.model_version} | calibration {fc.calibration_version} | "
+                  f"{fc.n_paths:,} paths | seed {fc.seed}")
+    table.add_column("day", justify="right")
+    table.add_column("date")
+    for lab in labels(fc.levels):
+        table.add_column(lab, justify="right")
+    for i, h in enumerate(fc.horizons):
+        date = (fc.origin + __import__("pandas").Timedelta(days=int(h))).date()
+        table.add_row(str(int(h)), str(date), *[_fmt(v) for v in fc.quantiles[i]])
+    console.print(table)
+    for k, p in zip(fc.thresholds, fc.p_below):
+        console.print(f"P(price < {_fmt(float(k))} on day {int(fc.horizons[-1])}) = {p:.3f}   P(price > ...) = {1 - p:.3f}")
+    if fc.drivers:
+        for side, items in fc.drivers.items():
+            console.print(f"drivers of {side}: {items}")
+    for w in fc.metadata.get("warnings", []):
+        console.print(f"note: {w}")

@@ -1,0 +1,108 @@
+"""One typed settings object: defaults < config file < ``AETHERIS_*`` env / ``.env`` < explicit arguments.
+
+The config file is TOML: ``$AETHERIS_CONFIG`` when set, else ``$AETHERIS_HOME/config.toml``,
+else ``./aetheris.toml``; a missing file is fine.  Every field can be set in the
+file (``paths = 20000``), in the environment (``AETHERIS_PATHS=20000``), in a
+``.env`` file in the working directory, or as a CLI flag / keyword argument.
+
+Where things *run* (Ray address, CPUs, GPUs per trial) is kept apart in
+`RunOptions`; the engine never sees it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from aetheris_ray.errors import InvalidInput
+from aetheris_ray.quantiles import DEFAULT_LEVELS, parse_levels
+
+
+def default_home() -> Path:
+    """``$AETHERIS_HOME``, else the per-user data directory (``~/.local/share/aetheris`` on Linux)."""
+    env = os.environ.get("AETHERIS_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("aetheris", appauthor=False))
+
+
+def config_file() -> Path | None:
+    env = os.environ.get("AETHERIS_CONFIG")
+    if env:
+        p = Path(env).expanduser()
+        if not p.is_file():
+            raise InvalidInput(f"AETHERIS_CONFIG={env}: no such file; unset it or point it at a TOML file")
+        return p
+    for p in (default_home() / "config.toml", Path("aetheris.toml")):
+        if p.is_file():
+            return p
+    return None
+
+
+class Settings(BaseSettings):
+    """What the model is and where its data lives."""
+
+    model_config = SettingsConfigDict(env_prefix="AETHERIS_", env_file=".env", extra="forbid", validate_default=True)
+
+    home: Path = Field(default_factory=default_home, description="project home: store, registry, calibration state")
+    store: Path | None = Field(default=None, description="Parquet store; default <home>/store")
+    paths: int = Field(default=10_000, ge=100, le=1_000_000, description="default Monte Carlo paths")
+    horizon: int = Field(default=7, ge=1, le=90, description="default horizon in days")
+    quantiles: list[float] = Field(default_factory=lambda: list(DEFAULT_LEVELS))
+    model: str = Field(default="baseline", description="model: 'baseline', 'latest' or a registered version id")
+    api_keys: list[str] = Field(default_factory=list, description="HTTP API keys; empty = no auth")
+    host: str = Field(default="127.0.0.1", description="Serve HTTP host")
+    port: int = Field(default=8000, ge=1, le=65535, description="Serve HTTP port")
+
+    @field_validator("quantiles", mode="before")
+    @classmethod
+    def _levels(cls, v: Any) -> list[float]:
+        try:
+            return list(parse_levels(v))
+        except InvalidInput as e:
+            raise ValueError(str(e)) from None
+
+    @property
+    def store_path(self) -> Path:
+        return self.store if self.store is not None else self.home / "store"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.home / "registry"
+
+    @property
+    def state_path(self) -> Path:
+        """Durable calibration state (outcomes posted back, coverage buffers)."""
+        return self.home / "state"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        path = config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings with explicit overrides (``None`` values are ignored); errors name the field."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as e:
+        from aetheris_ray.contract import validation_message
+
+        raise InvalidInput("settings: " + validation_message(e)) from None
