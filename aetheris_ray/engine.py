@@ -90,12 +90,48 @@ def fit(data: AssetData, as_of: Any = None) -> FittedEwmaLognormal:
     return FittedEwmaLognormal(asset=data.asset, origin=origin, spot=float(close.iloc[-1]), sigma=ewma_sigma(r))
 
 
-def forecast(data: AssetData, req: ForecastRequest) -> Forecast:
-    """Fit on ``data`` (already point-in-time) and answer ``req``."""
+@dataclass(frozen=True)
+class Prepared:
+    """Everything needed to draw paths and finish a forecast; picklable (Ray actors hold it).
+
+    The two-phase split (`prepare`, then paths from ``prepared.sample`` in seeded
+    blocks, then `finish`) is what lets the distributed layer shard the Monte
+    Carlo without re-implementing the engine.
+    """
+
+    request: ForecastRequest
+    seed: int
+    model: FittedEwmaLognormal
+    model_version: str
+    level_map: Any
+
+    def sample(self, n_paths: int, horizon: int, rng: np.random.Generator) -> np.ndarray:
+        return self.model.sample(n_paths, horizon, rng)
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The request's seed, or a fresh one (returned with the forecast so it can be replayed)."""
+    return int(seed) if seed is not None else int(np.random.SeedSequence().entropy % (2**63))
+
+
+def prepare(data: AssetData, req: ForecastRequest) -> Prepared:
+    """Fit on ``data`` (point-in-time) and resolve everything but the paths."""
     model = fit(data, req.as_of)
-    seed = req.seed if req.seed is not None else int(np.random.SeedSequence().entropy % (2**63))
-    paths = sim.simulate_blocks(model.sample, req.paths, req.horizon, seed)
-    return assemble(model.asset, model.origin, model.spot, paths, req, seed, MODEL_VERSION, sim.IdentityLevelMap())
+    return Prepared(request=req, seed=resolve_seed(req.seed), model=model, model_version=MODEL_VERSION,
+                    level_map=sim.IdentityLevelMap())
+
+
+def finish(prep: Prepared, paths: np.ndarray) -> Forecast:
+    """Turn the merged paths of a prepared request into the `Forecast`."""
+    m = prep.model
+    return assemble(m.asset, m.origin, m.spot, paths, prep.request, prep.seed, prep.model_version, prep.level_map)
+
+
+def forecast(data: AssetData, req: ForecastRequest) -> Forecast:
+    """Fit on ``data`` (already point-in-time) and answer ``req`` in-process."""
+    prep = prepare(data, req)
+    paths = sim.simulate_blocks(prep.sample, req.paths, req.horizon, prep.seed)
+    return finish(prep, paths)
 
 
 def assemble(asset, origin, spot, paths, req: ForecastRequest, seed, model_version, level_map, **extra) -> Forecast:

@@ -1,0 +1,71 @@
+"""The market state a forecast is conditioned on.
+
+`MarketState` is what every component's ``sample`` receives; `StateBatch` holds the
+same fields stacked over origins for vectorised backtests (axis 0 = origin).
+Everything in a state at origin t is computed from data known at ``cutoff_for(t)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: Regime labels, calmest first.
+REGIME_LABELS = ("calm", "normal", "volatile", "crisis")
+
+
+@dataclass(frozen=True)
+class MarketState:
+    """Features at one origin.
+
+    Attributes
+    ----------
+    returns : ndarray, shape (n_obs,)
+        Past daily log-returns up to and including the origin (gap-scaled; oldest first).
+    mu, sigma : float
+        Stationarity layer: rolling past-only mean and scale of daily log-returns
+        (the stored normalisation statistics; ``(returns - mu) / sigma`` is the
+        normalised series).
+    regime_label : str
+        One of `REGIME_LABELS`.
+    regime_vector : ndarray, shape (n_regime_features,)
+        Fixed-length, standardised descriptor vector (same length for every asset;
+        absent inputs are 0 = "neutral").
+    descriptors : dict
+        Named raw descriptors (realised vols, vol of vol, drawdown, trend strength,
+        funding / basis / implied-vol percentiles when present).
+    mm_indices : dict
+        ``gamma_squeeze``, ``inventory_unwind``, ``basis_pressure`` in [-3, 3], or None
+        when the inputs are absent.
+    intraday_rv : ndarray or None
+        Daily realised variances from intraday bars (for HAR-RV), aligned with the
+        last days of ``returns``; None when no intraday bars exist.
+    missing : tuple of str
+        Optional inputs that were absent (reported in the forecast's metadata).
+    overrides : dict
+        Scenario overrides applied to this state (empty for unconditional forecasts).
+    """
+
+    asset: str
+    origin: pd.Timestamp
+    spot: float
+    returns: np.ndarray
+    mu: float
+    sigma: float
+    regime_label: str
+    regime_vector: np.ndarray
+    descriptors: dict[str, float] = field(default_factory=dict)
+    mm_indices: dict[str, float | None] = field(default_factory=dict)
+    intraday_rv: np.ndarray | None = None
+    missing: tuple[str, ...] = ()
+    overrides: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.overrides)
+
+    def with_(self, **changes: Any) -> "MarketState":
+        return replace(self, **changes)
