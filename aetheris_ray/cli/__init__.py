@@ -28,8 +28,16 @@ app = typer.Typer(
 from aetheris_ray.cli import backtest, forecast, ingest, models, serve, tune  # noqa: E402,F401  (registers commands)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one readable line on stderr (no source line, no file path)."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
+    import warnings
+
+    warnings.showwarning = _show_warning
     try:
         app(args=argv, standalone_mode=False)
         return 0

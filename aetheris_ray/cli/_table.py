@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from aetheris_ray.quantiles import labels
 from aetheris_ray.result import Forecast
 
@@ -14,7 +16,9 @@ def print_forecast(fc: Forecast) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    cells = [_fmt(v) for v in fc.quantiles.ravel()] + labels(fc.levels)
+    needed = 20 + (max(len(c) for c in cells) + 3) * len(fc.levels)
+    console = Console(width=max(needed, Console().width))
     regime = fc.regime.get("label", "unknown")
     title = (
         f"{fc.asset}  as of {fc.origin.date()}  spot {_fmt(fc.spot)}  regime {regime}"
@@ -23,15 +27,16 @@ def print_forecast(fc: Forecast) -> None:
     table = Table(title=title, caption=f"model {fc.model_version} | calibration {fc.calibration_version} | "
                   f"{fc.n_paths:,} paths | seed {fc.seed}")
     table.add_column("day", justify="right")
-    table.add_column("date")
+    table.add_column("date", no_wrap=True)
     for lab in labels(fc.levels):
-        table.add_column(lab, justify="right")
+        table.add_column(lab, justify="right", no_wrap=True)
     for i, h in enumerate(fc.horizons):
-        date = (fc.origin + __import__("pandas").Timedelta(days=int(h))).date()
+        date = (fc.origin + pd.Timedelta(days=int(h))).date()
         table.add_row(str(int(h)), str(date), *[_fmt(v) for v in fc.quantiles[i]])
     console.print(table)
     for k, p in zip(fc.thresholds, fc.p_below):
-        console.print(f"P(price < {_fmt(float(k))} on day {int(fc.horizons[-1])}) = {p:.3f}   P(price > ...) = {1 - p:.3f}")
+        day, k = int(fc.horizons[-1]), _fmt(float(k))
+        console.print(f"day {day}: P(price < {k}) = {p:.3f}   P(price > {k}) = {1 - p:.3f}")
     if fc.drivers:
         for side, items in fc.drivers.items():
             console.print(f"drivers of {side}: {items}")

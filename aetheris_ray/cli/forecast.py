@@ -51,9 +51,18 @@ def forecast_cmd(
     fmt: Format = typer.Option(Format.table, "--format", help="table, json or csv (json/csv follow the forecast contract)"),
     plot: OptPath = typer.Option(None, "--plot", help="also write a fan-chart PNG to this path"),
 ) -> None:
-    """Forecast an asset's price cone and threshold probabilities from an as-of date."""
+    """Forecast an asset's price cone and threshold probabilities from an as-of date.
+
+    Data-quality notes about the input files (gaps, zero-volume bars) are not repeated
+    here; `aetheris ingest` reports them.
+    """
+    import warnings
+
     from aetheris_ray.api import forecast
     from aetheris_ray.config import load_settings
+    from aetheris_ray.errors import DataQualityWarning
+
+    warnings.filterwarnings("ignore", category=DataQualityWarning)
 
     settings = load_settings(store=store)
     fc = forecast(

@@ -20,10 +20,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol, runtime_checkable
 
+import numpy as np
 import pandas as pd
 
 BAR_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 SERIES_COLUMNS = ("ts", "value")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+
+#: dtype of every ``ts`` column (nanosecond resolution, so every source agrees).
+TS_DTYPE = "datetime64[ns, UTC]"
+
+#: Prefixes of market-wide side-series names (the same frame for every asset).
+MARKET_PREFIXES = ("macro_", "market_")
+
+#: Quote currencies treated as USD when a pair is mapped to an asset
+#: (``BTC/USDT`` and ``BTC-USD`` are both ``BTC-USD``; stablecoin de-pegs are ignored).
+USD_QUOTES = frozenset({"USD", "USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI", "USDP"})
 
 #: Hour (UTC) at which a daily bar closes, and so the cutoff of an as-of date.
 DAILY_CLOSE_HOUR = 22
@@ -89,6 +101,101 @@ class AssetData:
             series={k: v[v["ts"] <= cutoff] for k, v in self.series.items()},
             info=self.info,
         )
+
+
+def is_market_series(name: str) -> bool:
+    """Whether a side series is market-wide (``macro_*``, ``market_*``) rather than per asset.
+
+    >>> is_market_series("macro_dxy"), is_market_series("funding")
+    (True, False)
+    """
+    return name.startswith(MARKET_PREFIXES)
+
+
+def asset_for_pair(base: str, quote: str) -> str:
+    """The asset name of a trading pair: USD-like quotes map to ``-USD``; the base keeps its case.
+
+    >>> asset_for_pair("BTC", "USDT"), asset_for_pair("ETH", "BTC"), asset_for_pair("XAUt", "usdt")
+    ('BTC-USD', 'ETH-BTC', 'XAUt-USD')
+    """
+    return f"{base}-{'USD' if quote.upper() in USD_QUOTES else quote}"
+
+
+def bar_ts_from_dates(dates: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """``ts`` of daily bars dated ``dates``: the day's close, ``D 22:00 UTC``."""
+    return _utc_ns(dates).normalize() + pd.Timedelta(hours=DAILY_CLOSE_HOUR)
+
+
+def series_ts_from_dates(dates: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """``ts`` of daily side-series values dated ``dates``: the end of the UTC day, ``D+1 00:00``."""
+    return _utc_ns(dates).normalize() + pd.Timedelta(days=1)
+
+
+def bar_ts_from_open(open_times: pd.DatetimeIndex, cadence: str) -> pd.DatetimeIndex:
+    """``ts`` of bars keyed by their open time: ``open + cadence`` (the close)."""
+    return _utc_ns(open_times) + pd.Timedelta(cadence)
+
+
+def daily_bars_from_intraday(bars: pd.DataFrame, cadence: str) -> pd.DataFrame:
+    """Daily bars closing at 22:00 UTC, aggregated from intraday bars.
+
+    Day D collects the bars with ``ts`` (close time) in ``(D-1 22:00, D 22:00]``;
+    the result has ``ts = D 22:00 UTC`` like every daily bar.  Partial days at
+    the edges are dropped: a first day whose first bar opened after ``D-1 22:00``
+    and a last day whose last bar closed before ``D 22:00`` (still open).
+    Missing bars inside the span do not drop a day.
+
+    Parameters
+    ----------
+    bars : DataFrame
+        Intraday bars, columns `BAR_COLUMNS`, sorted unique ``ts``.
+    cadence : str
+        Their cadence (pandas offset alias, e.g. ``"2h"``).
+
+    Returns
+    -------
+    DataFrame
+        Daily bars, columns `BAR_COLUMNS`; volume is the sum (NaN when all NaN).
+
+    Examples
+    --------
+    >>> ts = pd.date_range("2024-01-01 02:00", periods=24, freq="2h", tz="UTC")  # bar close times
+    >>> bars = pd.DataFrame({"ts": ts, "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 1.0})
+    >>> daily_bars_from_intraday(bars, "2h")[["ts", "volume"]]  # Jan 1 starts at 00:00, not 22:00: dropped
+                             ts  volume
+    0 2024-01-02 22:00:00+00:00    12.0
+    """
+    close = pd.Timedelta(hours=DAILY_CLOSE_HOUR)
+    ts = pd.DatetimeIndex(bars["ts"])
+    day_close = (ts - close - pd.Timedelta(1, unit="ns")).floor("D") + pd.Timedelta(days=1) + close
+    grouped = bars.assign(ts=day_close).groupby("ts", sort=True)
+    daily = grouped.agg(open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("close", "last"))
+    daily["volume"] = grouped["volume"].sum(min_count=1)
+    first_open = pd.Series(ts, index=day_close).groupby(level=0).min() - pd.Timedelta(cadence)
+    last_close = pd.Series(ts, index=day_close).groupby(level=0).max()
+    complete = (first_open <= daily.index - pd.Timedelta(days=1)) & (last_close >= daily.index)
+    inner = np.ones(len(daily), dtype=bool)
+    if len(daily):
+        inner[0], inner[-1] = complete.iloc[0], complete.iloc[-1]
+    daily = daily[inner].reset_index()
+    daily["ts"] = pd.DatetimeIndex(daily["ts"]).as_unit("ns")
+    return daily.loc[:, list(BAR_COLUMNS)]
+
+
+def _utc_ns(times: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    idx = pd.DatetimeIndex(times)
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    return idx.as_unit("ns")
+
+
+def copy_frames(data: AssetData) -> AssetData:
+    """The same data in new (copy-on-write) frames, so callers cannot mutate a source's cache."""
+    return AssetData(
+        asset=data.asset,
+        bars={k: v.copy(deep=False) for k, v in data.bars.items()},
+        series={k: v.copy(deep=False) for k, v in data.series.items()},
+        info=dict(data.info),
+    )
 
 
 def as_utc(ts: pd.Timestamp | str) -> pd.Timestamp:

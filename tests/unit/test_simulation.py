@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from aetheris_ray import simulation as sim
+
+
+def gaussian(n, h, rng):
+    return 0.02 * rng.standard_normal((n, h))
+
+
+@pytest.mark.parametrize("n_paths", [100, 4096, 10_000, 50_001])
+def test_shards_are_bitwise_equal(n_paths):
+    whole = sim.simulate_blocks(gaussian, n_paths, 5, seed=11)
+    assert whole.shape == (n_paths, 5)
+    for n_shards in (1, 2, 3, 8):
+        parts = [sim.simulate_blocks(gaussian, n_paths, 5, 11, blocks=r) for r in sim.shard_blocks(n_paths, n_shards)]
+        merged = np.concatenate([p for p in parts if len(p)])
+        assert np.array_equal(merged, whole)
+
+
+def test_block_sizes_cover_paths():
+    assert sum(sim.block_sizes(1_000_000)) == 1_000_000
+    assert sim.block_sizes(100) == [100]
+    assert sim.n_blocks(1_000_000) == len(sim.block_sizes(1_000_000))
+
+
+def test_cone_monotone_and_matches_numpy():
+    rng = np.random.default_rng(0)
+    cum = sim.cumulative(gaussian(20_000, 7, rng))
+    levels = [0.05, 0.5, 0.95]
+    q = sim.cone(cum, levels)
+    assert q.shape == (7, 3)
+    assert np.all(np.diff(q, axis=1) >= 0)
+    np.testing.assert_allclose(q, np.quantile(cum, levels, axis=0).T)
+
+
+class Shift:
+    """A level map that asks for wider raw levels (a deliberately simple calibrator)."""
+
+    version = "test"
+
+    def raw_levels(self, step, levels):
+        return np.clip(0.5 + 1.2 * (np.asarray(levels) - 0.5), 0, 1)
+
+    def calibrated_prob(self, step, p_raw):
+        return np.clip(0.5 + (np.asarray(p_raw) - 0.5) / 1.2, 0, 1)
+
+
+def test_cone_with_level_map_uses_raw_levels():
+    rng = np.random.default_rng(1)
+    cum = sim.cumulative(gaussian(20_000, 3, rng))
+    q = sim.cone(cum, [0.1, 0.5, 0.9], Shift())
+    np.testing.assert_allclose(q, np.quantile(cum, [0.02, 0.5, 0.98], axis=0).T)
+
+
+def test_prob_below_matches_path_frequency():
+    rng = np.random.default_rng(2)
+    last = sim.cumulative(gaussian(10_000, 4, rng))[:, -1]
+    ks = np.array([-0.05, 0.0, 0.03])
+    p = sim.prob_below(last, ks)
+    np.testing.assert_allclose(p, [(last < k).mean() for k in ks])
