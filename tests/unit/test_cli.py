@@ -1,0 +1,105 @@
+"""The `aetheris` command line: real commands on real files, one readable error line each."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aetheris_ray.cli import main
+
+AETHERIS = [sys.executable, "-m", "aetheris_ray"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def synthetic_store(tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    assert main(["ingest", "--synthetic", "--store", str(store)]) == 0
+    return store
+
+
+def test_help_on_every_command(capsys):
+    for cmd in ([], ["forecast"], ["ingest"], ["backtest"], ["serve"], ["tune"], ["models"]):
+        code, out, _ = run(capsys, *cmd, "--help")
+        assert code == 0 and "Usage: " in out
+
+
+def test_forecast_json_on_real_data(capsys, shared_data):
+    code, out, err = run(
+        capsys, "forecast", "--data", str(shared_data), "--asset", "BTC-USD", "--horizon", "7",
+        "--paths", "1000", "--format", "json", "--threshold", "90000", "--seed", "3",
+    )
+    assert code == 0, err
+    fc = json.loads(out)
+    assert fc["asset"] == "BTC-USD" and fc["as_of"] == "2024-12-09" and fc["horizons"] == list(range(1, 8))
+    q = np.array([fc["quantiles"][k] for k in ["q05", "q10", "q25", "q50", "q75", "q90", "q95"]])
+    assert np.all(np.diff(q, axis=0) > 0), "quantiles must increase with the level at every step"
+    (th,) = fc["thresholds"]
+    assert th["p_below"] + th["p_above"] == pytest.approx(1.0)
+    assert fc["seed"] == 3 and fc["model_version"] and fc["calibration_version"]
+
+
+def test_forecast_csv_is_the_export_format(capsys, synthetic_store):
+    code, out, err = run(capsys, "forecast", "--store", str(synthetic_store), "--asset", "SYN-ETH", "--horizon", "3",
+                         "--paths", "500", "--format", "csv", "--quantiles", "0.1,0.5,0.9", "--seed", "1")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == "asset,origin,horizon,q10,q50,q90"
+    assert [ln.split(",")[2] for ln in lines[1:]] == ["1", "2", "3"]
+
+
+def test_seed_reproduces(capsys, synthetic_store):
+    args = ["forecast", "--store", str(synthetic_store), "--asset", "SYN-BTC", "--horizon", "5", "--paths", "300",
+            "--format", "json", "--seed", "42"]
+    first = run(capsys, *args)[1]
+    assert run(capsys, *args)[1] == first
+
+
+def test_table_and_plot(capsys, synthetic_store, tmp_path):
+    png = tmp_path / "fan.png"
+    code, out, err = run(capsys, "forecast", "--store", str(synthetic_store), "--asset", "SYN-BTC", "--horizon", "7",
+                         "--paths", "500", "--plot", str(png))
+    assert code == 0, err
+    assert "SYN-BTC" in out and "q95" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "argv, code, message",
+    [
+        (["forecast", "--asset", "NOPE-USD", "--synthetic"], 3, r"^error: unknown asset 'NOPE-USD'"),
+        (["forecast", "--asset", "SYN-BTC", "--synthetic", "--horizon", "91"], 2, r"^error: horizon: .*less than or equal to 90"),
+        (["forecast", "--asset", "SYN-BTC", "--synthetic", "--paths", "5"], 2, r"^error: paths: .*greater than or equal to 100"),
+        (["forecast", "--asset", "SYN-BTC", "--synthetic", "--quantiles", "0.9,0.1"], 2, r"^error: quantiles: .*strictly increasing"),
+        (["forecast", "--asset", "SYN-BTC", "--synthetic", "--as-of", "2030-01-01"], 3, r"^error: as_of 2030-01-01: the newest SYN-BTC close"),
+        (["forecast", "--asset", "SYN-BTC", "--synthetic", "--scenario", "iv_level"], 2, r"^error: --scenario 'iv_level': expected KEY=NUMBER"),
+        (["forecast", "--asset", "SYN-BTC"], 3, r"^error: the store at .* holds no assets: run `aetheris ingest"),
+        (["forecast", "--asset", "SYN-BTC", "--data", "/nonexistent/dir"], None, r"^error: .*/nonexistent/dir"),
+        (["ingest"], 2, r"^error: ingest: give exactly one of --data DIR or --synthetic"),
+    ],
+)
+def test_errors_are_one_line(capsys, argv, code, message):
+    rc, out, err = run(capsys, *argv)
+    assert rc != 0 and (code is None or rc == code)
+    lines = [ln for ln in err.splitlines() if not ln.startswith("warning:")]
+    assert len(lines) == 1, err
+    assert __import__("re").search(message, lines[0]), lines[0]
+
+
+
+def test_console_script_entry_point(tmp_path):
+    proc = subprocess.run([*AETHERIS, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "forecast" in proc.stdout
+    proc = subprocess.run([*AETHERIS, "forecast", "--asset", "X", "--synthetic", "--horizon", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: horizon:") and "Traceback" not in proc.stderr
