@@ -47,6 +47,10 @@ class MarketState:
         Optional inputs that were absent (reported in the forecast's metadata).
     overrides : dict
         Scenario overrides applied to this state (empty for unconditional forecasts).
+    context : dict
+        What the features were derived from (current inputs and trailing histories),
+        kept so that `aetheris_ray.scenario.apply_scenario` can recompute them from
+        overridden inputs.  Internal: read the fields above instead.
     """
 
     asset: str
@@ -62,6 +66,7 @@ class MarketState:
     intraday_rv: np.ndarray | None = None
     missing: tuple[str, ...] = ()
     overrides: dict[str, float] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def conditional(self) -> bool:
