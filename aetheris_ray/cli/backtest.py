@@ -1,14 +1,116 @@
-"""``aetheris backtest`` (placeholder until the engine issue lands)."""
+"""``aetheris backtest``: the walk-forward backtest of EVALUATION.md against the baselines."""
 
 from __future__ import annotations
+
+from typing import Optional
 
 import typer
 
 from aetheris_ray.cli import app
-from aetheris_ray.cli._common import not_yet
+from aetheris_ray.cli._common import OptPath
+
+#: Engine models the CLI can build by name (a registered version id comes later).
+ENGINE_MODELS = ("baseline",)
 
 
-@app.command("backtest", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def backtest_cmd(ctx: typer.Context) -> None:
-    """Walk-forward backtest against the baselines (not yet available)."""
-    not_yet("backtest", "the engine and backtest issue")
+def parse_horizons(text: str) -> list[int]:
+    """``"1,3,7,14"`` -> ``[1, 3, 7, 14]``; anything else raises `InvalidInput` naming the flag."""
+    from aetheris_ray.errors import InvalidInput
+
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part.isdigit() or not 1 <= int(part) <= 90:
+            raise InvalidInput(f"--horizons {text!r}: {part!r} is not a whole number of days from 1 to 90; "
+                               "use e.g. --horizons 1,3,7,14")
+        out.append(int(part))
+    return out
+
+
+def build_models(model: str | None, baselines: bool) -> list:
+    """The models of a run: the engine (``--model``) first, then the baselines (``--baselines``)."""
+    from aetheris_ray.errors import InvalidInput, NotAvailable
+
+    models = []
+    if model is not None:
+        if model not in ENGINE_MODELS:
+            raise InvalidInput(f"--model {model!r} is not known; valid: {', '.join(ENGINE_MODELS)}")
+        try:
+            from aetheris_ray.walkforward import EngineModel
+        except ImportError as e:
+            raise NotAvailable(f"--model {model}: the engine's walk-forward model is not available ({e}); "
+                               "run with --baselines only") from None
+        models.append(EngineModel())
+    if baselines:
+        from aetheris_ray.evaluation.baselines import baseline_models
+
+        models += baseline_models()
+    if not models:
+        raise InvalidInput("nothing to backtest: pass --model baseline and/or --baselines")
+    return models
+
+
+@app.command("backtest")
+def backtest_cmd(
+    data: OptPath = typer.Option(None, "--data",
+                                 help="data directory laid out like shared/data (daily/<ASSET>.csv, ...)"),
+    assets: str = typer.Option("all", "--assets", help="comma-separated tickers, e.g. BTC-USD,ETH-USD, or 'all'"),
+    start: str = typer.Option(..., "--start", help="first origin date, YYYY-MM-DD"),
+    end: str = typer.Option(..., "--end", help="last target date, YYYY-MM-DD (origins go up to end - h)"),
+    horizons: str = typer.Option("1,3,7,14", "--horizons", help="comma-separated days ahead, 1..90"),
+    model: Optional[str] = typer.Option(None, "--model", help="engine model to score: 'baseline' (the engine "
+                                        "with its default baseline components)"),
+    baselines: bool = typer.Option(False, "--baselines", help="also score EWMA-Normal, GARCH(1,1)-t and "
+                                   "Bootstrap in the same run"),
+    out: OptPath = typer.Option(None, "--out", help="write every forecast here: CSV, or Parquet for .parquet"),
+    report: OptPath = typer.Option(None, "--report", help="write the markdown report here"),
+    workers: int = typer.Option(2, "--workers", help="processes across assets (1: in-process)"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar (it is off anyway when "
+                                     "stderr is not a terminal)"),
+) -> None:
+    """Walk-forward backtest (EVALUATION.md): QL, coverage and width per horizon, per asset and pooled.
+
+    Every model forecasts every origin in [start, end - h] that has a close at both
+    ends, using only data up to the origin; the pooled table (stablecoins and gold
+    tokens left out) is printed at the end.
+    """
+    import warnings
+
+    from aetheris_ray.errors import DataQualityWarning, InvalidInput
+
+    if data is None:
+        raise InvalidInput("--data DIR is required: a directory laid out like shared/data")
+    if not data.exists():
+        raise InvalidInput(f"--data {str(data)!r} does not exist; pass a directory laid out like shared/data")
+    hz = parse_horizons(horizons)
+    models = build_models(model, baselines)
+    for path, flag in ((out, "--out"), (report, "--report")):
+        if path is not None and not path.parent.exists():
+            raise InvalidInput(f"{flag} {str(path)!r}: the folder {str(path.parent)!r} does not exist")
+
+    from aetheris_ray.evaluation.backtest import SourceSpec, backtest
+    from aetheris_ray.evaluation.report import best_baseline_lines, markdown_table
+
+    # data-quality notes as one line each (worker processes inherit this)
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"note: {msg}\n"  # type: ignore[assignment]
+    warnings.simplefilter("once", DataQualityWarning)
+    res = backtest(SourceSpec(data=str(data)), assets, start, end, hz, models, progress=not no_progress,
+                   workers=workers)
+    if out is not None:
+        res.write(out)
+    if report is not None:
+        report.write_text(res.report(), encoding="utf-8")
+    pooled = res.pooled()
+    n_scored = len(res.assets) - len(res.unscored)
+    typer.echo(f"backtest {res.start.date()} to {res.end.date()}: {n_scored}/{len(res.assets)} assets scored, "
+               f"models {', '.join(res.models)}, {len(res.frame):,} forecasts, wall {res.wall_s:.1f} s")
+    for a, why in res.unscored.items():
+        typer.echo(f"not scored: {a}: {why}")
+    typer.echo("")
+    typer.echo("pooled (stablecoins and gold tokens left out):")
+    typer.echo(markdown_table(pooled))
+    for line in best_baseline_lines(pooled):
+        typer.echo(line)
+    if out is not None:
+        typer.echo(f"forecasts: {out}")
+    if report is not None:
+        typer.echo(f"report: {report}")

@@ -1,0 +1,580 @@
+"""The walk-forward backtest of EVALUATION.md: every model, every asset, every origin, same run.
+
+Protocol (EVALUATION.md, followed exactly):
+
+* target ``y = log(close[origin + h] / close[origin])``;
+* origins of horizon ``h``: every calendar day in ``[start, end - h]`` with a close
+  at both ends; the others are skipped and counted (``no_close``);
+* each model predicts once per asset, for all origins with a close in
+  ``[start, end - min(h)]``, and row ``i`` may use only data known at
+  ``cutoff_for(origin_i)`` (models are trusted through `WalkForwardModel`; their
+  look-ahead tests guard it).  The harness hands them the history up to ``end``;
+* an origin a model cannot forecast (a NaN row: too little history) is skipped
+  and counted (``model_skipped``);
+* the figures compare models on the same forecasts: per asset and horizon, only
+  origins every model of the run forecast are scored (``scored``);
+* an asset with no scored origin is reported in `BacktestResult.unscored`, never
+  an error for the run.
+
+Work is split by asset: `run_asset` is the unit (the process pool here, Ray tasks
+later, call the same function) and results merge exactly (`aggregate`).
+The export (`BacktestResult.export`) has one row per model x asset x origin x
+horizon: ``model, asset, origin, horizon, q05 .. q95, y`` with PRICE quantiles
+``close_origin * exp(log-quantile)``; the metrics are computed from those very
+price rows (`score_frame`), so `report.score_export` reproduces them exactly from
+the export file and the prices.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from aetheris_ray.data.schema import AssetData, MarketSource, cutoff_for
+from aetheris_ray.errors import AetherisError, InvalidInput, UnknownAsset
+from aetheris_ray.evaluation.aggregate import MetricSet
+from aetheris_ray.quantiles import DEFAULT_LEVELS, labels, parse_levels
+
+__all__ = [
+    "backtest",
+    "run_asset",
+    "AssetRun",
+    "BacktestResult",
+    "SourceSpec",
+    "score_frame",
+    "is_excluded",
+    "EXCLUDED_FROM_POOLED",
+    "EXPORT_COLUMNS",
+    "MAX_HORIZON",
+]
+
+#: Stablecoins and gold tokens: forecast like any asset, left out of pooled figures.
+EXCLUDED_FROM_POOLED = frozenset({"USDT", "USDC", "DAI", "TUSD", "USDD", "PAXG", "XAUT"})
+#: Longest horizon the engine supports (days).
+MAX_HORIZON = 90
+#: Leading columns of the export; the quantile labels and ``y`` follow.
+EXPORT_COLUMNS = ("model", "asset", "origin", "horizon")
+_COUNT_COLUMNS = ("asset", "horizon", "model", "calendar_days", "no_close", "scorable", "model_skipped", "scored")
+
+MetricKey = tuple[str, str, int]  # (model, asset, horizon)
+
+
+def is_excluded(asset: str) -> bool:
+    """Whether an asset is a stablecoin or gold token (left out of pooled figures).
+
+    >>> is_excluded("USDT-USD"), is_excluded("XAUt-USD"), is_excluded("BTC-USD")
+    (True, True, False)
+    """
+    return asset.split("-")[0].upper() in EXCLUDED_FROM_POOLED
+
+
+# -- sources -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A picklable recipe for a `MarketSource` (what worker processes and Ray tasks open).
+
+    Exactly the arguments of `aetheris_ray.data.open_source`.
+    """
+
+    data: str | None = None
+    store: str | None = None
+    synthetic: bool = False
+    seed: int = 0
+
+    def open(self) -> MarketSource:
+        """A fresh source (`aetheris_ray.data.open_source`)."""
+        from aetheris_ray.data import open_source
+
+        return open_source(data=self.data, store=self.store, synthetic=self.synthetic, seed=self.seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _open_cached(spec: SourceSpec) -> MarketSource:
+    """The source of a spec, opened once per process (workers read many assets from it).
+
+    `backtest` clears this cache before it starts workers, so a run never sees a
+    source (and its parsed-file caches) left over from an earlier run.
+    """
+    return spec.open()
+
+
+SourceLike = MarketSource | SourceSpec | str | Path
+
+
+def _resolve(source: SourceLike, cached: bool = False) -> MarketSource:
+    if isinstance(source, (str, Path)):
+        source = SourceSpec(data=str(source))
+    if isinstance(source, SourceSpec):
+        return _open_cached(source) if cached else source.open()
+    return source
+
+
+def _as_spec(source: SourceLike) -> SourceSpec | MarketSource:
+    return SourceSpec(data=str(source)) if isinstance(source, (str, Path)) else source
+
+
+# -- one asset ---------------------------------------------------------------------
+
+
+@dataclass
+class AssetRun:
+    """What `run_asset` returns for one asset.
+
+    Attributes
+    ----------
+    asset : str
+    frame : DataFrame
+        The export rows of this asset (``model, asset, origin, horizon, q.., y``; prices)
+        plus ``spot`` (the close at the origin).
+    metrics : dict (model, asset, horizon) -> MetricSet
+        Scores over the origins every model forecast.
+    counts : DataFrame
+        One row per horizon x model: ``calendar_days, no_close, scorable,
+        model_skipped, scored`` (see the module docstring).
+    note : str
+        Why nothing was scored ("" when something was).
+    """
+
+    asset: str
+    frame: pd.DataFrame
+    metrics: dict[MetricKey, MetricSet]
+    counts: pd.DataFrame
+    note: str = ""
+
+
+def _daily_close(data: AssetData) -> pd.Series:
+    close = data.daily_close().dropna()
+    return close[close > 0]
+
+
+def run_asset(
+    source_spec: SourceSpec | MarketSource,
+    asset: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    horizons: Sequence[int],
+    models: Sequence[Any],
+    levels: Sequence[float] = DEFAULT_LEVELS,
+) -> AssetRun:
+    """Backtest every model on one asset (the unit of work of the process pool and of Ray).
+
+    Parameters
+    ----------
+    source_spec : SourceSpec or MarketSource
+        Where the data comes from (a spec is opened, once per process).
+    asset : str
+    start, end : Timestamp
+        The period (dates, inclusive).
+    horizons : sequence of int
+        Days ahead.
+    models : sequence of WalkForwardModel
+        Distinct ``name``\\ s.
+    levels : sequence of float
+        Quantile levels, increasing.
+
+    Returns
+    -------
+    AssetRun
+    """
+    start, end = pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize()
+    hz = [int(h) for h in horizons]
+    lv = tuple(float(x) for x in levels)
+    names = [m.name for m in models]
+    try:
+        full = _resolve(source_spec, cached=True).history(asset)
+    except UnknownAsset:
+        raise
+    except AetherisError as e:  # a malformed file: reported, the run goes on
+        return _empty_run(asset, hz, names, start, end, f"data not usable: {e}")
+    data = full.until(cutoff_for(end))  # models see nothing after the period
+    close = _daily_close(data)
+    origins = close.index[(close.index >= start) & (close.index <= end - pd.Timedelta(days=min(hz)))]
+    preds: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    for m in models:
+        if len(origins) == 0:
+            preds[m.name] = np.full((0, len(hz), len(lv)), np.nan)
+            continue
+        try:
+            q = np.asarray(m.predict(data, origins, hz, lv), dtype=float)
+        except AetherisError as e:  # e.g. too little history for the model at every origin
+            notes.append(f"{m.name}: {e}")
+            q = np.full((len(origins), len(hz), len(lv)), np.nan)
+        if q.shape != (len(origins), len(hz), len(lv)):
+            raise InvalidInput(f"model {m.name!r} returned shape {q.shape} for {asset}; expected "
+                               f"(n_origins, n_horizons, n_levels) = {(len(origins), len(hz), len(lv))}")
+        preds[m.name] = q
+    frames, count_rows = [], []
+    spot_all = close.reindex(origins).to_numpy()
+    qlabels = labels(lv)
+    for j, h in enumerate(hz):
+        last = end - pd.Timedelta(days=h)
+        calendar = max((last - start).days + 1, 0)
+        in_h = origins <= last
+        target = close.reindex(origins[in_h] + pd.Timedelta(days=h)).to_numpy()
+        scorable = np.flatnonzero(in_h)[np.isfinite(target)]
+        y = np.log(target[np.isfinite(target)] / spot_all[scorable])
+        for name in names:
+            q = preds[name][scorable, j, :]
+            ok = np.isfinite(q).all(axis=1)
+            rows = scorable[ok]
+            f = pd.DataFrame(spot_all[rows, None] * np.exp(q[ok]), columns=qlabels)
+            f.insert(0, "model", name)
+            f.insert(1, "asset", asset)
+            f.insert(2, "origin", origins[rows].strftime("%Y-%m-%d"))
+            f.insert(3, "horizon", h)
+            f["y"] = y[ok]
+            f["spot"] = spot_all[rows]
+            frames.append(f)
+            count_rows.append(dict(asset=asset, horizon=h, model=name, calendar_days=calendar,
+                                   no_close=calendar - scorable.size, scorable=scorable.size,
+                                   model_skipped=int(scorable.size - ok.sum())))
+    frame = pd.concat(frames, ignore_index=True) if frames else _empty_frame(qlabels)
+    metrics = score_frame(frame, lv, models=names)
+    counts = pd.DataFrame(count_rows, columns=list(_COUNT_COLUMNS[:-1]))
+    counts["scored"] = [metrics[k].count if (k := (r.model, asset, r.horizon)) in metrics else 0
+                        for r in counts.itertuples()]
+    note = "" if counts["scored"].sum() else _why_unscored(_daily_close(full), start, end, counts, notes)
+    return AssetRun(asset, frame, metrics, counts, note)
+
+
+def _why_unscored(close: pd.Series, start, end, counts: pd.DataFrame, notes: list[str]) -> str:
+    if close.empty:
+        return "no daily closes"
+    if not ((close.index >= start) & (close.index <= end)).any():
+        return f"no close in [{start.date()}, {end.date()}] (data {close.index[0].date()} to {close.index[-1].date()})"
+    if counts["scorable"].sum() == 0:
+        return "no origin with a close at both ends"
+    skipped = counts.groupby("model")["model_skipped"].sum()
+    worst = ", ".join(f"{m} skipped {int(n)}" for m, n in skipped.items() if n)
+    extra = f"; {'; '.join(notes)}" if notes else ""
+    return f"no origin forecast by every model (too little history: {worst}){extra}"
+
+
+def _empty_frame(qlabels: list[str]) -> pd.DataFrame:
+    cols = {c: pd.Series(dtype=object) for c in ("model", "asset", "origin")}
+    cols["horizon"] = pd.Series(dtype=int)
+    cols.update({c: pd.Series(dtype=float) for c in [*qlabels, "y", "spot"]})
+    return pd.DataFrame(cols)
+
+
+def _empty_run(asset, hz, names, start, end, note) -> AssetRun:
+    rows = []
+    for h in hz:
+        cal = max((end - pd.Timedelta(days=h) - start).days + 1, 0)
+        rows += [dict(asset=asset, horizon=h, model=n, calendar_days=cal, no_close=cal, scorable=0,
+                      model_skipped=0, scored=0) for n in names]
+    return AssetRun(asset, _empty_frame([]), {}, pd.DataFrame(rows, columns=list(_COUNT_COLUMNS)), note)
+
+
+def score_frame(frame: pd.DataFrame, levels: Sequence[float], models: Sequence[str] | None = None
+                ) -> dict[MetricKey, MetricSet]:
+    """Metrics of export rows: per (model, asset, horizon), over origins every model forecast.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Columns ``model, asset, origin, horizon``, the price quantiles labelled as
+        `labels(levels)`, ``spot`` (close at the origin) and ``y`` (realised log-return).
+    levels : sequence of float
+    models : sequence of str, optional
+        The models of the run (default: those in ``frame``).  An (asset, origin,
+        horizon) is scored only when every one of them has a row.
+
+    Returns
+    -------
+    dict (model, asset, horizon) -> MetricSet
+        A key for every model x (asset, horizon) present in ``frame``.
+    """
+    lv = tuple(float(x) for x in levels)
+    names = list(models) if models is not None else sorted(frame["model"].unique())
+    out: dict[MetricKey, MetricSet] = {}
+    if frame.empty:
+        return out
+    key = ["asset", "origin", "horizon"]
+    n_models = frame.groupby(key, sort=False)["model"].transform("nunique")
+    common = frame[(n_models == len(names)).to_numpy() & frame["model"].isin(names).to_numpy()]
+    qcols = labels(lv)
+    for (asset, h) in frame[["asset", "horizon"]].drop_duplicates().itertuples(index=False):
+        for name in names:
+            out[(name, asset, int(h))] = MetricSet(lv)
+    for (name, asset, h), g in common.groupby(["model", "asset", "horizon"], sort=True):
+        q = np.log(g[qcols].to_numpy(dtype=float) / g["spot"].to_numpy(dtype=float)[:, None])
+        out[(name, asset, int(h))].step(g["y"].to_numpy(dtype=float), q)
+    return out
+
+
+# -- the run -----------------------------------------------------------------------
+
+
+@dataclass
+class BacktestResult:
+    """Everything a backtest produced.
+
+    Attributes
+    ----------
+    frame : DataFrame
+        Export rows plus ``spot`` (see `export`).
+    metrics : dict (model, asset, horizon) -> MetricSet
+    counts : DataFrame
+        Skipped and scored origins per asset x horizon x model.
+    unscored : dict asset -> reason
+        Assets with no scored origin.
+    models, assets, horizons, levels, start, end, wall_s : run parameters and wall time
+    """
+
+    frame: pd.DataFrame
+    metrics: dict[MetricKey, MetricSet]
+    counts: pd.DataFrame
+    unscored: dict[str, str]
+    models: tuple[str, ...]
+    assets: tuple[str, ...]
+    horizons: tuple[int, ...]
+    levels: tuple[float, ...]
+    start: pd.Timestamp
+    end: pd.Timestamp
+    wall_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def export(self) -> pd.DataFrame:
+        """The export frame: ``model, asset, origin, horizon, q05 .. q95, y`` (price quantiles)."""
+        return self.frame[[*EXPORT_COLUMNS, *labels(self.levels), "y"]].reset_index(drop=True)
+
+    def write(self, path: str | Path) -> Path:
+        """Write the export as CSV, or Parquet when ``path`` ends in ``.parquet``/``.pq``."""
+        from aetheris_ray.evaluation.report import write_export
+
+        return write_export(self.export(), path)
+
+    def per_asset(self) -> pd.DataFrame:
+        """Raw metrics, one row per model x asset x horizon."""
+        from aetheris_ray.evaluation.report import per_asset_table
+
+        return per_asset_table(self.metrics, models=self.models)
+
+    def pooled(self, scaled: bool = True) -> pd.DataFrame:
+        """Pooled metrics per model x horizon over the assets not excluded (see `report.pooled_table`)."""
+        from aetheris_ray.evaluation.report import pooled_table
+
+        return pooled_table(self.metrics, scaled=scaled, models=self.models)
+
+    def report(self) -> str:
+        """The markdown report."""
+        from aetheris_ray.evaluation.report import render_report
+
+        return render_report(self.metrics, counts=self.counts, unscored=self.unscored, models=self.models,
+                             meta=self.meta())
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "period": f"{self.start.date()} to {self.end.date()}",
+            "assets": len(self.assets),
+            "horizons": ", ".join(map(str, self.horizons)),
+            "models": ", ".join(self.models),
+            "wall time": f"{self.wall_s:.1f} s",
+        }
+
+
+def _check_period(start: Any, end: Any, horizons: Sequence[int]) -> tuple[pd.Timestamp, pd.Timestamp, tuple[int, ...]]:
+    def date(x: Any, name: str) -> pd.Timestamp:
+        try:
+            t = pd.Timestamp(x)
+        except (ValueError, TypeError):
+            t = pd.NaT
+        if pd.isna(t):
+            raise InvalidInput(f"{name} {x!r} is not a date; use YYYY-MM-DD, e.g. 2022-01-01")
+        if t.tzinfo is not None:
+            t = t.tz_convert("UTC").tz_localize(None)
+        return t.normalize()
+
+    s, e = date(start, "start"), date(end, "end")
+    if s >= e:
+        raise InvalidInput(f"start {s.date()} must be before end {e.date()}")
+    hz: list[int] = []
+    for h in horizons:
+        try:
+            ok = not isinstance(h, bool) and float(h).is_integer() and 1 <= int(float(h)) <= MAX_HORIZON
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InvalidInput(f"horizon {h!r} is not valid: use whole days from 1 to {MAX_HORIZON}, e.g. 1,3,7,14")
+        hz.append(int(float(h)))
+    if not hz:
+        raise InvalidInput("horizons: the list is empty; give days ahead such as 1,3,7,14")
+    hz = sorted(set(hz))
+    if e - pd.Timedelta(days=max(hz)) < s:
+        raise InvalidInput(f"the period {s.date()} to {e.date()} is shorter than the horizon {max(hz)} days; "
+                           "move start earlier or end later")
+    return s, e, tuple(hz)
+
+
+def _check_models(models: Sequence[Any]) -> None:
+    if not models:
+        raise InvalidInput("models: none given; pass at least one WalkForwardModel (e.g. the baselines)")
+    names = [getattr(m, "name", None) for m in models]
+    for m, n in zip(models, names):
+        if not isinstance(n, str) or not callable(getattr(m, "predict", None)):
+            raise InvalidInput(f"model {m!r} is not a WalkForwardModel (needs a str `name` and `predict`)")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InvalidInput(f"model names must be distinct; repeated: {', '.join(dup)}")
+
+
+def resolve_assets(source: MarketSource, assets: str | Iterable[str]) -> list[str]:
+    """``"all"`` (every asset of the source), a comma-separated string, or a list; unknown names raise."""
+    known = source.assets()
+    if isinstance(assets, str):
+        if assets.strip().lower() == "all":
+            return list(known)
+        assets = [a.strip() for a in assets.split(",") if a.strip()]
+    wanted = list(dict.fromkeys(assets))
+    if not wanted:
+        raise InvalidInput("assets: the list is empty; give tickers such as BTC-USD,ETH-USD or 'all'")
+    known_set = set(known)
+    for a in wanted:
+        if a not in known_set:
+            hint = ", ".join(known[:5]) + (", ..." if len(known) > 5 else "")
+            raise UnknownAsset(f"unknown asset {a!r}: not in the data source ({len(known)} assets: {hint})")
+    return wanted
+
+
+def backtest(
+    source: SourceLike,
+    assets: str | Iterable[str],
+    start: Any,
+    end: Any,
+    horizons: Sequence[int],
+    models: Sequence[Any],
+    levels: Sequence[float | str] | str | None = DEFAULT_LEVELS,
+    progress: bool = True,
+    workers: int = 2,
+    start_method: str | None = None,
+) -> BacktestResult:
+    """Walk-forward backtest of ``models`` on ``assets`` (see the module docstring).
+
+    Parameters
+    ----------
+    source : MarketSource, SourceSpec, or a data directory
+        A directory is opened with `aetheris_ray.data.open_source` (``data=DIR``).
+    assets : "all", "BTC-USD,ETH-USD" or list of str
+    start, end : date-like
+        The period; origins lie in ``[start, end - h]``.
+    horizons : sequence of int
+        Days ahead, 1 to 90.
+    models : sequence of WalkForwardModel
+    levels : quantile levels (floats or labels), increasing
+    progress : bool
+        Show a progress bar (only when stderr is a terminal).
+    workers : int
+        Processes across assets; 1 runs in-process.
+    start_method : str, optional
+        How worker processes start (`multiprocessing`): default ``"fork"`` where
+        available (no ``if __name__ == "__main__"`` guard needed, no re-imports),
+        else ``"spawn"``.
+
+    Returns
+    -------
+    BacktestResult
+    """
+    t0 = time.perf_counter()
+    s, e, hz = _check_period(start, end, horizons)
+    lv = parse_levels(levels)
+    _check_models(models)
+    if int(workers) < 1:
+        raise InvalidInput(f"workers {workers!r} must be at least 1")
+    _open_cached.cache_clear()
+    src = _resolve(source)
+    names = resolve_assets(src, assets)
+    spec = _as_spec(source) if int(workers) > 1 and len(names) > 1 else src
+    runs = _run_all(spec, names, s, e, hz, list(models), lv, int(workers), progress, start_method)
+    runs.sort(key=lambda r: names.index(r.asset))
+    frames = [r.frame for r in runs if not r.frame.empty]
+    frame = pd.concat(frames, ignore_index=True) if frames else _empty_frame(labels(lv))
+    metrics: dict[MetricKey, MetricSet] = {}
+    for r in runs:
+        metrics.update(r.metrics)
+    counts = pd.concat([r.counts for r in runs], ignore_index=True) if runs else pd.DataFrame(
+        columns=list(_COUNT_COLUMNS))
+    unscored = {r.asset: r.note for r in runs if r.note}
+    return BacktestResult(frame=frame, metrics=metrics, counts=counts, unscored=unscored,
+                          models=tuple(m.name for m in models), assets=tuple(names), horizons=hz, levels=lv,
+                          start=s, end=e, wall_s=time.perf_counter() - t0)
+
+
+def _run_all(spec, names, s, e, hz, models, lv, workers, progress, start_method=None) -> list[AssetRun]:
+    show = bool(progress) and sys.stderr.isatty() and len(names) > 1
+    if workers == 1 or len(names) == 1:
+        bar = _Progress(len(names), show)
+        try:
+            out = []
+            for a in names:
+                out.append(run_asset(spec, a, s, e, hz, models, lv))
+                bar.advance(a)
+            return out
+        finally:
+            bar.close()
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    method = start_method or ("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    ctx = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(max_workers=min(workers, len(names)), mp_context=ctx,
+                             initializer=_worker_init) as pool:
+        # the workers start during the submits: before the progress bar starts its thread
+        futures = {pool.submit(run_asset, spec, a, s, e, hz, models, lv): a for a in names}
+        bar = _Progress(len(names), show)
+        try:
+            out = []
+            for fut in as_completed(futures):
+                out.append(fut.result())
+                bar.advance(futures[fut])
+            return out
+        finally:
+            bar.close()
+
+
+def _worker_init() -> None:
+    # one process per core already: keep BLAS/OpenMP pools single-threaded
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+class _Progress:
+    """A rich progress bar over assets (a no-op when hidden)."""
+
+    def __init__(self, total: int, show: bool) -> None:
+        self._p = None
+        if show:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._p = Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                               TextColumn("{task.description}"), transient=True)
+            self._p.start()
+            self._task = self._p.add_task("", total=total)
+
+    def advance(self, asset: str) -> None:
+        if self._p is not None:
+            self._p.update(self._task, advance=1, description=asset)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+
+def merge_metrics(parts: Iterable[Mapping[MetricKey, MetricSet]]) -> dict[MetricKey, MetricSet]:
+    """Merge metric dicts of shards (same key in several shards: merged exactly)."""
+    out: dict[MetricKey, MetricSet] = {}
+    for part in parts:
+        for k, ms in part.items():
+            out[k] = out[k].merge(ms) if k in out else ms
+    return out

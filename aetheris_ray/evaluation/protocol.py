@@ -1,0 +1,43 @@
+"""The interface between forecasting models and the walk-forward backtest harness.
+
+Every model the backtest scores -- the engine (`aetheris_ray.walkforward.EngineModel`)
+and the baselines in `aetheris_ray.evaluation.baselines` -- implements
+`WalkForwardModel`.  The harness hands a model one asset's full history plus the
+origins to forecast from, and receives log-return quantiles for all of them at once,
+so that a model can vectorise across origins (compute features once, refit on a
+schedule, simulate ``(n_origins, n_paths, horizon)`` blocks).
+
+Point-in-time rule: row ``i`` of the answer may use only data known at
+``cutoff_for(origins[i])``.  The harness enforces nothing beyond shapes; the
+look-ahead tests of each model (a series whose future is altered must give identical
+forecasts for earlier origins) are what guard it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from aetheris_ray.data.schema import AssetData
+
+__all__ = ["WalkForwardModel"]
+
+
+@runtime_checkable
+class WalkForwardModel(Protocol):
+    """A model that forecasts many origins of one asset in one call.
+
+    Attributes
+    ----------
+    name : str
+        Short name used in backtest reports (e.g. ``"engine"``, ``"garch_t"``).
+    """
+
+    name: str
+
+    def predict(self, data: AssetData, origins: pd.DatetimeIndex, horizons: Sequence[int], levels: Sequence[float]) -> np.ndarray:
+        """LOG-RETURN quantiles (relative to the close at each origin), shape (n_origins, n_horizons, n_levels).
+        Row i may use only data known at cutoff_for(origins[i]). Origins are sorted dates with a close."""
+        ...

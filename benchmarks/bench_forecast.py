@@ -1,0 +1,107 @@
+"""One forecast, in-process, end to end from a warm store, next to the bare numpy floor.
+
+    .venv/bin/python benchmarks/bench_forecast.py [--paths 10000] [--horizon 14] [--repeats 20]
+                                                  [--data ../shared/data | --synthetic]
+
+Rows (median over ``--repeats`` runs after one warm-up run, wall clock):
+
+* ``numpy floor``: draw ``paths x horizon`` Gaussian log-returns with a seeded
+  Generator, cumulate, take 7 quantiles per step.  No model, no data.
+* ``engine.forecast``: `aetheris_ray.engine.forecast` on history already in memory.
+* ``api.forecast (store)``: `aetheris_ray.api.forecast` reading a warm ParquetStore
+  (built once in a temporary folder from BTC-USD of ``--data``, or from the synthetic
+  market) and forecasting: what one CLI/Serve request costs in-process.
+
+Ratios are against the numpy floor of the same run.  No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+LEVELS = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
+
+
+def timed(fn, repeats: int) -> list[float]:
+    fn()  # warm-up: imports, caches, first-touch allocations
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def build_store(root: Path, data: Path | None, asset: str):
+    """A ParquetStore holding one asset (from ``data``'s daily file) or the synthetic market."""
+    from aetheris_ray.data import CsvSource, ParquetStore, SyntheticSource
+
+    store = ParquetStore(root / "store")
+    if data is not None:
+        one = root / "one" / "daily"
+        one.mkdir(parents=True)
+        shutil.copy(data / "daily" / f"{asset}.csv", one / f"{asset}.csv")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            store.ingest(CsvSource(root / "one"))
+    else:
+        store.ingest(SyntheticSource(seed=0))
+    return store
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--paths", type=int, default=10_000)
+    ap.add_argument("--horizon", type=int, default=14)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--synthetic", action="store_true", help="use the synthetic market even if --data exists")
+    args = ap.parse_args()
+
+    from aetheris_ray import engine
+    from aetheris_ray.api import forecast
+    from aetheris_ray.contract import ForecastRequest
+
+    data = None if args.synthetic or not (args.data / "daily").is_dir() else args.data
+    asset = "BTC-USD" if data is not None else "SYN-BTC"
+    with tempfile.TemporaryDirectory() as tmp:
+        store = build_store(Path(tmp), data, asset)
+        history = store.history(asset)
+        req = ForecastRequest(asset=asset, horizon=args.horizon, paths=args.paths, seed=7, quantiles=list(LEVELS))
+
+        def floor() -> None:
+            rng = np.random.default_rng(7)
+            cum = np.cumsum(0.03 * rng.standard_normal((args.paths, args.horizon)), axis=1)
+            np.quantile(cum, LEVELS, axis=0)
+
+        rows = [
+            ("numpy floor (draw + cumsum + 7 quantiles/step)", timed(floor, args.repeats)),
+            ("engine.forecast (history in memory)", timed(lambda: engine.forecast(history, req), args.repeats)),
+            ("api.forecast (warm ParquetStore)", timed(
+                lambda: forecast(asset, args.horizon, paths=args.paths, seed=7, quantiles=list(LEVELS), source=store),
+                args.repeats)),
+        ]
+    base = statistics.median(rows[0][1])
+    print(f"one forecast: {args.paths:,} paths x {args.horizon} days, {asset} "
+          f"({'shared data' if data is not None else 'synthetic'}), median of {args.repeats} after a warm-up")
+    print(f"{'what':<50} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'x floor':>8}")
+    for name, ts in rows:
+        q = np.quantile(ts, [0.1, 0.9]) * 1e3
+        med = statistics.median(ts)
+        print(f"{name:<50} {med * 1e3:>10.2f} {q[0]:>8.2f} {q[1]:>8.2f} {med / base:>8.1f}")
+
+
+if __name__ == "__main__":
+    main()
