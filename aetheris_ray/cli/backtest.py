@@ -54,6 +54,8 @@ def backtest_cmd(
     data: OptPath = typer.Option(None, "--data",
                                  help="data directory laid out like shared/data (daily/<ASSET>.csv, ...)"),
     assets: str = typer.Option("all", "--assets", help="comma-separated tickers, e.g. BTC-USD,ETH-USD, or 'all'"),
+    listed_before: Optional[str] = typer.Option(None, "--listed-before", help="keep only assets whose first daily "
+                                                "close is before this date, e.g. 2021-01-01"),
     start: str = typer.Option(..., "--start", help="first origin date, YYYY-MM-DD"),
     end: str = typer.Option(..., "--end", help="last target date, YYYY-MM-DD (origins go up to end - h)"),
     horizons: str = typer.Option("1,3,7,14", "--horizons", help="comma-separated days ahead, 1..90"),
@@ -66,6 +68,9 @@ def backtest_cmd(
     workers: int = typer.Option(2, "--workers", help="processes across assets (1: in-process)"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar (it is off anyway when "
                                      "stderr is not a terminal)"),
+    ray: bool = typer.Option(False, "--ray", help="run the assets as Ray tasks (a new local Ray, or --address)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to run on with --ray, e.g. auto "
+                                          "or ray://head:10001 (implies --ray)"),
 ) -> None:
     """Walk-forward backtest (EVALUATION.md): QL, coverage and width per horizon, per asset and pooled.
 
@@ -88,13 +93,36 @@ def backtest_cmd(
             raise InvalidInput(f"{flag} {str(path)!r}: the folder {str(path.parent)!r} does not exist")
 
     from aetheris_ray.evaluation.backtest import SourceSpec, backtest
+
+    if listed_before is not None:
+        import pandas as pd
+
+        from aetheris_ray.data import open_source
+        from aetheris_ray.evaluation.backtest import listed_before as _listed_before, resolve_assets
+
+        try:
+            pd.Timestamp(listed_before)
+        except ValueError:
+            raise InvalidInput(f"--listed-before {listed_before!r} is not a date; use YYYY-MM-DD") from None
+        src = open_source(data=data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataQualityWarning)
+            kept = _listed_before(src, resolve_assets(src, assets), listed_before)
+        if not kept:
+            raise InvalidInput(f"--listed-before {listed_before}: no asset has a close before that date")
+        assets = ",".join(kept)
     from aetheris_ray.evaluation.report import best_baseline_lines, markdown_table
 
     # data-quality notes as one line each (worker processes inherit this)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"note: {msg}\n"  # type: ignore[assignment]
     warnings.simplefilter("once", DataQualityWarning)
-    res = backtest(SourceSpec(data=str(data)), assets, start, end, hz, models, progress=not no_progress,
-                   workers=workers)
+    if ray or address:
+        from aetheris_ray.distributed.backtest import backtest_ray
+
+        res = backtest_ray(SourceSpec(data=str(data)), assets, start, end, hz, models, address=address)
+    else:
+        res = backtest(SourceSpec(data=str(data)), assets, start, end, hz, models, progress=not no_progress,
+                       workers=workers)
     if out is not None:
         res.write(out)
     if report is not None:

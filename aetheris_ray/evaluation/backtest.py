@@ -448,6 +448,17 @@ def resolve_assets(source: MarketSource, assets: str | Iterable[str]) -> list[st
     return wanted
 
 
+def listed_before(source: MarketSource, assets: Sequence[str], date: Any) -> list[str]:
+    """The assets whose first daily close is before ``date`` (EVALUATION's "history before 2021" rule)."""
+    cut = pd.Timestamp(date).normalize()
+    out = []
+    for a in assets:
+        close = source.history(a).daily_close().dropna()
+        if len(close) and close.index[0] < cut:
+            out.append(a)
+    return out
+
+
 def backtest(
     source: SourceLike,
     assets: str | Iterable[str],
