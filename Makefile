@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	AETHERIS_HOME=$${AETHERIS_HOME:-$(CURDIR)/.aetheris} $(VENV)/bin/aetheris ingest --synthetic
-	AETHERIS_HOME=$${AETHERIS_HOME:-$(CURDIR)/.aetheris} $(VENV)/bin/aetheris forecast --asset SYN-BTC --horizon 7 --seed 7 --threshold 60000
+	AETHERIS_HOME=$${AETHERIS_HOME:-$(CURDIR)/.aetheris} $(VENV)/bin/aetheris forecast --asset SYN-BTC --horizon 7 --seed 7 --threshold 450000
 
 test: setup
 	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(PY) -m pytest

@@ -87,8 +87,16 @@ def forecast(
 
 
 def forecast_request(req: ForecastRequest, source: MarketSource, settings: Settings | None = None) -> Forecast:
-    """Answer a validated request from a source (the function CLI, Python and Serve share)."""
+    """Answer a validated request from a source (the function CLI, Python and Serve share).
+
+    The model is ``req.model`` or else the settings' ``model`` (``"baseline"``); the
+    calibration state and fitted components are cached under the settings' home
+    (``state/``), so a repeated forecast for the same data is fast.
+    """
     from aetheris_ray import engine
 
+    settings = settings or load_settings()
+    if req.model is None and settings.model != "baseline":
+        req = req.model_copy(update={"model": settings.model})
     history = source.history(req.asset, until=req.as_of)
-    return engine.forecast(history, req)
+    return engine.forecast(history, req, settings=settings)

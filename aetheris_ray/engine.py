@@ -1,28 +1,207 @@
 """The forecasting engine: from point-in-time history to a calibrated `Forecast`.
 
-This first version is the honest minimum of the foundation issue: a zero-drift
-log-normal walk with RiskMetrics EWMA volatility, fitted on data up to the as-of
-date.  The component pipeline of ARCHITECTURE.md replaces it.
+Data flow of one forecast (ARCHITECTURE.md)::
+
+    AssetData (cut at the origin's close)
+      -> walk-forward over the asset's recent past        (aetheris_ray.walkforward)
+           fitted components at the origin + the conformal buffers, cached
+      -> compute_state at the origin -> apply_scenario     (aetheris_ray.features / scenario)
+      -> components conditioned on the state               (aetheris_ray.components)
+      -> Monte Carlo in seeded blocks                      (aetheris_ray.simulation)
+           r = drift + sigma z + jumps, per path
+      -> calibrated cone + threshold probabilities         (aetheris_ray.calibration)
+      -> Forecast
+
+The two-phase API is what the distributed layer shards: ``prep = prepare(data,
+req)``; any actor holding ``prep`` draws whole blocks with ``prep.sample(n, h,
+rng)``; ``finish(prep, paths)`` builds the `Forecast`.  `Prepared` is small
+(parameters and per-origin conditioning arrays) and pickles cheaply.
+
+The model is chosen by name (`MODELS`, ``--model baseline``); its configuration
+(`EngineConfig`) names each component through the registry.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
-from aetheris_ray.contract import ForecastRequest
-from aetheris_ray.data.schema import AssetData
-from aetheris_ray.errors import DataError
-from aetheris_ray.result import Forecast
 from aetheris_ray import simulation as sim
+from aetheris_ray.calibration import (
+    BUCKETS,
+    CalibrationConfig,
+    Calibrator,
+    ConformalLevelMap,
+    bucket_index,
+    day_number,
+)
+from aetheris_ray.components.base import Context, FittedBase, load_component
+from aetheris_ray.components.registry import KINDS, build_spec
+from aetheris_ray.contract import ForecastRequest
+from aetheris_ray.data.schema import AssetData, cutoff_for
+from aetheris_ray.errors import DataError, InvalidInput, ModelNotFound
+from aetheris_ray.result import Forecast
 
-MIN_CLOSES = 20
+__all__ = [
+    "ComponentChoice", "EngineConfig", "MODELS", "model_config", "FittedModel", "Prepared",
+    "daily_log_returns", "resolve_origin", "resolve_seed", "prepare", "finish", "forecast", "assemble",
+    "clear_caches",
+]
+
+#: Fewest daily closes a forecast needs (the baseline's ``min_history`` returns + 1).
+MIN_CLOSES = 31
 #: An as-of date whose newest close is older than this is refused (stale data).
 MAX_STALENESS_DAYS = 3
-MODEL_VERSION = "ewma-lognormal-0.1"
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+class ComponentChoice(BaseModel):
+    """One component chosen by registry name, with its hyperparameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class EngineConfig(BaseModel):
+    """What the model is: its components by name plus the walk-forward and calibration settings.
+
+    ``version`` (a hash of everything here) is the model version reported with
+    every forecast and keys every cache.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "baseline"
+    trend: ComponentChoice = ComponentChoice(name="ar_es")
+    volatility: ComponentChoice = ComponentChoice(name="garch")
+    jumps: ComponentChoice = ComponentChoice(name="none")
+    residuals: ComponentChoice = ComponentChoice(name="student_t", params={"source": "vol"})
+    lookback: int = Field(default=1000, ge=60, le=5000, description="context returns each origin conditions on")
+    refit_every: int = Field(default=7, ge=1, le=365, description="refit on days with day_number % refit_every == 0")
+    min_history: int = Field(default=30, ge=10, description="fewest returns an origin needs")
+    walkforward_paths: int = Field(default=1000, ge=100, le=20000, description="paths per origin in walk-forwards")
+    calibrate: bool = True
+    calibration: CalibrationConfig = CalibrationConfig()
+
+    def specs(self) -> dict[str, Any]:
+        """The component specs, built through the registry (unknown names raise `InvalidInput`)."""
+        out = {kind: build_spec(kind, getattr(self, kind).name, **getattr(self, kind).params) for kind in KINDS}
+        res, jmp = out["residuals"], out["jumps"]
+        if hasattr(res, "jump_threshold") and hasattr(jmp, "threshold") and res.jump_threshold != jmp.threshold:
+            raise InvalidInput(f"residuals.jump_threshold={res.jump_threshold} differs from jumps.threshold="
+                               f"{jmp.threshold}: jumps would be counted twice or missed; use the same value")
+        return out
+
+    @property
+    def version(self) -> str:
+        """``<name>-<hash of the configuration>``."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return f"{self.name}-{hashlib.sha1(blob).hexdigest()[:10]}"
+
+
+#: Named model configurations (``--model NAME``).
+MODELS: dict[str, EngineConfig] = {
+    "baseline": EngineConfig(),
+}
+
+
+def model_config(name: str | None) -> tuple[EngineConfig, list[str]]:
+    """The configuration of a model name, and any warnings (``None`` -> baseline).
+
+    ``"latest"`` means the newest registered model; until the registry serves
+    engine models it is the baseline (with a warning).
+    """
+    notes: list[str] = []
+    key = name or "baseline"
+    if key == "latest":
+        notes.append("model 'latest': no registered engine model yet; using 'baseline'")
+        key = "baseline"
+    if key not in MODELS:
+        raise ModelNotFound(f"model {name!r} is not known; valid: {', '.join(sorted(MODELS))}, 'latest'")
+    cfg = MODELS[key]
+    cfg.specs()
+    return cfg, notes
+
+
+# -- the fitted model --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    """The four fitted components, batched over origins (axis 0 of every parameter)."""
+
+    trend: FittedBase
+    volatility: FittedBase
+    jumps: FittedBase
+    residuals: FittedBase
+
+    def parts(self) -> dict[str, FittedBase]:
+        return {k: getattr(self, k) for k in KINDS}
+
+    def take(self, idx: Any) -> "FittedModel":
+        return FittedModel(**{k: v.take(idx) for k, v in self.parts().items()})
+
+    @staticmethod
+    def stack(fits: list["FittedModel"]) -> "FittedModel":
+        return FittedModel(**{k: type(getattr(fits[0], k)).stack([getattr(f, k) for f in fits]) for k in KINDS})
+
+    def condition(self, ctx: Context) -> dict[str, dict]:
+        """Per-origin conditioning arrays of every component.
+
+        Filtered historical simulation standardises by the volatility component's
+        own filter, so the residuals get the vol model's one-step variances.
+        """
+        out = {k: v.condition(ctx) for k, v in self.parts().items() if k != "residuals"}
+        if getattr(self.residuals.spec, "filter", None) == "model":
+            out["residuals"] = self.residuals.condition(ctx, variance=self.volatility.filter(ctx))
+        else:
+            out["residuals"] = self.residuals.condition(ctx)
+        return out
+
+    def simulate(self, cond: Mapping[str, dict], n_paths: int, horizon: int, rng: np.random.Generator) -> np.ndarray:
+        """Daily log-return paths ``drift + sigma z + jumps``, shape (n_origins, n_paths, horizon), float64.
+
+        Each component draws from its own child of ``rng`` (``rng.spawn``), so one
+        component's variable draw counts never shift another's stream.
+        """
+        r_res, r_vol, r_jmp = rng.spawn(3)
+        z = self.residuals.draw(cond["residuals"], n_paths, horizon, r_res)
+        sigma = self.volatility.sample_vol(cond["volatility"], z, r_vol)
+        out = sigma * z
+        out += self.trend.drift(cond["trend"], horizon)
+        if self.jumps.name != "none":
+            out += self.jumps.simulate(cond["jumps"], n_paths, horizon, r_jmp)
+        return out
+
+    def info(self) -> dict[str, Any]:
+        return {k: dict(v.info) for k, v in self.parts().items() if v.info}
+
+    def save(self, directory: str | Path, overwrite: bool = False) -> Path:
+        d = Path(directory)
+        for k, v in self.parts().items():
+            v.save(d / k, overwrite=overwrite)
+        return d
+
+    @staticmethod
+    def load(directory: str | Path) -> "FittedModel":
+        d = Path(directory)
+        return FittedModel(**{k: load_component(d / k) for k in KINDS})
+
+
+# -- data helpers ------------------------------------------------------------------------------
 
 
 def daily_log_returns(close: pd.Series) -> pd.Series:
@@ -30,12 +209,22 @@ def daily_log_returns(close: pd.Series) -> pd.Series:
 
     Gaps are kept honest: the scaled return has the variance of a one-day move
     under a random walk, so volatility estimates are not inflated by missing days.
+
+    >>> c = pd.Series([100.0, 110.0, 99.0], index=pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-06"]))
+    >>> [round(x, 4) for x in daily_log_returns(c)]
+    [0.0953, -0.0527]
     """
     close = close.dropna()
     r = np.log(close.to_numpy(dtype=float))
     days = np.diff(close.index.to_numpy()).astype("timedelta64[D]").astype(float)
     out = np.diff(r) / np.sqrt(np.maximum(days, 1.0))
     return pd.Series(out, index=close.index[1:])
+
+
+def positive_closes(data: AssetData) -> pd.Series:
+    """Positive daily closes by date (non-positive prints are dropped)."""
+    close = data.daily_close().dropna()
+    return close[close > 0]
 
 
 def resolve_origin(close: pd.Series, as_of: Any, asset: str) -> pd.Timestamp:
@@ -47,7 +236,8 @@ def resolve_origin(close: pd.Series, as_of: Any, asset: str) -> pd.Timestamp:
     as_of = pd.Timestamp(as_of).normalize()
     known = close.index[close.index <= as_of]
     if known.empty:
-        raise DataError(f"as_of {as_of.date()}: {asset} has no close on or before it (first close {close.index[0].date()})")
+        raise DataError(f"as_of {as_of.date()}: {asset} has no close on or before it "
+                        f"(first close {close.index[0].date()})")
     origin = known[-1]
     stale = (as_of - origin).days
     if stale > MAX_STALENESS_DAYS:
@@ -58,36 +248,94 @@ def resolve_origin(close: pd.Series, as_of: Any, asset: str) -> pd.Timestamp:
     return origin
 
 
-def ewma_sigma(returns: np.ndarray, lam: float = 0.94) -> float:
-    """RiskMetrics EWMA volatility after the last return (seeded with the sample variance)."""
-    var = float(np.var(returns[: min(len(returns), 30)])) if len(returns) else 0.0
-    for x in returns:
-        var = lam * var + (1 - lam) * float(x) ** 2
-    return float(np.sqrt(max(var, 1e-12)))
+def resolve_seed(seed: int | None) -> int:
+    """The request's seed, or a fresh one (returned with the forecast so it can be replayed)."""
+    return int(seed) if seed is not None else int(np.random.SeedSequence().entropy % (2**63))
 
 
-@dataclass(frozen=True)
-class FittedEwmaLognormal:
-    asset: str
-    origin: pd.Timestamp
-    spot: float
-    sigma: float
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def sample(self, n_paths: int, horizon: int, rng: np.random.Generator) -> np.ndarray:
-        z = rng.standard_normal((n_paths, horizon))
-        return -0.5 * self.sigma**2 + self.sigma * z
+# -- the cache of prepared states ---------------------------------------------------------------
 
 
-def fit(data: AssetData, as_of: Any = None) -> FittedEwmaLognormal:
-    """Fit the model on ``data`` up to the origin resolved from ``as_of``."""
-    close = data.daily_close()
-    origin = resolve_origin(close, as_of, data.asset)
-    close = close[close.index <= origin].dropna()
-    if len(close) < MIN_CLOSES:
-        raise DataError(f"{data.asset}: {len(close)} daily closes up to {origin.date()}, at least {MIN_CLOSES} needed")
-    r = daily_log_returns(close).to_numpy()
-    return FittedEwmaLognormal(asset=data.asset, origin=origin, spot=float(close.iloc[-1]), sigma=ewma_sigma(r))
+@dataclass
+class _Cached:
+    fitted: FittedModel
+    calibrator: Calibrator
+    state: Any
+    cond: dict | None = None
+
+
+class _Lru:
+    def __init__(self, size: int = 64):
+        self.size, self.d, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self.lock:
+            if key in self.d:
+                self.d.move_to_end(key)
+                return self.d[key]
+        return None
+
+    def put(self, key: Any, value: Any) -> None:
+        with self.lock:
+            self.d[key] = value
+            self.d.move_to_end(key)
+            while len(self.d) > self.size:
+                self.d.popitem(last=False)
+
+
+_CACHE = _Lru()
+
+
+def clear_caches() -> None:
+    """Forget the in-process cache of fitted components, calibration buffers and states."""
+    _CACHE.d.clear()
+
+
+def _cache_key(asset: str, origin: pd.Timestamp, close: pd.Series, cfg: EngineConfig, h_sim: int) -> str:
+    sig = (f"{asset}|{origin.date()}|{len(close)}|{float(close.iloc[-1])!r}|{close.index[0].date()}"
+           f"|{cfg.version}|{h_sim}")
+    return hashlib.sha1(sig.encode()).hexdigest()[:16]
+
+
+def _state_dir(settings: Any) -> Path | None:
+    try:
+        if settings is None:
+            from aetheris_ray.config import load_settings
+
+            settings = load_settings()
+        return Path(settings.state_path)
+    except Exception:  # noqa: BLE001 - a broken settings file must not stop an in-memory forecast
+        return None
+
+
+def _load_disk(root: Path | None, asset: str, key: str) -> tuple[FittedModel, Calibrator] | None:
+    if root is None:
+        return None
+    d = root / "engine" / _safe(asset) / key
+    try:
+        if (d / "calibration.json").is_file() and (d / "fitted").is_dir():
+            return FittedModel.load(d / "fitted"), Calibrator.load(d / "calibration.json")
+    except (ModelNotFound, OSError, ValueError, KeyError):
+        return None  # a stale or partial entry is rebuilt below
+    return None
+
+
+def _save_disk(root: Path | None, asset: str, key: str, fitted: FittedModel, cal: Calibrator) -> None:
+    if root is None:
+        return
+    d = root / "engine" / _safe(asset) / key
+    try:
+        fitted.save(d / "fitted", overwrite=True)
+        cal.save(d / "calibration.json")
+    except OSError:
+        pass  # a read-only home only costs speed
+
+
+def _safe(asset: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in asset)
+
+
+# -- prepare / sample / finish -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -96,40 +344,167 @@ class Prepared:
 
     The two-phase split (`prepare`, then paths from ``prepared.sample`` in seeded
     blocks, then `finish`) is what lets the distributed layer shard the Monte
-    Carlo without re-implementing the engine.
+    Carlo without re-implementing the engine.  Holds batch-1 fitted components
+    and their conditioning arrays (a few KB), not the history.
     """
 
     request: ForecastRequest
     seed: int
-    model: FittedEwmaLognormal
+    asset: str
+    origin: pd.Timestamp
+    spot: float
+    model: FittedModel
+    cond: dict
     model_version: str
     level_map: Any
+    extra: dict = field(default_factory=dict)
 
     def sample(self, n_paths: int, horizon: int, rng: np.random.Generator) -> np.ndarray:
-        return self.model.sample(n_paths, horizon, rng)
+        """Daily log-return paths, shape (n_paths, horizon), float32 (raw, uncalibrated)."""
+        return self.model.simulate(self.cond, int(n_paths), int(horizon), rng)[0].astype(np.float32)
 
 
-def resolve_seed(seed: int | None) -> int:
-    """The request's seed, or a fresh one (returned with the forecast so it can be replayed)."""
-    return int(seed) if seed is not None else int(np.random.SeedSequence().entropy % (2**63))
+def sim_horizon(horizon: int, calibrate: bool = True) -> int:
+    """Steps the calibration walk-forward simulates: the representative horizon of the request's bucket."""
+    return int(BUCKETS[int(bucket_index(horizon))][1]) if calibrate else int(horizon)
 
 
-def prepare(data: AssetData, req: ForecastRequest) -> Prepared:
-    """Fit on ``data`` (point-in-time) and resolve everything but the paths."""
-    model = fit(data, req.as_of)
-    return Prepared(request=req, seed=resolve_seed(req.seed), model=model, model_version=MODEL_VERSION,
-                    level_map=sim.IdentityLevelMap())
+def prepare(data: AssetData, req: ForecastRequest, *, config: EngineConfig | None = None, settings: Any = None,
+            use_cache: bool = True) -> Prepared:
+    """Fit on ``data`` up to the origin (point-in-time) and resolve everything but the paths."""
+    from aetheris_ray import walkforward as wf
+
+    notes: list[str] = []
+    if config is None:
+        config, notes = model_config(req.model)
+    close_all = positive_closes(data)
+    origin = resolve_origin(close_all, req.as_of, data.asset)
+    data = _point_in_time(data, cutoff_for(origin))
+    close = close_all[close_all.index <= origin]
+    need = max(MIN_CLOSES, config.min_history + 1)
+    if len(close) < need:
+        raise DataError(f"{data.asset}: {len(close)} daily closes up to {origin.date()}, at least {need} needed; "
+                        "pick a later as_of or give more history")
+    h_sim = sim_horizon(req.horizon, config.calibrate)
+    key = _cache_key(data.asset, origin, close, config, h_sim)
+    cached = _CACHE.get(key) if use_cache else None
+    if cached is None:
+        root = _state_dir(settings) if use_cache else None
+        disk = _load_disk(root, data.asset, key)
+        if disk is not None:
+            from aetheris_ray.features import compute_state
+
+            cached = _Cached(disk[0], disk[1], compute_state(data, origin))
+        else:
+            res = wf.walk_forward(data, pd.DatetimeIndex([origin]), [h_sim], [0.5], config, seed=0, keep_last=True)
+            if res.last is None:
+                raise DataError(f"{data.asset}: too little history at {origin.date()} to forecast "
+                                f"({len(close) - 1} returns, at least {config.min_history} needed)")
+            cached = _Cached(res.last["fitted"], res.calibrator, res.last["state"])
+            _save_disk(root, data.asset, key, cached.fitted, cached.calibrator)
+        if use_cache:
+            _CACHE.put(key, cached)
+    state = cached.state
+    if req.scenario:
+        from aetheris_ray.scenario import apply_scenario
+
+        state = apply_scenario(state, dict(req.scenario))
+        cond = cached.fitted.condition(Context.from_states([state], config.lookback))
+    else:
+        if cached.cond is None:
+            cached.cond = cached.fitted.condition(Context.from_states([state], config.lookback))
+        cond = cached.cond
+    cal = cached.calibrator
+    needed = list(range(int(bucket_index(req.horizon)) + 1))
+    if config.calibrate:
+        level_map = cal.level_map(state.regime_label, day_number(origin), buckets=needed)
+    else:
+        level_map = ConformalLevelMap.identity()
+    extra = _extras(data, req, state, cached, config, origin, needed, notes)
+    return Prepared(request=req, seed=resolve_seed(req.seed), asset=data.asset, origin=origin,
+                    spot=float(close.iloc[-1]), model=cached.fitted, cond=cond, model_version=config.version,
+                    level_map=level_map, extra=extra)
+
+
+def _point_in_time(data: AssetData, cutoff: pd.Timestamp) -> AssetData:
+    """``data.until(cutoff)`` for sorted frames: a frame already ending by the cutoff is kept as is,
+    the others are sliced at ``searchsorted`` (no copy)."""
+
+    def cut(f: pd.DataFrame) -> pd.DataFrame:
+        if len(f) == 0 or f["ts"].iloc[-1] <= cutoff:
+            return f
+        return f.iloc[: int(f["ts"].searchsorted(cutoff, side="right"))]
+
+    return AssetData(asset=data.asset, bars={k: cut(v) for k, v in data.bars.items()},
+                     series={k: cut(v) for k, v in data.series.items()}, info=data.info)
+
+
+def _extras(data: AssetData, req: ForecastRequest, state: Any, cached: _Cached, config: EngineConfig,
+            origin: pd.Timestamp, needed: list[int], notes: list[str]) -> dict[str, Any]:
+    from aetheris_ray.features import REGIME_FEATURES
+
+    vec = np.asarray(state.regime_vector, dtype=float)
+    regime = {"label": state.regime_label,
+              "vector": {name: float(v) for (name, _), v in zip(REGIME_FEATURES, vec)},
+              "descriptors": {k: float(v) for k, v in state.descriptors.items()}}
+    warnings_ = list(notes)
+    if state.missing:
+        warnings_.append("missing inputs (neutral values used): " + ", ".join(state.missing))
+    for kind, inf in cached.fitted.info().items():
+        fb = inf.get("fallback") or inf.get("fallbacks")
+        if fb:
+            warnings_.append(f"{kind}: fallback {fb}")
+    n_pairs = len(cached.calibrator)
+    if config.calibrate and n_pairs == 0:
+        warnings_.append("calibration: no realised pairs yet (short history); the cone is uncalibrated")
+    metadata = {
+        "warnings": warnings_,
+        "components": {k: getattr(config, k).name for k in KINDS},
+        "calibration_pairs": n_pairs,
+        "data_end": str(origin.date()),
+    }
+    drivers = None
+    if req.explain:
+        drivers = _drivers(data, state, config, origin, req.horizon, warnings_)
+    return {"regime": regime, "mm_indices": dict(state.mm_indices), "coverage": cached.calibrator.coverage(
+        day_number(origin), buckets=needed), "metadata": metadata, "drivers": drivers,
+        "conditional": bool(req.scenario)}
+
+
+def _drivers(data: AssetData, state: Any, config: EngineConfig, origin: pd.Timestamp, horizon: int,
+             warnings_: list[str]) -> dict[str, Any] | None:
+    """Top drivers (`aetheris_ray.explain`) of the engine's own forecasts over the last year of origins.
+
+    The targets are the engine's walk-forward forecasts at each past origin:
+    upside ``q95 - q50``, downside ``q50 - q05`` and trend ``q50`` (log-returns).
+    """
+    from aetheris_ray import walkforward as wf
+    from aetheris_ray.explain import MIN_STATES, explain
+
+    close = positive_closes(data)
+    past = close.index[config.min_history:]
+    past = past[past < origin][-365:]
+    res = wf.walk_forward(data, past, [horizon], [0.05, 0.5, 0.95], config, seed=0)
+    q = res.quantiles[:, 0, :]
+    ok = np.flatnonzero(np.all(np.isfinite(q), axis=1))
+    if ok.size < MIN_STATES:
+        warnings_.append(f"explain: {ok.size} past forecasts, at least {MIN_STATES} needed; no drivers")
+        return None
+    targets = {"upside": q[ok, 2] - q[ok, 1], "downside": q[ok, 1] - q[ok, 0], "trend": q[ok, 1]}
+    states_hist = [res.states[i] for i in ok]
+    return explain(states_hist, targets, state, np.random.default_rng(day_number(origin)))
 
 
 def finish(prep: Prepared, paths: np.ndarray) -> Forecast:
     """Turn the merged paths of a prepared request into the `Forecast`."""
-    m = prep.model
-    return assemble(m.asset, m.origin, m.spot, paths, prep.request, prep.seed, prep.model_version, prep.level_map)
+    return assemble(prep.asset, prep.origin, prep.spot, paths, prep.request, prep.seed, prep.model_version,
+                    prep.level_map, **prep.extra)
 
 
-def forecast(data: AssetData, req: ForecastRequest) -> Forecast:
-    """Fit on ``data`` (already point-in-time) and answer ``req`` in-process."""
-    prep = prepare(data, req)
+def forecast(data: AssetData, req: ForecastRequest, *, config: EngineConfig | None = None, settings: Any = None,
+             use_cache: bool = True) -> Forecast:
+    """Fit on ``data`` (point-in-time at the request's as-of) and answer ``req`` in-process."""
+    prep = prepare(data, req, config=config, settings=settings, use_cache=use_cache)
     paths = sim.simulate_blocks(prep.sample, req.paths, req.horizon, prep.seed)
     return finish(prep, paths)
 
@@ -155,7 +530,7 @@ def assemble(asset, origin, spot, paths, req: ForecastRequest, seed, model_versi
         regime=extra.get("regime", {"label": "unknown"}),
         mm_indices=extra.get("mm_indices", {}),
         drivers=extra.get("drivers"),
-        conditional=bool(req.scenario),
+        conditional=bool(extra.get("conditional", bool(req.scenario))),
         seed=seed,
         model_version=model_version,
         calibration_version=level_map.version,

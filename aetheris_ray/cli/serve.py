@@ -1,14 +1,50 @@
-"""``aetheris serve`` (placeholder until the Ray issue lands)."""
+"""``aetheris serve``: the Ray Serve app on a local (or existing) Ray."""
 
 from __future__ import annotations
+
+from typing import Optional
 
 import typer
 
 from aetheris_ray.cli import app
-from aetheris_ray.cli._common import not_yet
+from aetheris_ray.cli._common import DataOpt, OptPath, StoreOpt, SyntheticOpt
+
+APP_NAME = "aetheris"
 
 
-@app.command("serve", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def serve_cmd(ctx: typer.Context) -> None:
-    """Serve forecasts over HTTP with Ray Serve (not yet available)."""
-    not_yet("serve", "the Ray Serve issue")
+@app.command("serve")
+def serve_cmd(
+    host: Optional[str] = typer.Option(None, "--host", help="HTTP host (default 127.0.0.1; 0.0.0.0 exposes it)"),
+    port: Optional[int] = typer.Option(None, "--port", help="HTTP port (default 8000)"),
+    data: OptPath = DataOpt,
+    store: OptPath = StoreOpt,
+    synthetic: bool = SyntheticOpt,
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a running local "
+                                          "Ray if there is one, else a new one started here; 'local': always a "
+                                          "new one, stopped with the command)"),
+    num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs of the local Ray this command starts"),
+) -> None:
+    """Serve forecasts over HTTP (POST /v1/forecast, web page at /, OpenAPI at /docs) until Ctrl-C / SIGTERM."""
+    import os
+    import signal
+    import threading
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from aetheris_ray.config import load_settings
+
+    settings = load_settings(store=store, host=host, port=port)
+    from aetheris_ray.distributed.serving import start_ray, start_serve, stop_serve
+
+    started_ray = start_ray(address, num_cpus=num_cpus)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        url = start_serve(settings, data=data, store=store, synthetic=synthetic, name=APP_NAME)
+        typer.echo(f"serving on {url}  (web page {url}/, API docs {url}/docs); Ctrl-C to stop", err=False)
+        while not stop.wait(0.5):
+            pass
+        typer.echo("stopping ...")
+    finally:
+        stop_serve(APP_NAME, shutdown_ray=started_ray)
+        for s, h in previous.items():
+            signal.signal(s, h)

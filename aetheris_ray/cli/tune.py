@@ -1,14 +1,135 @@
-"""``aetheris tune`` (placeholder until the training issue lands)."""
+"""``aetheris tune``: Ray Tune sweep of a neural component; the best trial goes into the model registry."""
 
 from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
 
 import typer
 
 from aetheris_ray.cli import app
-from aetheris_ray.cli._common import not_yet
+from aetheris_ray.cli._common import DataOpt, OptPath, StoreOpt, SyntheticOpt
+
+#: Left out of training (EVALUATION.md: stablecoins and gold tokens).
+EXCLUDED = frozenset({"USDT-USD", "USDC-USD", "DAI-USD", "TUSD-USD", "USDD-USD", "PAXG-USD", "XAUT-USD", "XAUt-USD"})
+#: Default training assets on a large source (more than `MAX_DEFAULT_ASSETS`): the most liquid majors present.
+MAJORS = ("BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "BNB-USD", "ADA-USD", "DOGE-USD", "LTC-USD")
+MAX_DEFAULT_ASSETS = 10
 
 
-@app.command("tune", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def tune_cmd(ctx: typer.Context) -> None:
-    """Train and tune a neural component with Ray Tune (not yet available)."""
-    not_yet("tune", "the Ray Tune issue")
+def pick_assets(available: list[str], requested: str | None) -> list[str]:
+    """``--assets A,B`` (each must exist), else every asset of a small source, else the majors present."""
+    from aetheris_ray.errors import InvalidInput
+
+    if requested:
+        names = [a.strip() for a in requested.split(",") if a.strip()]
+        missing = [a for a in names if a not in available]
+        if missing:
+            raise InvalidInput(f"--assets: {missing} not in the data source; known: {available[:8]}{' ...' if len(available) > 8 else ''}")
+        return names
+    usable = [a for a in available if a not in EXCLUDED]
+    if len(usable) <= MAX_DEFAULT_ASSETS:
+        return usable
+    return [a for a in MAJORS if a in usable] or usable[:MAX_DEFAULT_ASSETS]
+
+
+@app.command("tune")
+def tune_cmd(
+    component: str = typer.Option("rough_vol", "--component", help="neural component to tune (rough_vol)"),
+    trials: int = typer.Option(4, "--trials", help="number of trials (hyperparameter samples)"),
+    time_budget_s: Optional[float] = typer.Option(None, "--time-budget-s", help="stop starting/continuing trials after this many seconds"),
+    data: OptPath = DataOpt,
+    store: OptPath = StoreOpt,
+    synthetic: bool = SyntheticOpt,
+    assets: Optional[str] = typer.Option(None, "--assets", help="comma-separated training assets (default: all of a small source, else the majors)"),
+    start: Optional[str] = typer.Option(None, "--start", help="first training origin date YYYY-MM-DD"),
+    end: Optional[str] = typer.Option(None, "--end", help="last origin date YYYY-MM-DD (train before your backtest period!)"),
+    lookback: int = typer.Option(64, "--lookback", help="input days per window"),
+    horizon: int = typer.Option(14, "--horizon", help="target days per window"),
+    stride: int = typer.Option(1, "--stride", help="days between window origins"),
+    regime: bool = typer.Option(False, "--regime/--no-regime",
+                                help="also condition the network on the regime vector (off by default: see docs/training.md)"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="training steps per trial (default from tune/spaces.py)"),
+    gpus_per_trial: Optional[float] = typer.Option(None, "--gpus-per-trial", help="GPUs per trial (default: 1 when the cluster has GPUs, else 0)"),
+    cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", help="CPUs per trial"),
+    resume: bool = typer.Option(False, "--resume", help="continue the interrupted sweep of this component (Tuner.restore)"),
+    name: Optional[str] = typer.Option(None, "--name", help="experiment name under <AETHERIS_HOME>/tune (default: the component)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)"),
+    ray_data: bool = typer.Option(False, "--ray-data", help="build the windows with the Ray Data pipeline (Parquet store only)"),
+    register: bool = typer.Option(True, "--register/--no-register", help="save the best trial into the model registry"),
+    fmt: str = typer.Option("table", "--format", help="table or json"),
+) -> None:
+    """Tune a neural component with Ray Tune (ASHA on val_ql) and register the best trial."""
+    import time
+
+    from aetheris_ray.api import resolve_source
+    from aetheris_ray.config import load_settings
+    from aetheris_ray.errors import DataError, InvalidInput
+    from aetheris_ray.windows import WindowSpec, concat_windows, make_windows
+
+    if fmt not in ("table", "json"):
+        raise InvalidInput(f"--format {fmt!r}: use table or json")
+    settings = load_settings()
+    t0 = time.perf_counter()
+    src = resolve_source(settings, data=data, store=store, synthetic=synthetic)
+    names = pick_assets(src.assets(), assets)
+    spec = WindowSpec(lookback=lookback, horizon=horizon, stride=stride, regime=regime)
+
+    from tune.sweep import SweepOptions, quiet_tune_env, run_sweep
+
+    quiet_tune_env()
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    if ray_data:
+        from aetheris_ray.data import ParquetStore
+        from data_pipelines.windows import build_windows
+
+        if not isinstance(src, ParquetStore):
+            raise InvalidInput("--ray-data reads a Parquet store: pass --store PATH (or ingest into the home store)")
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        windows = build_windows(str(src.path), names, spec, start=start, end=end)
+    else:
+        windows = concat_windows([make_windows(src.history(a), spec, start, end) for a in names], spec)
+    if len(windows["origin"]) == 0:
+        if ray.is_initialized():
+            ray.shutdown()
+        raise DataError(f"tune: no windows for {names} between {start or 'the start'} and {end or 'the end'}")
+    t_windows = time.perf_counter() - t0
+    overrides = {"lookback": lookback}
+    if max_steps is not None:
+        overrides["max_steps"] = max_steps
+    opts = SweepOptions(
+        storage_path=str(settings.home / "tune"), name=name, num_samples=trials, time_budget_s=time_budget_s,
+        gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, resume=resume, overrides=overrides,
+    )
+    try:
+        res = run_sweep(component, windows, opts, register=register,
+                        extra_info={"window_spec": spec.__dict__, "data_assets": names})
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    out = {
+        "component": component,
+        "assets": names,
+        "windows": int(len(windows["origin"])),
+        "trials": res.n_trials,
+        "errored": res.n_errored,
+        "device": res.device,
+        "best_config": res.best_config,
+        "val_ql": res.best_metrics.get("val_ql"),
+        "val_ql_ewma": res.best_metrics.get("val_ql_ewma"),
+        "hurst": res.best_metrics.get("hurst"),
+        "version": None if res.record is None else res.record.version,
+        "experiment": res.path,
+        "windows_s": round(t_windows, 2),
+        "sweep_s": round(res.wall_s, 2),
+    }
+    if fmt == "json":
+        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
+        return
+    for k, v in out.items():
+        typer.echo(f"{k:>12}: {v}")

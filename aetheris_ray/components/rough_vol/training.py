@@ -1,0 +1,255 @@
+"""The training loop of the rough volatility component (imports torch; loaded lazily).
+
+`Trainer` owns the data split, the network and the optimiser, and exposes the core
+training step that both ``RoughVolatility.fit`` and the Ray Tune trainable call:
+
+* ``train(n_steps)`` -- Adam steps on the Gaussian NLL of future log realised vol;
+* ``evaluate()`` -- ``val_nll`` and ``val_ql`` (the quantile loss of cumulative
+  log-returns at every step of the horizon, x100, EVALUATION.md's QL), plus the
+  same QL for EWMA(0.94)-Normal on the same windows (``val_ql_ewma``) for reference;
+* ``state_dict()`` / ``load_state_dict()`` -- for checkpoints (restore continues the
+  same batch sequence: batch ``s`` is drawn from ``default_rng([seed, s])``).
+
+Validation windows are the latest origins; training windows end ``horizon`` days
+before the first validation origin, so no training target overlaps a validation one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import norm
+
+from aetheris_ray.components.rough_vol.component import (
+    FittedRoughVolatility,
+    RoughVolatility,
+    conditioning_inputs,
+    feature_logvol,
+    feature_scale,
+    standardise,
+)
+from aetheris_ray.components.rough_vol.fbm import estimate_hurst, fgn_autocovariance
+from aetheris_ray.components.rough_vol.module import RoughVolNet, gaussian_nll, rfou_moments
+from aetheris_ray.errors import DataError
+
+__all__ = ["Trainer", "split_windows", "estimate_hurst_windows", "resolve_device", "LEVELS"]
+
+LEVELS = np.array([0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95])
+MIN_TRAIN = 64
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def split_windows(windows: dict[str, np.ndarray], val_fraction: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Time split: the latest ``val_fraction`` of origin dates validate; training origins end ``horizon`` days earlier."""
+    origins = windows["origin"].astype("datetime64[D]")
+    days = np.unique(origins)
+    if days.size < 2:
+        raise DataError(f"rough_vol training: {days.size} distinct origin date(s); need a longer history")
+    cut = days[min(days.size - 1, int(np.floor(days.size * (1.0 - val_fraction))))]
+    horizon = windows["y_logvol"].shape[1]
+    val = origins >= cut
+    train = origins < cut - np.timedelta64(horizon, "D")
+    return ({k: v[train] for k, v in windows.items()}, {k: v[val] for k, v in windows.items()})
+
+
+def estimate_hurst_windows(x_logvol: np.ndarray, max_lag: int = 20) -> float:
+    """H from the GJR moment scaling pooled over the windows' input log-vol (pairs within a window)."""
+    x = np.asarray(x_logvol, dtype=float)
+    lags = tuple(range(1, min(max_lag, x.shape[1] - 1) + 1))
+    qs = (0.5, 1.0, 1.5, 2.0, 3.0)
+    logm = np.empty((len(qs), len(lags)))
+    for j, d in enumerate(lags):
+        a = np.abs(x[:, d:] - x[:, :-d]).ravel()
+        for i, q in enumerate(qs):
+            logm[i, j] = np.log(np.mean(a**q))
+    logd = np.log(np.asarray(lags, dtype=float))
+    zeta = np.array([np.polyfit(logd, row, 1)[0] for row in logm])
+    q = np.asarray(qs)
+    return float(np.clip(np.sum(q * zeta) / np.sum(q**2), 0.01, 0.49))
+
+
+def _pinball_ql(y: np.ndarray, q: np.ndarray) -> float:
+    """EVALUATION.md QL x100: mean over rows of (2/7) sum of pinball losses; y (n,), q (n, 7)."""
+    diff = y[:, None] - q
+    loss = np.maximum(LEVELS * diff, (LEVELS - 1.0) * diff)
+    return float(100.0 * np.mean(2.0 * loss.sum(axis=1) / len(LEVELS)))
+
+
+def _gauss_ql(y_cum: np.ndarray, cum_var: np.ndarray) -> float:
+    """QL of zero-mean Normal quantiles of cumulative returns, pooled over windows and steps; arrays (n, h)."""
+    z = norm.ppf(LEVELS)
+    q = np.sqrt(cum_var).reshape(-1, 1) * z[None, :]
+    return _pinball_ql(y_cum.reshape(-1), q)
+
+
+def ewma_var(x_ret: np.ndarray, mu: np.ndarray, sigma: np.ndarray, lam: float = 0.94) -> np.ndarray:
+    """RiskMetrics variance after each window's input returns (seeded with the first 30 returns' variance); (b,)."""
+    r = x_ret.astype(float) * sigma[:, None].astype(float) + mu[:, None].astype(float)
+    var = r[:, : min(30, r.shape[1])].var(axis=1)
+    for t in range(r.shape[1]):
+        var = lam * var + (1 - lam) * r[:, t] ** 2
+    return np.maximum(var, 1e-12)
+
+
+class Trainer:
+    """The core training step of ``rough_vol`` (used by ``fit`` and by the Tune trainable).
+
+    Parameters
+    ----------
+    windows : dict of window columns (`aetheris_ray.windows`), any assets, pooled
+    spec : RoughVolatility
+    """
+
+    def __init__(self, windows: dict[str, np.ndarray], spec: RoughVolatility) -> None:
+        self.spec = spec
+        self.device = resolve_device(spec.device)
+        train, val = split_windows(windows, spec.val_fraction)
+        if len(train["origin"]) < MIN_TRAIN or len(val["origin"]) < 1:
+            raise DataError(
+                f"rough_vol training: {len(train['origin'])} training and {len(val['origin'])} validation windows; "
+                f"need >= {MIN_TRAIN} and >= 1 (more assets or a longer history)"
+            )
+        lb = min(spec.lookback, windows["x_ret"].shape[1])
+        self.lookback = lb
+        self.hurst = float(spec.hurst) if spec.hurst is not None else estimate_hurst_windows(train["x_logvol"])
+        self.horizon = train["y_logvol"].shape[1]
+        self.train_np, self.val_np = train, val
+        feats, anchors = self._inputs(train)
+        self.feat_mean, self.feat_std = feature_scale(feats)
+        torch.manual_seed(spec.seed)
+        self.net = RoughVolNet(feats.shape[1], spec.hidden, spec.layers, spec.dropout).to(self.device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        self.fgn_cov = torch.as_tensor(self._fgn_cov(), dtype=torch.float32, device=self.device)
+        self.train_t = self._tensors(train)
+        self.val_t = self._tensors(val)
+        self.step = 0
+        self.vol_bias = 0.0
+
+    # -- data ------------------------------------------------------------------------
+
+    def _inputs(self, w: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        lb = self.lookback
+        has_rv = w.get("x_has_rv")
+        x_ret = w["x_ret"][:, -lb:]
+        lv = feature_logvol(x_ret, w["x_logvol"][:, -lb:], w["sigma"], None if has_rv is None else has_rv[:, -lb:])
+        return conditioning_inputs(x_ret, lv, w["mu"], w["sigma"], w.get("regime"))
+
+    def _fgn_cov(self) -> np.ndarray:
+        g = fgn_autocovariance(self.horizon, self.hurst)
+        k = np.arange(self.horizon)
+        return g[np.abs(k[:, None] - k[None, :])]
+
+    def _tensors(self, w: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        feats, anchors = self._inputs(w)
+        f = standardise(feats, self.feat_mean, self.feat_std)
+        dev = self.device
+        return {
+            "feats": torch.as_tensor(f, dtype=torch.float32, device=dev),
+            "anchors": torch.as_tensor(anchors, dtype=torch.float32, device=dev),
+            "y": torch.as_tensor(w["y_logvol"], dtype=torch.float32, device=dev),
+        }
+
+    # -- the core step ------------------------------------------------------------------
+
+    def _loss(self, t: dict[str, torch.Tensor], idx: Any = slice(None)) -> torch.Tensor:
+        p = self.net(t["feats"][idx], t["anchors"][idx])
+        mean, cov = rfou_moments(p, self.fgn_cov)
+        return gaussian_nll(t["y"][idx], mean, cov, torch.exp(self.net.log_obs_sd))
+
+    def train(self, n_steps: int) -> float:
+        """Run ``n_steps`` Adam steps; returns the mean training NLL over them."""
+        self.net.train()
+        n = self.train_t["y"].shape[0]
+        bs = min(self.spec.batch_size, n)
+        total = 0.0
+        for _ in range(int(n_steps)):
+            rng = np.random.default_rng([self.spec.seed, self.step])
+            idx = torch.as_tensor(rng.choice(n, size=bs, replace=False), device=self.device)
+            loss = self._loss(self.train_t, idx)
+            self.opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
+            self.opt.step()
+            self.step += 1
+            total += float(loss.detach())
+        return total / max(1, int(n_steps))
+
+    @torch.no_grad()
+    def _moments(self, t: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        self.net.eval()
+        p = self.net(t["feats"], t["anchors"])
+        mean, cov = rfou_moments(p, self.fgn_cov)
+        return mean.cpu().numpy().astype(float), torch.diagonal(cov, dim1=1, dim2=2).cpu().numpy().astype(float)
+
+    def _fit_vol_bias(self) -> float:
+        """One constant c with mean(r^2) = mean(E[exp(2(X + c))]) over the training windows."""
+        mean, var = self._moments(self.train_t)
+        ev2 = np.exp(2 * mean + 2 * var)
+        r2 = self.train_np["y_ret"].astype(float) ** 2
+        return float(0.5 * np.log(np.mean(r2) / np.mean(ev2)))
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics: ``val_nll``, ``val_ql`` (x100, lower is better), ``val_ql_ewma``, ``hurst``."""
+        self.vol_bias = self._fit_vol_bias()
+        with torch.no_grad():
+            self.net.eval()
+            val_nll = float(self._loss(self.val_t))
+        mean, var = self._moments(self.val_t)
+        step_var = np.exp(2 * (mean + self.vol_bias) + 2 * var)
+        y_cum = np.cumsum(self.val_np["y_ret"].astype(float), axis=1)
+        val_ql = _gauss_ql(y_cum, np.cumsum(step_var, axis=1))
+        ew = ewma_var(self.val_np["x_ret"], self.val_np["mu"], self.val_np["sigma"])
+        ew_cum = ew[:, None] * np.arange(1, self.horizon + 1)[None, :]
+        return {
+            "val_ql": val_ql,
+            "val_nll": val_nll,
+            "val_ql_ewma": _gauss_ql(y_cum, ew_cum),
+            "hurst": self.hurst,
+            "vol_bias": self.vol_bias,
+            "step": float(self.step),
+        }
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "step": self.step, "hurst": self.hurst}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = int(state["step"])
+        self.hurst = float(state["hurst"])
+
+    def fitted(self, extra_info: dict[str, Any] | None = None) -> FittedRoughVolatility:
+        """The fitted component (validation metrics and training range in ``info``)."""
+        metrics = self.evaluate()
+        origins = self.train_np["origin"]
+        info = {
+            "metrics": metrics,
+            "train_range": [str(origins.min())[:10], str(origins.max())[:10]],
+            "val_range": [str(self.val_np["origin"].min())[:10], str(self.val_np["origin"].max())[:10]],
+            "n_train": int(len(origins)),
+            "n_val": int(len(self.val_np["origin"])),
+            "assets": sorted({str(a) for a in self.train_np["asset"]}),
+            "steps": self.step,
+            "device": str(self.device),
+        }
+        info.update(extra_info or {})
+        return FittedRoughVolatility(
+            spec=self.spec,
+            hurst=self.hurst,
+            n_features=int(self.feat_mean.size),
+            feat_mean=self.feat_mean.copy(),
+            feat_std=self.feat_std.copy(),
+            vol_bias=self.vol_bias,
+            weights={k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()},
+            info=info,
+        )

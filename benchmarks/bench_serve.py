@@ -1,0 +1,180 @@
+"""Serve vs in-process latency, and sharded Monte Carlo with 1 vs 2 actors.
+
+    RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 .venv/bin/python benchmarks/bench_serve.py [--quick]
+
+1. In-process ``api.forecast_request`` (1,000 paths x 7 days, engine cache warm) vs the
+   served ``POST /v1/forecast`` at concurrency 1, 8 and 32 (aiohttp, request-count
+   bounded): p50 / p99 latency, throughput, overhead ratio (served p50 / in-process p50).
+   Targets: served p50 < 30 ms and p99 < 150 ms at concurrency 8.
+2. Monte Carlo 1,000,000 paths x 14 days: in the caller, and sharded on a pool of 1
+   and of 2 simulator actors (paths + ``engine.finish``), best of N.
+
+The client shares the machine's cores with Ray; numbers vary about 2x run to run
+(RAY_NOTES.md).  Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import tempfile
+import time
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+REQ = {"asset": "SYN-BTC", "horizon": 7, "paths": 1000, "seed": 7}
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_in_process(n: int) -> dict:
+    from aetheris_ray.api import forecast_request
+    from aetheris_ray.contract import parse_request
+    from aetheris_ray.data import SyntheticSource
+
+    src = SyntheticSource(seed=0)
+    req = parse_request(REQ)
+    forecast_request(req, src)  # warm the engine's cache (fit + calibration buffers)
+    lat = []
+    t0 = time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        forecast_request(req, src).to_json()
+        lat.append((time.perf_counter() - t) * 1e3)
+    wall = time.perf_counter() - t0
+    return {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "rps": n / wall, "n": n}
+
+
+async def _load(url: str, concurrency: int, n: int, timeout_s: float = 120.0) -> dict:
+    import aiohttp
+
+    lat: list[float] = []
+    errors = 0
+    left = n
+
+    async def worker(session):
+        nonlocal left, errors
+        while left > 0:
+            left -= 1
+            t = time.perf_counter()
+            async with session.post(url, json=REQ) as r:
+                await r.read()
+                if r.status != 200:
+                    errors += 1
+            lat.append((time.perf_counter() - t) * 1e3)
+
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        for _ in range(min(20, n)):  # warm-up
+            async with session.post(url, json=REQ) as r:
+                await r.read()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    return {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "rps": len(lat) / wall, "n": len(lat), "errors": errors}
+
+
+def bench_served(levels: list[tuple[int, int]]) -> dict[int, dict]:
+    from ray import serve
+
+    from deployments.app import AppArgs, build_app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    home = tempfile.mkdtemp(prefix="aetheris-bench-")
+    serve.run(build_app(AppArgs(synthetic=True, home=home, api_keys=[])), name="aetheris", route_prefix="/")
+    url = f"http://127.0.0.1:{port}/v1/forecast"
+    out = {}
+    for c, n in levels:
+        out[c] = asyncio.run(_load(url, c, n))
+    serve.delete("aetheris")
+    return out
+
+
+def bench_montecarlo(repeats: int) -> dict[str, float]:
+    import numpy as np
+
+    from aetheris_ray import engine
+    from aetheris_ray.contract import parse_request
+    from aetheris_ray.data import SyntheticSource
+    from aetheris_ray.distributed.montecarlo import SimulatorPool, forecast_prepared
+
+    src = SyntheticSource(seed=0)
+    req = parse_request({"asset": "SYN-BTC", "horizon": 14, "paths": 1_000_000, "seed": 1})
+    prep = engine.prepare(src.history("SYN-BTC"), req)
+    out: dict[str, float] = {}
+    ref = None
+
+    def best(fn) -> float:
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fc = fn()
+            ts.append(time.perf_counter() - t)
+        nonlocal ref
+        if ref is None:
+            ref = fc.quantiles
+        assert np.array_equal(fc.quantiles, ref), "sharded result differs"
+        return min(ts)
+
+    out["in the caller (no Ray)"] = best(lambda: forecast_prepared(prep, None))
+    for n in (1, 2):
+        pool = SimulatorPool(n, num_cpus=0.25)
+        pool.ready()
+        out[f"{n} actor{'s' if n > 1 else ''}"] = best(lambda: forecast_prepared(prep, pool, local_max_paths=0))
+        pool.shutdown()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
+    a = ap.parse_args()
+    import ray
+
+    n_c1, n_c = (50, 200) if a.quick else (200, 2000)
+    inproc = bench_in_process(n_c1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        served = bench_served([(1, n_c1), (8, n_c), (32, n_c)])
+        mc = bench_montecarlo(2 if a.quick else 3)
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+    print("\n## Forecast 1,000 paths x 7 days (SYN-BTC)\n")
+    print("| route | concurrency | requests | p50 ms | p99 ms | req/s | p50 / in-process p50 |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| in-process | 1 | {inproc['n']} | {inproc['p50']:.2f} | {inproc['p99']:.2f} | {inproc['rps']:.0f} | 1.0 |")
+    for c, r in served.items():
+        err = f" ({r['errors']} errors)" if r["errors"] else ""
+        print(f"| served | {c} | {r['n']}{err} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} | "
+              f"{r['p50'] / inproc['p50']:.1f} |")
+    c8 = served[8]
+    ok = c8["p50"] < 30 and c8["p99"] < 150
+    print(f"\ntarget at concurrency 8 (p50 < 30 ms, p99 < 150 ms): {'met' if ok else 'NOT met'} "
+          f"(p50 {c8['p50']:.1f} ms, p99 {c8['p99']:.1f} ms)")
+    print("\n## Monte Carlo 1,000,000 paths x 14 days, paths + exact quantiles (best of runs)\n")
+    print("| where | seconds | speed-up vs caller |")
+    print("|---|---|---|")
+    base = mc["in the caller (no Ray)"]
+    for k, v in mc.items():
+        print(f"| {k} | {v:.2f} | {base / v:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Start a single-node Ray (no dashboard, auth off for local use) and the Serve app on it.
+#
+#   cluster/start_local.sh                 # synthetic demo market on 127.0.0.1:8000
+#   AETHERIS_HOME=~/aetheris cluster/start_local.sh --store ~/aetheris/store
+#   cluster/start_local.sh --stop          # serve shutdown + ray stop
+#
+# Ray core ports listen on every interface (RAY_NOTES.md gotcha 6): run this on a
+# trusted host or behind a firewall; only the HTTP proxy honours 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RAY_USAGE_STATS_ENABLED="${RAY_USAGE_STATS_ENABLED:-0}"
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
+PY="${PYTHON:-.venv/bin/python}"
+RAY="$(dirname "$PY")/ray"
+
+if [[ "${1:-}" == "--stop" ]]; then
+  "$RAY" stop --force
+  exit 0
+fi
+
+CPUS="${NUM_CPUS:-$(nproc)}"
+"$RAY" start --head --num-cpus="$CPUS" --include-dashboard=false --disable-usage-stats
+echo "Ray is up ($CPUS CPUs). Starting the Serve app (Ctrl-C stops the app; '$0 --stop' stops Ray)."
+ARGS=("$@")
+if [[ ${#ARGS[@]} -eq 0 ]]; then ARGS=(--synthetic); fi
+exec "$(dirname "$PY")/aetheris" serve --address auto "${ARGS[@]}"

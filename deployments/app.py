@@ -1,0 +1,52 @@
+"""The typed app builder: ``build_app(args: AppArgs) -> Application``.
+
+``serve run deployments/serve_config.yaml`` calls it with the YAML's ``args``;
+``aetheris serve`` and the tests call it directly.  Where the data and the state
+live comes from `AppArgs`, falling back to `aetheris_ray.config.Settings`
+(``AETHERIS_HOME``, ``AETHERIS_API_KEYS``, ...) read where the builder runs.
+"""
+
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray.serve import Application
+
+from deployments.ingress import Ingress
+from deployments.models import Calibrator, Features, Simulator
+
+
+class AppArgs(BaseModel):
+    """Arguments of the Serve app (the ``args:`` of serve_config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Optional[str] = Field(default=None, description="CSV file or directory (like shared/data)")
+    store: Optional[str] = Field(default=None, description="Parquet store directory")
+    synthetic: bool = Field(default=False, description="serve the seeded synthetic market (SYN-BTC, SYN-ETH, SYN-ALT)")
+    home: Optional[str] = Field(default=None, description="AETHERIS_HOME (store, state); default from Settings")
+    api_keys: Optional[list[str]] = Field(default=None, description="API keys; None = Settings.api_keys, [] = no auth")
+    pool_actors: int = Field(default=2, ge=1, le=64, description="simulator actors for sharded Monte Carlo")
+    actor_num_cpus: float = Field(default=0.25, ge=0, le=8, description="CPUs each simulator actor reserves")
+    local_max_paths: Optional[int] = Field(default=None, ge=0, description="largest request simulated without sharding")
+    reserve_cpus: bool = Field(default=True, description="False: every replica and actor reserves 0 CPUs (a test or "
+                               "demo app sharing a small Ray with Tune / Data work that needs whole CPUs)")
+
+
+def build_app(args: AppArgs) -> Application:
+    """Bind the deployment graph: Ingress -> (Features -> Simulator), Calibrator."""
+    from aetheris_ray.config import load_settings
+
+    if not isinstance(args, AppArgs):
+        args = AppArgs.model_validate(dict(args or {}))
+    settings = load_settings(home=args.home, store=args.store)
+    keys = list(settings.api_keys) if args.api_keys is None else list(args.api_keys)
+    source = {"data": args.data, "store": args.store, "synthetic": args.synthetic, "home": str(settings.home)}
+    deps = {"features": Features, "simulator": Simulator, "calibrator": Calibrator, "ingress": Ingress}
+    actor_cpus = args.actor_num_cpus
+    if not args.reserve_cpus:
+        deps = {k: d.options(ray_actor_options={"num_cpus": 0}) for k, d in deps.items()}
+        actor_cpus = 0.0
+    features = deps["features"].bind(source)
+    simulator = deps["simulator"].bind(args.pool_actors, actor_cpus, args.local_max_paths)
+    calibrator = deps["calibrator"].bind(str(settings.state_path))
+    return deps["ingress"].bind(features, simulator, calibrator, api_keys=keys, local_max_paths=args.local_max_paths)

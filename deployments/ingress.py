@@ -1,0 +1,253 @@
+"""The HTTP ingress: FastAPI on Serve (auth, validation, OpenAPI) composing the model deployments.
+
+Routes (OpenAPI at ``/docs``):
+
+* ``POST /v1/forecast``        ForecastRequest -> ForecastResponse (the contract, exactly)
+* ``POST /v1/forecast/batch``  ``{"requests": [...]}`` (1..64) -> ``{"results": [...]}``
+* ``POST /v1/outcomes``        ``{"outcomes": [{asset, origin|as_of, horizon, price}]}`` -> counts
+* ``GET  /v1/outcomes``        the stored outcomes (``?asset=``)
+* ``GET  /v1/models``          model version, assets, calibration state
+* ``GET  /healthz``            open, no auth
+* ``GET  /``                   the web page (static HTML + JS)
+
+Errors: `AetherisError` subclasses map to their ``http_status`` with the message;
+pydantic errors become 422 with `contract.validation_message`'s one line naming each
+field.  Every error body is ``{"detail": "...", "error": "<class>"}``.
+"""
+
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from aetheris_ray.contract import ForecastRequest, ForecastResponse, validation_message
+from aetheris_ray.distributed.budget import MAX_BATCH_CELLS, cells, check_request
+from aetheris_ray.errors import AetherisError
+from deployments.auth import KeyChecker
+from deployments.models import NO_ACCESS_LOG, model_id, resolve_model_version
+from deployments.outcomes import OutcomeBatch
+
+log = logging.getLogger("ray.serve")
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_BATCH = 64
+#: Largest request body (a full 64-item batch is about 150 kB; 10,000 outcomes about 0.8 MB).
+MAX_BODY_BYTES = 2_000_000
+
+#: The replica's key checker (one Ingress per replica process; set in ``Ingress.__init__``).
+_STATE: dict[str, Any] = {"checker": None}
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[ForecastRequest] = Field(min_length=1, max_length=MAX_BATCH, description="1..64 forecast requests")
+
+
+class BatchResponse(BaseModel):
+    results: list[ForecastResponse]
+
+
+class OutcomesAccepted(BaseModel):
+    accepted: int
+    new: int
+    stored: int
+
+
+api = FastAPI(
+    title="Aetheris-Ray",
+    version="0.1.0",
+    description="Calibrated probabilistic forecasts of crypto prices: quantile cones and threshold probabilities. "
+    "Send `Authorization: Bearer <key>` or `X-API-Key: <key>` when the service has API keys.",
+)
+
+
+def error_response(status: int, detail: str, kind: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail, "error": kind})
+
+
+def root_cause(e: BaseException) -> BaseException:
+    """The exception a deployment raised, unwrapped from Ray's ``RayTaskError`` layers."""
+    seen = set()
+    while getattr(e, "cause", None) is not None and id(e) not in seen:
+        seen.add(id(e))
+        e = e.cause  # type: ignore[assignment]
+    return e
+
+
+def to_error(e: BaseException, field: str = "") -> JSONResponse:
+    """Map an exception to an error response (AetherisError -> its status; Ray unavailability -> 503)."""
+    from ray.exceptions import RayActorError
+    from ray.serve.exceptions import BackPressureError
+
+    c = root_cause(e)
+    prefix = f"{field}: " if field else ""
+    if isinstance(c, AetherisError):
+        return error_response(c.http_status, prefix + str(c), type(c).__name__)
+    if isinstance(c, (RayActorError, BackPressureError)):
+        return error_response(503, f"{prefix}service busy or a worker restarted ({type(c).__name__}); retry", "Unavailable")
+    log.exception("unexpected error", exc_info=c)
+    return error_response(500, f"{prefix}internal error: {type(c).__name__}", "InternalError")
+
+
+class _Errors:
+    def __init__(self, errs: list[dict[str, Any]]) -> None:
+        self._errs = errs
+
+    def errors(self) -> list[dict[str, Any]]:
+        return self._errs
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errs = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "json_invalid":
+            ctx = err.get("ctx", {}).get("error", "")
+            return error_response(422, f"body: malformed JSON ({ctx or 'not valid JSON'})", "InvalidInput")
+        if loc and loc[0] in ("body", "query"):
+            loc = loc[1:]
+        errs.append({**err, "loc": loc})
+    return error_response(422, validation_message(_Errors(errs)), "InvalidInput")
+
+
+@api.exception_handler(AetherisError)
+async def _aetheris_error(request: Request, exc: AetherisError) -> JSONResponse:
+    return error_response(exc.http_status, str(exc), type(exc).__name__)
+
+
+@api.middleware("http")
+async def _guard(request: Request, call_next):
+    """API key check (before the body is read), then a cap on the declared body size."""
+    checker: KeyChecker | None = _STATE["checker"]
+    if checker is None:
+        return error_response(503, "service starting", "Unavailable")
+    if checker.enabled and not checker.is_open(request.url.path) and not checker.allowed(request.headers):
+        resp = error_response(401, "missing or invalid API key: send 'Authorization: Bearer <key>' or "
+                                   "'X-API-Key: <key>'", "Unauthorized")
+        resp.headers["WWW-Authenticate"] = "Bearer"
+        return resp
+    size = request.headers.get("content-length")
+    if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
+        return error_response(413, f"body: {size} bytes is more than the {MAX_BODY_BYTES:,}-byte limit; "
+                                   "split the batch", "InvalidInput")
+    return await call_next(request)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64, logging_config=NO_ACCESS_LOG)
+@serve.ingress(api)
+class Ingress:
+    """Routes requests to the model deployments; independent calls start together."""
+
+    def __init__(self, features: DeploymentHandle, simulator: DeploymentHandle, calibrator: DeploymentHandle,
+                 api_keys: list[str] | None = None, local_max_paths: int | None = None) -> None:
+        from aetheris_ray.distributed.budget import LOCAL_MAX_PATHS
+
+        self.local_max_paths = LOCAL_MAX_PATHS if local_max_paths is None else int(local_max_paths)
+        self.features = features
+        self.simulator = simulator
+        self.calibrator = calibrator
+        import deployments.ingress as this_module  # the module the middleware reads, even if this class was pickled by value
+
+        this_module._STATE["checker"] = KeyChecker(api_keys or [])
+        self._assets: set[str] | None = None
+
+    def _start(self, req: ForecastRequest):
+        """Start one forecast; returns its DeploymentResponse.
+
+        Small requests: one hop, Features answers them (multiplexed per asset).
+        Large requests: Features prepares, and its DeploymentResponse is passed
+        straight on to the Simulator, which shards the paths on its actor pool.
+        """
+        key = model_id(req.asset, resolve_model_version(req.model))
+        features = self.features.options(multiplexed_model_id=key)
+        if req.paths <= self.local_max_paths:
+            return features.forecast.remote(req)
+        return self.simulator.forecast.remote(features.prepare.remote(req))
+
+    @api.post("/v1/forecast", response_model=ForecastResponse, summary="Forecast one asset",
+              responses={401: {}, 404: {}, 422: {}, 503: {}})
+    async def forecast(self, req: ForecastRequest):
+        try:
+            check_request(req.paths, req.horizon)
+            return JSONResponse(await self._start(req))
+        except Exception as e:  # noqa: BLE001 - mapped to a status, never a crash
+            return to_error(e)
+
+    @api.post("/v1/forecast/batch", response_model=BatchResponse, summary="Forecast up to 64 requests",
+              responses={401: {}, 404: {}, 413: {}, 422: {}, 503: {}})
+    async def forecast_batch(self, body: BatchRequest):
+        total = sum(cells(r.paths, r.horizon) for r in body.requests)
+        if total > MAX_BATCH_CELLS:
+            return error_response(413, f"requests: the batch asks for {total:,} path-steps (sum of paths x horizon), "
+                                       f"more than {MAX_BATCH_CELLS:,}; split it or lower paths", "InvalidInput")
+        started = []
+        for i, r in enumerate(body.requests):
+            try:
+                check_request(r.paths, r.horizon)
+                started.append(self._start(r))
+            except Exception as e:  # noqa: BLE001
+                for s in started:
+                    s.cancel()
+                return to_error(e, f"requests.{i}")
+        results = await asyncio.gather(*started, return_exceptions=True)
+        for i, r in enumerate(results):
+            if isinstance(r, BaseException):
+                return to_error(r, f"requests.{i}")
+        return JSONResponse({"results": results})
+
+    async def _known_assets(self) -> set[str]:
+        if self._assets is None:
+            self._assets = set((await self.features.describe.remote())["assets"])
+        return self._assets
+
+    @api.post("/v1/outcomes", response_model=OutcomesAccepted, summary="Post realised prices back",
+              responses={401: {}, 404: {}, 422: {}})
+    async def outcomes(self, body: OutcomeBatch):
+        try:
+            known = await self._known_assets()
+            for i, o in enumerate(body.outcomes):
+                if o.asset not in known:
+                    return error_response(404, f"outcomes.{i}.asset: unknown asset {o.asset!r}; known: "
+                                               f"{', '.join(sorted(known))}", "UnknownAsset")
+            return JSONResponse(await self.calibrator.record.remote(body.outcomes))
+        except Exception as e:  # noqa: BLE001
+            return to_error(e)
+
+    @api.get("/v1/outcomes", summary="Stored outcomes")
+    async def list_outcomes(self, asset: str | None = Query(default=None, max_length=64)):
+        try:
+            return JSONResponse(await self.calibrator.outcomes.remote(asset))
+        except Exception as e:  # noqa: BLE001
+            return to_error(e)
+
+    @api.get("/v1/models", summary="Model versions")
+    async def models(self):
+        try:
+            feat, cal = self.features.describe.remote(), self.calibrator.describe.remote()
+            f, c = await asyncio.gather(feat, cal)
+            models = [dict(m, default=m["version"] == f["default"]) for m in f["models"]]
+            return JSONResponse({"models": models, "default": f["default"], "assets": f["assets"], "outcomes": c})
+        except Exception as e:  # noqa: BLE001
+            return to_error(e)
+
+    @api.get("/healthz", summary="Liveness (open)")
+    async def healthz(self):
+        return {"status": "ok"}
+
+    @api.get("/", include_in_schema=False)
+    async def index(self):
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    def check_health(self) -> None:
+        if not (STATIC / "index.html").is_file():
+            raise RuntimeError(f"web page missing at {STATIC / 'index.html'}")

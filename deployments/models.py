@@ -1,0 +1,211 @@
+"""Model deployments composed by the ingress: features/model loading, simulator, calibrator.
+
+Each deployment calls the same engine functions the in-process path calls
+(`api.resolve_source`, ``source.history``, `engine.prepare`, then
+`aetheris_ray.distributed.montecarlo.forecast_prepared` = simulate + `engine.finish`),
+so a served forecast equals ``api.forecast_request`` for the same request and seed.
+
+Resources and autoscaling bounds live in ``serve_config.yaml``; the decorator values
+here are the defaults ``aetheris serve`` and the tests use (they fit 2 CPUs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from ray import serve
+
+from aetheris_ray import engine
+from aetheris_ray.contract import ForecastRequest
+
+log = logging.getLogger("ray.serve")
+
+NO_ACCESS_LOG = {"enable_access_log": False}
+
+#: Prepared requests a Features replica keeps (LRU), keyed by the request minus seed and paths.
+PREPARED_CACHE_SIZE = 256
+
+
+def model_id(asset: str, model_version: str) -> str:
+    """Multiplexing key of one asset's model: ``"{asset}:{model_version}"``."""
+    return f"{asset}:{model_version}"
+
+
+def resolve_model_version(requested: str | None) -> str:
+    """The version id of the model a request names (`engine.model_config`; unknown names raise `ModelNotFound`)."""
+    cfg, _ = engine.model_config(requested)
+    return cfg.version
+
+
+@dataclass(frozen=True)
+class AssetModel:
+    """What is loaded per ``"{asset}:{model_version}"``: the asset's history at its newest close.
+
+    The engine keeps the fitted components and calibration buffers of each
+    (asset, origin) in its own cache (and on disk under ``Settings.state_path``), so
+    routing an asset's requests to the replica holding it reuses that work too.
+    """
+
+    asset: str
+    model_version: str
+    history: Any  # AssetData
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, logging_config=NO_ACCESS_LOG)
+class Features:
+    """Opens the data source and prepares requests (point-in-time history -> `engine.Prepared`).
+
+    Small requests (``paths <= local_max_paths``) are answered here in one hop
+    (`forecast`); large ones are prepared here and simulated by `Simulator`.
+
+    Per-asset models are loaded through Serve model multiplexing, keyed
+    ``"{asset}:{model_version}"``: the handle call carries the key and Serve routes
+    it to a replica that already holds that model.
+    """
+
+    def __init__(self, source: dict[str, Any]) -> None:
+        from aetheris_ray.api import resolve_source
+        from aetheris_ray.config import load_settings
+
+        settings = load_settings(home=source.get("home"), store=source.get("store"))
+        self.settings = settings
+        self.source = resolve_source(settings, data=source.get("data"), store=source.get("store"),
+                                     synthetic=bool(source.get("synthetic")))
+        self.assets = sorted(self.source.assets())
+        self._prepared: OrderedDict[tuple[str, str], engine.Prepared] = OrderedDict()
+
+    @serve.multiplexed(max_num_models_per_replica=16)
+    async def get_model(self, key: str) -> AssetModel:
+        asset, _, version = key.rpartition(":")
+        history = await asyncio.to_thread(self.source.history, asset)
+        return AssetModel(asset=asset, model_version=version, history=history)
+
+    async def prepare(self, req: ForecastRequest) -> engine.Prepared:
+        """`engine.prepare` on the request's point-in-time history (the loaded model when ``as_of`` is None).
+
+        Memoised per request minus ``seed`` and ``paths`` (`engine.prepare` uses those
+        only to store the request and resolve the seed): a repeated question costs a
+        dictionary lookup instead of about 3 ms of point-in-time slicing.  The served
+        == in-process tests cover hits and misses.
+        """
+        key = serve.get_multiplexed_model_id() or model_id(req.asset, resolve_model_version(req.model))
+        memo_key = (key, req.model_dump_json(exclude={"seed", "paths"}))
+        hit = self._prepared.get(memo_key)
+        if hit is not None:
+            self._prepared.move_to_end(memo_key)
+            return dataclasses.replace(hit, request=req, seed=engine.resolve_seed(req.seed))
+        model = await self.get_model(key)
+        history = model.history if req.as_of is None else await asyncio.to_thread(
+            self.source.history, req.asset, until=req.as_of)
+        prep = await asyncio.to_thread(engine.prepare, history, req, settings=self.settings)
+        self._prepared[memo_key] = prep
+        while len(self._prepared) > PREPARED_CACHE_SIZE:
+            self._prepared.popitem(last=False)
+        return prep
+
+    async def forecast(self, req: ForecastRequest) -> dict[str, Any]:
+        """A small request end to end in this replica (prepare, paths in the caller, finish): one hop, no pool."""
+        from aetheris_ray.distributed.montecarlo import forecast_prepared
+
+        prep = await self.prepare(req)
+        fc = await asyncio.to_thread(forecast_prepared, prep, None)
+        return fc.to_response().model_dump(mode="json")
+
+    def describe(self) -> dict[str, Any]:
+        models = []
+        for name in sorted(engine.MODELS):
+            cfg, _ = engine.model_config(name)
+            models.append({"name": name, "version": cfg.version, "config": cfg.model_dump(mode="json")})
+        return {"models": models, "default": resolve_model_version(None), "assets": self.assets}
+
+    def check_health(self) -> None:
+        if not self.assets:
+            raise RuntimeError("the data source holds no assets")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64, logging_config=NO_ACCESS_LOG)
+class Simulator:
+    """Draws the paths of prepared requests and finishes them into forecasts.
+
+    Requests up to ``local_max_paths`` run in this replica; larger ones are sharded on
+    a pool of simulator actors created on first use (one large job at a time per
+    replica, so memory stays bounded by `budget.MAX_CELLS`).
+    """
+
+    def __init__(self, pool_actors: int = 2, actor_num_cpus: float = 0.25, local_max_paths: int | None = None) -> None:
+        from aetheris_ray.distributed import montecarlo
+
+        self._mc = montecarlo
+        self.pool_actors = int(pool_actors)
+        self.actor_num_cpus = float(actor_num_cpus)
+        self.local_max_paths = int(local_max_paths or montecarlo.LOCAL_MAX_PATHS)
+        self.pool = None
+        self._large = asyncio.Semaphore(1)
+
+    def _pool(self):
+        if self.pool is None:
+            self.pool = self._mc.SimulatorPool(self.pool_actors, num_cpus=self.actor_num_cpus)
+        return self.pool
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """``user_config``: ``local_max_paths`` (hot-swappable without a restart)."""
+        if "local_max_paths" in config:
+            self.local_max_paths = int(config["local_max_paths"])
+
+    async def forecast(self, prep: engine.Prepared, n_shards: int | None = None) -> dict[str, Any]:
+        """The forecast of a prepared request, as the contract's JSON dict."""
+        if prep.request.paths <= self.local_max_paths:
+            fc = await asyncio.to_thread(self._mc.forecast_prepared, prep, None)
+        else:
+            async with self._large:
+                fc = await asyncio.to_thread(self._mc.forecast_prepared, prep, self._pool(),
+                                             local_max_paths=self.local_max_paths, n_shards=n_shards)
+        return fc.to_response().model_dump(mode="json")
+
+    def pool_actors_handles(self) -> list:
+        """The pool's actor handles (for operations and the fault-injection test)."""
+        return list(self._pool().actors)
+
+    def check_health(self) -> None:
+        if self.pool is not None and not self.pool.actors:
+            raise RuntimeError("simulator pool has no actors")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64, logging_config=NO_ACCESS_LOG)
+class Calibrator:
+    """Keeps the realised outcomes posted back, durably under ``Settings.state_path``.
+
+    One replica owns the state file (``num_replicas: 1`` in serve_config.yaml); writes
+    are serialised and atomic, and the log is reloaded on start, so a restart loses
+    nothing that was acknowledged.
+    """
+
+    def __init__(self, state_dir: str) -> None:
+        from pathlib import Path
+
+        from deployments.outcomes import OutcomeLog
+
+        Path(state_dir).mkdir(parents=True, exist_ok=True)
+        self.log = OutcomeLog(state_dir)
+        self._lock = asyncio.Lock()
+
+    async def record(self, outcomes: list) -> dict[str, Any]:
+        async with self._lock:
+            new = await asyncio.to_thread(self.log.add, outcomes)
+        return {"accepted": len(outcomes), "new": new, "stored": len(self.log)}
+
+    def outcomes(self, asset: str | None = None) -> dict[str, Any]:
+        rows = self.log.rows(asset)
+        return {"count": len(rows), "outcomes": rows}
+
+    def describe(self) -> dict[str, Any]:
+        return {"counts": self.log.counts(), "stored": len(self.log), "state_file": str(self.log.path)}
+
+    def check_health(self) -> None:
+        if not self.log.path.parent.exists():
+            raise RuntimeError(f"state directory {self.log.path.parent} is gone")

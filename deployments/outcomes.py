@@ -1,0 +1,105 @@
+"""Durable log of realised outcomes posted back to the service (Ray-free).
+
+Each outcome is ``{asset, origin, horizon, price}``: the close of ``asset`` observed
+``horizon`` days after the forecast origin.  The log lives in one JSON file under
+``Settings.state_path`` and every change rewrites it atomically (write a temporary
+file in the same directory, fsync, ``os.replace``, fsync the directory), so a Serve
+restart or a crash mid-write loses nothing that was acknowledged: the file holds
+either the old or the new log, never a torn one.  Re-posting an outcome with the
+same ``(asset, origin, horizon)`` replaces the stored price (idempotent retries).
+
+The engine's calibration module (conformal coverage buffers) reads this log when it
+lands; until then the log plus per-asset counts are what the calibrator keeps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from pydantic import BaseModel, ConfigDict, Field, AliasChoices
+
+SCHEMA_VERSION = 1
+FILE_NAME = "outcomes.json"
+
+
+class Outcome(BaseModel):
+    """One realised price: ``asset`` closed at ``price`` ``horizon`` days after ``origin``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    asset: str = Field(min_length=1, max_length=64)
+    origin: dt.date = Field(validation_alias=AliasChoices("origin", "as_of"), description="forecast origin (alias as_of)")
+    horizon: int = Field(ge=1, le=90, description="days after the origin, 1..90")
+    price: float = Field(gt=0, allow_inf_nan=False, description="realised close, quote currency")
+
+
+class OutcomeBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcomes: list[Outcome] = Field(min_length=1, max_length=10_000)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (same-directory temp file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class OutcomeLog:
+    """The outcomes of every asset, keyed by ``(asset, origin, horizon)``, persisted at ``state_dir/outcomes.json``."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.path = Path(state_dir) / FILE_NAME
+        self._rows: dict[tuple[str, str, int], float] = {}
+        if self.path.exists():
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            if doc.get("schema_version") != SCHEMA_VERSION:
+                raise ValueError(f"{self.path}: schema_version {doc.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+            for r in doc["outcomes"]:
+                self._rows[(r["asset"], r["origin"], int(r["horizon"]))] = float(r["price"])
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, outcomes: Iterable[Outcome]) -> int:
+        """Store ``outcomes`` durably; returns how many were new (the rest replaced a stored price)."""
+        new = 0
+        rows = dict(self._rows)
+        for o in outcomes:
+            key = (o.asset, o.origin.isoformat(), int(o.horizon))
+            new += key not in rows
+            rows[key] = float(o.price)
+        doc = {"schema_version": SCHEMA_VERSION, "outcomes": [
+            {"asset": a, "origin": d, "horizon": h, "price": p} for (a, d, h), p in sorted(rows.items())]}
+        atomic_write_text(self.path, json.dumps(doc, indent=1, allow_nan=False))
+        self._rows = rows
+        return new
+
+    def rows(self, asset: str | None = None) -> list[dict[str, Any]]:
+        return [{"asset": a, "origin": d, "horizon": h, "price": p}
+                for (a, d, h), p in sorted(self._rows.items()) if asset is None or a == asset]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for a, _, _ in self._rows:
+            out[a] = out.get(a, 0) + 1
+        return out

@@ -1,0 +1,149 @@
+"""One local Ray and one Serve app for the whole integration session (RAY_NOTES.md settings).
+
+The app serves the synthetic market with one API key; tests reuse it.  Ray is
+started once (``num_cpus=2``, no dashboard, no driver logs) and shut down at the end.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import socket  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+API_KEY = "test-key-0123456789"
+APP_NAME = "aetheris"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        from ray import serve
+
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+@dataclass
+class Served:
+    url: str
+    key: str
+    home: Path
+    args: object
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def run_app(self) -> None:
+        from ray import serve
+
+        from deployments.app import build_app
+
+        serve.run(build_app(self.args), name=APP_NAME, route_prefix="/", blocking=False)
+        wait_healthy(self.url)
+
+
+def wait_healthy(url: str, timeout_s: float = 60.0) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url}/healthz not ready after {timeout_s} s")
+
+
+@pytest.fixture(scope="session")
+def served(ray_session, tmp_path_factory) -> Served:
+    """The Serve app on 127.0.0.1:<free port>, synthetic market, one API key, its own AETHERIS_HOME."""
+    from ray import serve
+
+    from deployments.app import AppArgs
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    home = tmp_path_factory.mktemp("served_home")
+    # reserve_cpus=False: the app stays up for the whole session and must not starve the
+    # Tune / Data tests of whole CPUs (RAY_NOTES.md gotcha 3)
+    args = AppArgs(synthetic=True, home=str(home), api_keys=[API_KEY], reserve_cpus=False)
+    s = Served(url=f"http://127.0.0.1:{port}", key=API_KEY, home=home, args=args)
+    s.run_app()
+    return s
+
+
+@pytest.fixture(scope="session")
+def synthetic_source():
+    from aetheris_ray.data.synthetic import SyntheticSource
+
+    return SyntheticSource(seed=0)
+
+
+def pytest_configure(config):
+    # Ray Serve's own config models use pydantic-v1-style Field extras; not ours to fix.
+    config.addinivalue_line("filterwarnings", "ignore::pydantic.warnings.PydanticDeprecatedSince20")
+
+
+_REFERENCE = """
+import json, sys
+from aetheris_ray.api import forecast_request
+from aetheris_ray.contract import parse_request
+from aetheris_ray.data import SyntheticSource
+src = SyntheticSource(seed=0)
+out = [forecast_request(parse_request(b), src).to_response().model_dump(mode="json") for b in json.load(sys.stdin)]
+sys.stdout.write(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="session")
+def in_process(tmp_path_factory):
+    """``in_process(source, body_or_bodies)``: the in-process answers (``api.forecast_request``, no Ray).
+
+    They are computed in a plain subprocess with one BLAS/OpenMP thread
+    (``OMP_NUM_THREADS=1``), the setting Ray gives its workers: the engine's fits
+    differ in the last bits (about 1e-8 relative) with OpenBLAS's thread setting at
+    start-up, so the reference must run under the same one.  Only the synthetic
+    market (seed 0) is supported.
+    """
+    import json
+    import subprocess
+    import sys
+
+    home = tmp_path_factory.mktemp("in_process_home")
+
+    def run(source, body):
+        assert "SyntheticSource(seed=0" in repr(source), "the reference runs on SyntheticSource(seed=0) only"
+        bodies = body if isinstance(body, list) else [body]
+        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   AETHERIS_HOME=str(home))
+        r = subprocess.run([sys.executable, "-c", _REFERENCE], input=json.dumps(bodies, default=str),
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out = json.loads(r.stdout)
+        return out if isinstance(body, list) else out[0]
+
+    return run

@@ -1,0 +1,53 @@
+"""``aetheris serve`` end to end: starts its own local Ray (``--address local``), prints the URL, serves, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_aetheris_serve_starts_serves_and_stops(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env.update(AETHERIS_HOME=str(tmp_path), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    exe = Path(sys.executable).with_name("aetheris")
+    proc = subprocess.Popen([str(exe), "serve", "--synthetic", "--port", str(port), "--num-cpus", "1",
+                             "--address", "local"],  # its own Ray: never join (and redeploy over) the session's
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        url, lines = None, []
+        deadline = time.monotonic() + 120
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stdout.readline()
+            lines.append(line)
+            m = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
+            if m:
+                url = m.group(1)
+        assert url == f"http://127.0.0.1:{port}", "".join(lines)[-3000:]
+        r = requests.post(f"{url}/v1/forecast", json={"asset": "SYN-ETH", "horizon": 2, "paths": 500, "seed": 1},
+                          timeout=60)
+        assert r.status_code == 200 and r.json()["horizons"] == [1, 2]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert rc == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/healthz", timeout=5)

@@ -1,0 +1,168 @@
+"""The Serve app over real HTTP on 127.0.0.1 (no mocks): contract, equality with in-process, errors, auth."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.integration
+
+REQ = {"asset": "SYN-BTC", "horizon": 7, "paths": 1000, "seed": 7, "thresholds": [50_000.0, 80_000.0]}
+
+
+def post(served, path, body, headers=None, **kw):
+    return requests.post(served.url + path, json=body, headers=served.headers if headers is None else headers,
+                         timeout=kw.pop("timeout", 60), **kw)
+
+
+
+
+def test_forecast_equals_in_process(served, synthetic_source, in_process):
+    r = post(served, "/v1/forecast", REQ)
+    assert r.status_code == 200, r.text
+    from aetheris_ray.contract import ForecastResponse
+
+    got = ForecastResponse.model_validate(r.json()).model_dump(mode="json")
+    assert got == in_process(synthetic_source, REQ)
+    assert got["seed"] == 7 and got["horizons"] == list(range(1, 8))
+    assert set(got["quantiles"]) == {"q05", "q10", "q25", "q50", "q75", "q90", "q95"}
+
+
+def test_repeated_question_new_seed_equals_in_process(served, synthetic_source, in_process):
+    bodies = [REQ, dict(REQ, seed=8), dict(REQ, seed=8, paths=2500), dict(REQ, seed=None)]
+    got = [post(served, "/v1/forecast", b).json() for b in bodies]
+    drawn = got[3]["seed"]
+    assert isinstance(drawn, int) and drawn >= 0
+    assert got == in_process(synthetic_source, bodies[:3] + [dict(REQ, seed=drawn)])
+
+
+def test_forecast_with_as_of_equals_in_process(served, synthetic_source, in_process):
+    asset = synthetic_source.assets()[1]
+    hist = synthetic_source.history(asset).daily_close()
+    body = {"asset": asset, "horizon": 3, "paths": 500, "seed": 3, "as_of": str(hist.index[-40].date()),
+            "quantiles": ["q10", 0.5, "0.9"]}
+    r = post(served, "/v1/forecast", body)
+    assert r.status_code == 200, r.text
+    assert r.json() == in_process(synthetic_source, body)
+    assert r.json()["as_of"] == body["as_of"]
+
+
+def test_batch_equals_in_process(served, synthetic_source, in_process):
+    reqs = [dict(REQ, asset=a, seed=i) for i, a in enumerate(synthetic_source.assets())]
+    r = post(served, "/v1/forecast/batch", {"requests": reqs})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["asset"] for x in results] == [q["asset"] for q in reqs]
+    assert results == in_process(synthetic_source, reqs)
+
+
+def test_batch_item_error_names_the_item(served):
+    r = post(served, "/v1/forecast/batch", {"requests": [REQ, dict(REQ, asset="NOPE-USD")]})
+    assert r.status_code == 404
+    assert r.json()["detail"].startswith("requests.1: ") and "NOPE-USD" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body, status, needle",
+    [
+        (dict(REQ, asset="NOPE-USD"), 404, "NOPE-USD"),
+        (dict(REQ, horizon=0), 422, "horizon"),
+        (dict(REQ, horizon=91), 422, "horizon"),
+        (dict(REQ, paths=99), 422, "paths"),
+        (dict(REQ, paths=1_000_001), 422, "paths"),
+        (dict(REQ, quantiles=[0.5, 0.1]), 422, "quantiles"),
+        (dict(REQ, quantiles=[0.0, 0.5]), 422, "quantiles"),
+        (dict(REQ, quantiles=[0.5, 1.0]), 422, "quantiles"),
+        (dict(REQ, thresholds=[-5]), 422, "thresholds"),
+        (dict(REQ, bogus=1), 422, "bogus"),
+        ({"horizon": 7}, 422, "asset"),
+        (dict(REQ, paths=1_000_000, horizon=90), 422, "paths x horizon"),
+        (dict(REQ, model="v999"), 404, "model"),
+    ],
+)
+def test_validation_errors_name_the_field(served, body, status, needle):
+    r = post(served, "/v1/forecast", body)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["detail"]
+
+
+def test_malformed_json(served):
+    r = requests.post(served.url + "/v1/forecast", data=b'{"asset": "SYN-BTC", "horizon": ',
+                      headers={**served.headers, "Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 422 and "malformed JSON" in r.json()["detail"]
+
+
+def test_oversized_batch(served):
+    r = post(served, "/v1/forecast/batch", {"requests": [REQ] * 65})
+    assert r.status_code == 422 and "requests" in r.json()["detail"] and "64" in r.json()["detail"]
+    r = post(served, "/v1/forecast/batch", {"requests": [dict(REQ, paths=1_000_000, horizon=30)] * 2})
+    assert r.status_code == 413 and r.json()["detail"].startswith("requests:")
+    r = post(served, "/v1/forecast/batch", {"requests": []})
+    assert r.status_code == 422 and "requests" in r.json()["detail"]
+
+
+def test_oversized_body(served):
+    r = requests.post(served.url + "/v1/outcomes", data=b"x" * 2_100_000,
+                      headers={**served.headers, "Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 413 and r.json()["detail"].startswith("body: ")
+
+
+def test_service_survives_bad_requests(served):
+    assert post(served, "/v1/forecast", dict(REQ, paths=1_000_000, horizon=90)).status_code == 422
+    assert post(served, "/v1/forecast", REQ).status_code == 200
+
+
+def test_auth(served):
+    assert requests.get(served.url + "/healthz", timeout=10).status_code == 200
+    r = post(served, "/v1/forecast", REQ, headers={})
+    assert r.status_code == 401 and "API key" in r.json()["detail"]
+    assert post(served, "/v1/forecast", REQ, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert post(served, "/v1/forecast", REQ, headers={"X-API-Key": served.key[:-1]}).status_code == 401
+    assert post(served, "/v1/forecast", REQ, headers={"X-API-Key": served.key}).status_code == 200
+    assert post(served, "/v1/forecast", REQ, headers={"Authorization": f"Bearer {served.key}"}).status_code == 200
+    assert requests.get(served.url + "/v1/models", timeout=10).status_code == 401
+    # auth is checked before the body: an invalid body without a key is still 401
+    assert post(served, "/v1/forecast", {"horizon": -1}, headers={}).status_code == 401
+
+
+def test_models_healthz_docs_page(served):
+    r = requests.get(served.url + "/v1/models", headers=served.headers, timeout=10)
+    assert r.status_code == 200
+    from aetheris_ray import engine
+
+    body = r.json()
+    assert body["default"] == engine.model_config(None)[0].version and "SYN-BTC" in body["assets"]
+    assert [m["name"] for m in body["models"]] == sorted(engine.MODELS)
+    assert requests.get(served.url + "/healthz", timeout=10).json() == {"status": "ok"}
+    spec = requests.get(served.url + "/openapi.json", timeout=10).json()
+    assert {"/v1/forecast", "/v1/forecast/batch", "/v1/outcomes", "/v1/models", "/healthz"} <= set(spec["paths"])
+    assert requests.get(served.url + "/docs", timeout=10).status_code == 200
+    page = requests.get(served.url + "/", timeout=10)
+    assert page.status_code == 200 and "<svg" in page.text and "v1/forecast" in page.text
+
+
+def test_outcomes_persist_across_serve_restart(served):
+    from ray import serve
+
+    items = [{"asset": "SYN-BTC", "origin": "2024-01-01", "horizon": 7, "price": 101.5},
+             {"asset": "SYN-ETH", "as_of": "2024-01-02", "horizon": 1, "price": 20.25}]
+    r = post(served, "/v1/outcomes", {"outcomes": items})
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 2
+    bad = post(served, "/v1/outcomes", {"outcomes": [dict(items[0], asset="NOPE")]})
+    assert bad.status_code == 404 and "outcomes.0.asset" in bad.json()["detail"]
+    bad = post(served, "/v1/outcomes", {"outcomes": [dict(items[0], price=-1)]})
+    assert bad.status_code == 422 and "price" in bad.json()["detail"]
+    bad = post(served, "/v1/outcomes", {"outcomes": [dict(items[0], horizon=0)]})
+    assert bad.status_code == 422 and "horizon" in bad.json()["detail"]
+    before = requests.get(served.url + "/v1/outcomes", headers=served.headers, timeout=10).json()
+    assert before["count"] >= 2
+    assert (served.home / "state" / "outcomes.json").is_file()
+
+    serve.delete("aetheris")
+    served.run_app()
+
+    after = requests.get(served.url + "/v1/outcomes", headers=served.headers, timeout=10).json()
+    assert after == before
+    eth = requests.get(served.url + "/v1/outcomes?asset=SYN-ETH", headers=served.headers, timeout=10).json()
+    assert eth["outcomes"] == [{"asset": "SYN-ETH", "origin": "2024-01-02", "horizon": 1, "price": 20.25}]

@@ -1,0 +1,117 @@
+"""Every manifest under cluster/ and deployments/ parses, points at code that exists, and the copies agree."""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+pytestmark = pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = sorted((ROOT / "cluster").rglob("*.yaml")) + [ROOT / "deployments" / "serve_config.yaml"]
+
+
+def load(path: Path) -> dict:
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(doc, dict), f"{path} is not a YAML mapping"
+    return doc
+
+
+def attr_exists(import_path: str) -> bool:
+    module, _, attr = import_path.partition(":")
+    if importlib.util.find_spec(module) is None:
+        return False
+    src = Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8")
+    return f"def {attr}(" in src or f"class {attr}" in src or f"{attr} =" in src
+
+
+def cli_commands() -> set[str]:
+    return {p.stem for p in (ROOT / "aetheris_ray" / "cli").glob("*.py") if not p.stem.startswith("_")}
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_manifest_parses(path):
+    doc = load(path)
+    if "kind" in doc:
+        assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] in {"RayService", "RayJob", "RayCluster"}
+
+
+def serve_apps(doc: dict) -> list[dict]:
+    if doc.get("kind") == "RayService":
+        doc = yaml.safe_load(doc["spec"]["serveConfigV2"])
+    return doc.get("applications", [])
+
+
+@pytest.mark.parametrize("path", [p for p in MANIFESTS if serve_apps(load(p))], ids=lambda p: p.name)
+def test_serve_import_paths_exist(path):
+    from deployments.app import AppArgs
+
+    for app in serve_apps(load(path)):
+        assert attr_exists(app["import_path"]), app["import_path"]
+        AppArgs.model_validate(app.get("args", {}))  # the builder accepts the args
+        names = {d["name"] for d in app["deployments"]}
+        assert names == {"Ingress", "Features", "Simulator", "Calibrator"}
+        for d in app["deployments"]:
+            assert d["max_ongoing_requests"] >= 32, d["name"]
+            assert d["ray_actor_options"]["num_cpus"] in (0, 0.25, 0.5), d["name"]
+
+
+def test_serve_config_fits_two_cpus():
+    app = serve_apps(load(ROOT / "deployments" / "serve_config.yaml"))[0]
+    cpus = sum(d["ray_actor_options"]["num_cpus"] for d in app["deployments"])
+    cpus += app["args"]["pool_actors"] * app["args"]["actor_num_cpus"]
+    assert cpus <= 1.5, f"the graph reserves {cpus} CPUs at min replicas; keep headroom on a 2-CPU machine"
+
+
+def test_rayservice_is_generated_from_serve_config():
+    sys.path.insert(0, str(ROOT / "cluster"))
+    try:
+        import gen_rayservice
+    finally:
+        sys.path.pop(0)
+    doc = load(ROOT / "cluster" / "kuberay" / "rayservice.yaml")
+    assert yaml.safe_load(doc["spec"]["serveConfigV2"]) == gen_rayservice.serve_config_for_k8s()
+    src = load(ROOT / "deployments" / "serve_config.yaml")
+    k8s = yaml.safe_load(doc["spec"]["serveConfigV2"])
+    for a, b in zip(src["applications"], k8s["applications"]):
+        assert a["deployments"] == b["deployments"] and a["import_path"] == b["import_path"]
+    r = subprocess.run([sys.executable, str(ROOT / "cluster" / "gen_rayservice.py"), "--check"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_rayjob_entrypoint_is_a_cli_command():
+    doc = load(ROOT / "cluster" / "kuberay" / "rayjob-backtest.yaml")
+    argv = shlex.split(doc["spec"]["entrypoint"])
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert argv[0] in scripts and attr_exists(scripts[argv[0]])
+    assert argv[1] in cli_commands()
+    assert "--ray" in argv and importlib.util.find_spec("aetheris_ray.distributed.backtest") is not None
+
+
+def test_tune_cluster_has_a_gpu_group():
+    doc = load(ROOT / "cluster" / "kuberay" / "raycluster-tune.yaml")
+    gpu = [g for g in doc["spec"]["workerGroupSpecs"]
+           if any("nvidia.com/gpu" in c["resources"]["limits"] for c in g["template"]["spec"]["containers"])]
+    assert gpu and gpu[0]["minReplicas"] == 0
+
+
+def test_cluster_launcher_yaml():
+    doc = load(ROOT / "cluster" / "ray-cluster.yaml")
+    assert doc["provider"]["type"] == "aws" and doc["head_node_type"] in doc["available_node_types"]
+    for cmds in (doc["setup_commands"], doc["head_start_ray_commands"], doc["worker_start_ray_commands"]):
+        assert cmds and all(isinstance(c, str) for c in cmds)
+
+
+def test_start_local_script_is_valid_bash():
+    script = ROOT / "cluster" / "start_local.sh"
+    assert script.stat().st_mode & 0o111, "start_local.sh is not executable"
+    r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
