@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from aetheris_ray.errors import InvalidInput
-from aetheris_ray.quantiles import DEFAULT_LEVELS, parse_levels
+from aetheris_ray.quantiles import DEFAULT_LEVELS, levels_field
 
 
 def default_home() -> Path:
@@ -63,10 +63,7 @@ class Settings(BaseSettings):
     @field_validator("quantiles", mode="before")
     @classmethod
     def _levels(cls, v: Any) -> list[float]:
-        try:
-            return list(parse_levels(v))
-        except InvalidInput as e:
-            raise ValueError(str(e)) from None
+        return levels_field(v)
 
     @property
     def store_path(self) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aetheris_ray.errors import InvalidInput
-from aetheris_ray.quantiles import DEFAULT_LEVELS, parse_levels
+from aetheris_ray.quantiles import DEFAULT_LEVELS, levels_field
 
 MIN_PATHS = 100
 MAX_PATHS = 1_000_000
@@ -38,10 +38,7 @@ class ForecastRequest(BaseModel):
     @field_validator("quantiles", mode="before")
     @classmethod
     def _levels(cls, v: Any) -> list[float]:
-        try:
-            return list(parse_levels(v))
-        except InvalidInput as e:
-            raise ValueError(str(e)) from None
+        return levels_field(v)
 
     @field_validator("thresholds")
     @classmethod

@@ -115,6 +115,9 @@ class EngineConfig(BaseModel):
 #: Named model configurations (``--model NAME``).
 MODELS: dict[str, EngineConfig] = {
     "baseline": EngineConfig(),
+    # the neural rough-volatility component from the registry ("latest"); without a
+    # registered artefact it falls back to GARCH with a warning in the metadata
+    "rough_vol": EngineConfig(name="rough_vol", volatility=ComponentChoice(name="rough_vol")),
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from aetheris_ray.errors import InvalidInput
 
@@ -84,6 +84,14 @@ def parse_levels(levels: Iterable["float | str"] | str | None) -> tuple[float, .
     if any(b <= a for a, b in zip(values, values[1:])):
         raise InvalidInput(f"quantiles: levels must be strictly increasing, got {list(values)}")
     return values
+
+
+def levels_field(v: Any) -> list[float]:
+    """`parse_levels` for pydantic ``field_validator``s (errors become ``ValueError``)."""
+    try:
+        return list(parse_levels(v))
+    except InvalidInput as e:
+        raise ValueError(str(e)) from None
 
 
 def labels(levels: Sequence[float]) -> list[str]:

@@ -153,13 +153,14 @@ def _hash_dir(path: Path) -> str:
     return h.hexdigest()[:8]
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types from nested dicts / lists / numpy scalars and arrays."""
     import numpy as np
 
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -239,12 +240,12 @@ class Registry:
                 kind=str(kind or ""),
                 created=created.isoformat(timespec="seconds"),
                 train_range=list(train_range or info.get("train_range", [])),
-                hyperparameters=_jsonable(hyperparameters),
-                metrics=_jsonable(metrics if metrics is not None else info.get("metrics", {})),
+                hyperparameters=jsonable(hyperparameters),
+                metrics=jsonable(metrics if metrics is not None else info.get("metrics", {})),
                 package_version=__version__,
                 code_version=_code_version(),
                 model_schema_version=model_man.get("schema_version"),
-                extra=_jsonable(extra or {}),
+                extra=jsonable(extra or {}),
             )
             stored = record.to_dict()
             stored.pop("path")

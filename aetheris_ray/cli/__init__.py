@@ -28,9 +28,15 @@ app = typer.Typer(
 from aetheris_ray.cli import backtest, forecast, ingest, models, serve, tune  # noqa: E402,F401  (registers commands)
 
 
+_shown: set[str] = set()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings as one readable line on stderr (no source line, no file path)."""
-    print(f"warning: {message}", file=sys.stderr)
+    """Warnings as one readable line on stderr (no source line, no file path), each text once."""
+    text = str(message)
+    if text not in _shown:
+        _shown.add(text)
+        print(f"warning: {text}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

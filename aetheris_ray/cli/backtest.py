@@ -9,10 +9,6 @@ import typer
 from aetheris_ray.cli import app
 from aetheris_ray.cli._common import OptPath
 
-#: Engine models the CLI can build by name (a registered version id comes later).
-ENGINE_MODELS = ("baseline",)
-
-
 def parse_horizons(text: str) -> list[int]:
     """``"1,3,7,14"`` -> ``[1, 3, 7, 14]``; anything else raises `InvalidInput` naming the flag."""
     from aetheris_ray.errors import InvalidInput
@@ -28,18 +24,17 @@ def parse_horizons(text: str) -> list[int]:
 
 def build_models(model: str | None, baselines: bool) -> list:
     """The models of a run: the engine (``--model``) first, then the baselines (``--baselines``)."""
-    from aetheris_ray.errors import InvalidInput, NotAvailable
+    from aetheris_ray.errors import InvalidInput
 
     models = []
     if model is not None:
-        if model not in ENGINE_MODELS:
-            raise InvalidInput(f"--model {model!r} is not known; valid: {', '.join(ENGINE_MODELS)}")
-        try:
-            from aetheris_ray.walkforward import EngineModel
-        except ImportError as e:
-            raise NotAvailable(f"--model {model}: the engine's walk-forward model is not available ({e}); "
-                               "run with --baselines only") from None
-        models.append(EngineModel())
+        from aetheris_ray.engine import MODELS
+        from aetheris_ray.walkforward import EngineModel
+
+        for name in dict.fromkeys(n.strip() for n in model.split(",") if n.strip()):
+            if name not in MODELS:
+                raise InvalidInput(f"--model {name!r} is not known; valid: {', '.join(MODELS)}")
+            models.append(EngineModel(MODELS[name], name="engine" if name == "baseline" else f"engine_{name}"))
     if baselines:
         from aetheris_ray.evaluation.baselines import baseline_models
 
@@ -59,8 +54,9 @@ def backtest_cmd(
     start: str = typer.Option(..., "--start", help="first origin date, YYYY-MM-DD"),
     end: str = typer.Option(..., "--end", help="last target date, YYYY-MM-DD (origins go up to end - h)"),
     horizons: str = typer.Option("1,3,7,14", "--horizons", help="comma-separated days ahead, 1..90"),
-    model: Optional[str] = typer.Option(None, "--model", help="engine model to score: 'baseline' (the engine "
-                                        "with its default baseline components)"),
+    model: Optional[str] = typer.Option(None, "--model", help="engine models to score, comma-separated: "
+                                        "'baseline' (default baseline components), 'rough_vol' (neural rough volatility "
+                                        "from the registry)"),
     baselines: bool = typer.Option(False, "--baselines", help="also score EWMA-Normal, GARCH(1,1)-t and "
                                    "Bootstrap in the same run"),
     out: OptPath = typer.Option(None, "--out", help="write every forecast here: CSV, or Parquet for .parquet"),

@@ -35,6 +35,7 @@ from aetheris_ray.components.base import VAR_FLOOR, Context, SpecBase
 from aetheris_ray.components.rough_vol.fbm import fbm_factor, fgn_autocovariance
 from aetheris_ray.components.volatility import FittedVolatility
 from aetheris_ray.errors import InvalidInput, ModelNotFound
+from aetheris_ray.registry import jsonable
 
 __all__ = [
     "RoughVolatility",
@@ -441,7 +442,7 @@ class FittedRoughVolatility:
             "feat_std": [float(v) for v in self.feat_std],
             "vol_bias": self.vol_bias,
             "weights": WEIGHTS,
-            "info": _jsonable(self.info),
+            "info": jsonable(self.info),
         }
 
     def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -500,17 +501,6 @@ class FittedRoughVolatility:
             raise ModelNotFound(f"{path}: cannot load the weights ({type(e).__name__}: {e}); the artifact is corrupt") from None
         return obj
 
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
 
 
 
