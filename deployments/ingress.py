@@ -236,7 +236,8 @@ class Ingress:
             feat, cal = self.features.describe.remote(), self.calibrator.describe.remote()
             f, c = await asyncio.gather(feat, cal)
             models = [dict(m, default=m["version"] == f["default"]) for m in f["models"]]
-            return JSONResponse({"models": models, "default": f["default"], "assets": f["assets"], "outcomes": c})
+            return JSONResponse({"models": models, "default": f["default"], "assets": f["assets"], "outcomes": c,
+                                 "registered": f["registered"]})
         except Exception as e:  # noqa: BLE001
             return to_error(e)
 

@@ -121,7 +121,10 @@ class Features:
         for name in sorted(engine.MODELS):
             cfg, _ = engine.model_config(name)
             models.append({"name": name, "version": cfg.version, "config": cfg.model_dump(mode="json")})
-        return {"models": models, "default": resolve_model_version(None), "assets": self.assets}
+        from aetheris_ray.registry import list_models
+
+        return {"models": models, "default": resolve_model_version(None), "assets": self.assets,
+                "registered": list_models()}
 
     def check_health(self) -> None:
         if not self.assets:

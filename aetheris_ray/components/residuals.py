@@ -24,6 +24,7 @@ import numpy as np
 
 from aetheris_ray._typing import FloatArray
 from aetheris_ray.components.base import Context, FittedBase, SpecBase, ewma_filter, seed_variance
+from aetheris_ray.components.volatility import FittedVolatility
 
 __all__ = [
     "unit_t",
@@ -163,7 +164,9 @@ class StudentTResiduals(SpecBase):
     def fit(self, returns: FloatArray, *, vol: Any = None, **context: Any) -> FittedStudentT:
         """``vol``: the fitted volatility component (used when ``source="vol"``)."""
         info: dict[str, Any] = {"n_obs": int(np.size(returns))}
-        use_vol = self.source == "vol" and vol is not None
+        # a volatility model driven by its own noise (rough vol) has no returns filter:
+        # then nu comes from EWMA-standardised returns
+        use_vol = self.source == "vol" and vol is not None and type(vol).filter is not FittedVolatility.filter
         if self.nu is not None:
             nu = float(self.nu)
         elif use_vol and "nu" in vol.params and getattr(vol.spec, "dist", "") == "t" and "fallback" not in vol.info:

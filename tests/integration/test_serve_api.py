@@ -133,6 +133,7 @@ def test_models_healthz_docs_page(served):
     body = r.json()
     assert body["default"] == engine.model_config(None)[0].version and "SYN-BTC" in body["assets"]
     assert [m["name"] for m in body["models"]] == sorted(engine.MODELS)
+    assert isinstance(body["registered"], list)  # registry versions (aetheris_ray.registry.list_models)
     assert requests.get(served.url + "/healthz", timeout=10).json() == {"status": "ok"}
     spec = requests.get(served.url + "/openapi.json", timeout=10).json()
     assert {"/v1/forecast", "/v1/forecast/batch", "/v1/outcomes", "/v1/models", "/healthz"} <= set(spec["paths"])

@@ -76,7 +76,16 @@ def test_console_script_exit_code(data_dir):
 def test_model_baseline_is_the_engine_first():
     from aetheris_ray.cli.backtest import build_models
 
-    walkforward = pytest.importorskip("aetheris_ray.walkforward")
+    from aetheris_ray import walkforward
     models = build_models("baseline", True)
     assert isinstance(models[0], walkforward.EngineModel)
     assert [m.name for m in models[1:]] == ["ewma_normal", "garch_t", "bootstrap"]
+
+
+def test_several_engine_models_by_name():
+    from aetheris_ray.cli.backtest import build_models
+    from aetheris_ray.engine import MODELS
+
+    models = build_models("baseline, rough_vol,baseline", False)
+    assert [m.name for m in models] == ["engine", "engine_rough_vol"]
+    assert models[1].config == MODELS["rough_vol"]
