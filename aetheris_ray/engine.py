@@ -112,7 +112,10 @@ class EngineConfig(BaseModel):
         return f"{self.name}-{hashlib.sha1(blob).hexdigest()[:10]}"
 
 
-#: Named model configurations (``--model NAME``).
+#: Components whose fitted state comes from the model registry (a version can be pinned).
+_REGISTERED_COMPONENTS = ("rough_vol",)
+
+#: Named model configurations (``--model NAME``, or ``NAME@VERSION`` to pin a registered version).
 MODELS: dict[str, EngineConfig] = {
     "baseline": EngineConfig(),
     # the neural rough-volatility component from the registry ("latest"); without a
@@ -129,12 +132,21 @@ def model_config(name: str | None) -> tuple[EngineConfig, list[str]]:
     """
     notes: list[str] = []
     key = name or "baseline"
+    key, _, pinned = key.partition("@")
     if key == "latest":
         notes.append("model 'latest': no registered engine model yet; using 'baseline'")
         key = "baseline"
     if key not in MODELS:
-        raise ModelNotFound(f"model {name!r} is not known; valid: {', '.join(sorted(MODELS))}, 'latest'")
+        raise ModelNotFound(f"model {name!r} is not known; valid: {', '.join(sorted(MODELS))}, 'latest', "
+                            "or NAME@VERSION to pin a registered component version (e.g. rough_vol@<version>)")
     cfg = MODELS[key]
+    if pinned:
+        registered = [kind for kind in KINDS if getattr(cfg, kind).name in _REGISTERED_COMPONENTS]
+        if not registered:
+            raise ModelNotFound(f"model {name!r}: {key!r} has no registered component to pin a version of")
+        kind = registered[0]
+        choice = getattr(cfg, kind)
+        cfg = cfg.model_copy(update={kind: ComponentChoice(name=choice.name, params={**choice.params, "version": pinned})})
     cfg.specs()
     return cfg, notes
 

@@ -28,13 +28,17 @@ def build_models(model: str | None, baselines: bool) -> list:
 
     models = []
     if model is not None:
-        from aetheris_ray.engine import MODELS
+        from aetheris_ray.engine import MODELS, model_config
+        from aetheris_ray.errors import ModelNotFound
         from aetheris_ray.walkforward import EngineModel
 
         for name in dict.fromkeys(n.strip() for n in model.split(",") if n.strip()):
-            if name not in MODELS:
-                raise InvalidInput(f"--model {name!r} is not known; valid: {', '.join(MODELS)}")
-            models.append(EngineModel(MODELS[name], name="engine" if name == "baseline" else f"engine_{name}"))
+            try:
+                cfg, _ = model_config(name)
+            except ModelNotFound:
+                raise InvalidInput(f"--model {name!r} is not known; valid: {', '.join(MODELS)} "
+                                   "(NAME@VERSION pins a registered version)") from None
+            models.append(EngineModel(cfg, name="engine" if name == "baseline" else f"engine_{name}"))
     if baselines:
         from aetheris_ray.evaluation.baselines import baseline_models
 

@@ -199,3 +199,20 @@ def test_daily_log_returns_scale_gaps():
     c = pd.Series([100.0, 110.0, 99.0], index=pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-06"]))
     r = daily_log_returns(c).to_numpy()
     np.testing.assert_allclose(r, [np.log(1.1), np.log(0.9) / 2.0])
+
+
+def test_model_names_and_pinned_registry_versions():
+    import pytest
+
+    from aetheris_ray.engine import MODELS, model_config
+    from aetheris_ray.errors import ModelNotFound
+
+    cfg, _ = model_config("rough_vol")
+    assert cfg == MODELS["rough_vol"] and cfg.volatility.params == {}
+    pinned, _ = model_config("rough_vol@rough_vol-20260101T000000Z-abc")
+    assert pinned.volatility.params == {"version": "rough_vol-20260101T000000Z-abc"}
+    assert pinned.version != cfg.version  # the pinned version is part of the model version
+    with pytest.raises(ModelNotFound, match="'baseline' has no registered component to pin"):
+        model_config("baseline@v1")
+    with pytest.raises(ModelNotFound, match=r"model 'nope' is not known; valid: baseline, rough_vol"):
+        model_config("nope")
