@@ -91,12 +91,16 @@ def forecast_request(req: ForecastRequest, source: MarketSource, settings: Setti
 
     The model is ``req.model`` or else the settings' ``model`` (``"baseline"``); the
     calibration state and fitted components are cached under the settings' home
-    (``state/``), so a repeated forecast for the same data is fast.
+    (``state/``), so a repeated forecast for the same data is fast; realised prices
+    posted back to the service (``state/outcomes.json``) join the calibration.
     """
     from aetheris_ray import engine
 
     settings = settings or load_settings()
     if req.model is None and settings.model != "baseline":
         req = req.model_copy(update={"model": settings.model})
+    from aetheris_ray.outcomes import stored_outcomes
+
     history = source.history(req.asset, until=req.as_of)
-    return engine.forecast(history, req, settings=settings)
+    return engine.forecast(history, req, settings=settings,
+                           outcomes=stored_outcomes(settings.state_path, req.asset))

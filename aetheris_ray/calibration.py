@@ -122,6 +122,8 @@ class CalibrationConfig(BaseModel):
     epsilon: float = Field(default=1e-3, gt=0, lt=0.5, description="share of the identity (strict monotonicity)")
     symmetric: bool = Field(default=True, description="correct dispersion and tail shape only, not location")
     coverage_days: int = Field(default=365, ge=7, le=5000, description="window of the rolling coverage")
+    horizon_prior: bool = Field(default=False, description="shrink a bucket's map towards the next shorter "
+                                "bucket's map instead of the identity (miscalibration is smooth in horizon)")
 
 
 # -- the level map -----------------------------------------------------------------------------
@@ -247,6 +249,24 @@ class Calibrator:
             self._b[b] = {c: merged[c][order] for c in _COLS}
         self._version = None
 
+    def with_pairs(self, origin_day: Any, horizon: Any, regime: Any, raw_pit: Any, cal_pit: Any) -> "Calibrator":
+        """A copy holding these pairs as well, except those whose (origin, horizon) it already has.
+
+        Used for outcomes posted back to the service: a pair the history already
+        realised keeps its walk-forward value.
+        """
+        o = np.atleast_1d(np.asarray(origin_day, dtype=np.int64))
+        h = np.broadcast_to(np.asarray(horizon, dtype=np.int64), o.shape)
+        have = {(int(a), int(b)) for d in self._b for a, b in zip(d["origin"], d["horizon"])}
+        keep = np.array([(int(a), int(b)) not in have for a, b in zip(o, h)], dtype=bool)
+        out = Calibrator(self.config, self.asset, self.model_version)
+        out._b = [dict(d) for d in self._b]
+        if keep.any():
+            reg = np.broadcast_to(np.asarray(regime), o.shape)
+            out.add(o[keep], h[keep], reg[keep], np.broadcast_to(np.asarray(raw_pit, dtype=float), o.shape)[keep],
+                    np.broadcast_to(np.asarray(cal_pit, dtype=float), o.shape)[keep])
+        return out
+
     def assign_calibrated(self, origin_day: int, horizon: int, cal_pit: float) -> None:
         """Set the calibrated PIT of the one stored pair (origin, horizon) (walk-forward, in date order)."""
         d = self._b[int(bucket_index(horizon))]
@@ -326,37 +346,45 @@ class Calibrator:
                 "raw_pit": b["raw"], "cal_pit": b["cal"]}))
         return pd.concat(frames, ignore_index=True)
 
-    def _select(self, b: int, as_of: int, window: int) -> np.ndarray:
+    def _select(self, b: int, as_of: int, window: int, known_by: int | None = None) -> np.ndarray:
+        """Pairs of origins in the window ending at ``as_of``, realised by ``known_by`` (default ``as_of``)."""
         d = self._b[b]
-        return (d["origin"] > as_of - window) & (d["origin"] + d["horizon"] <= as_of)
+        return (d["origin"] > as_of - window) & (d["origin"] + d["horizon"] <= (as_of if known_by is None else known_by))
 
-    def bucket_tables(self, as_of: int, buckets: Sequence[int] | None = None) -> dict[int, tuple]:
+    def bucket_tables(self, as_of: int, buckets: Sequence[int] | None = None,
+                      known_by: int | None = None) -> dict[int, tuple]:
         """Per bucket: the bucket-level map and the regime maps' raw material (for `level_map`)."""
         cfg = self.config
         out = {}
         for b in (range(len(BUCKETS)) if buckets is None else buckets):
-            m = self._select(b, as_of, cfg.window_days)
+            m = self._select(b, as_of, cfg.window_days, known_by)
             out[b] = (self._b[b]["raw"][m], self._b[b]["regime"][m], self._b[b]["horizon"][m])
         return out
 
     def level_map(self, regime: str | int, as_of: Any, buckets: Sequence[int] | None = None,
-                  tables: dict[int, tuple] | None = None) -> ConformalLevelMap:
+                  tables: dict[int, tuple] | None = None, known_by: int | None = None) -> ConformalLevelMap:
         """The map for a forecast made on day ``as_of`` in ``regime``, from the pairs realised by then.
 
         ``buckets`` limits the work to the buckets a horizon needs (the others stay identity).
+        ``known_by`` (a later day) also admits pairs realised after ``as_of`` but known
+        now: outcomes posted back to a live service ahead of its data.
         """
         cfg = self.config
         day = as_of if isinstance(as_of, (int, np.integer)) else day_number(as_of)
         code = regime if isinstance(regime, (int, np.integer)) else _regime_code(regime)
-        tables = tables if tables is not None else self.bucket_tables(int(day), buckets)
+        tables = tables if tables is not None else self.bucket_tables(int(day), buckets, known_by)
         maps = np.tile(KNOTS, (len(BUCKETS), 1))
-        for b, (raw, reg, hz) in tables.items():
+        prior = KNOTS
+        for b in sorted(tables):
+            raw, reg, hz = tables[b]
             if raw.size == 0:
                 continue
             h_eff = float(np.mean(hz))
             n_eff = raw.size / h_eff
             w_b = n_eff / (n_eff + cfg.n0_bucket)
-            mb = w_b * _knot_quantiles(raw) + (1.0 - w_b) * KNOTS
+            mb = w_b * _knot_quantiles(raw) + (1.0 - w_b) * prior
+            if cfg.horizon_prior:
+                prior = mb
             if cfg.by_regime:
                 rr = raw[reg == code]
                 if rr.size:
@@ -367,7 +395,7 @@ class Calibrator:
             maps[b] = (1.0 - cfg.epsilon) * mb + cfg.epsilon * KNOTS
         return ConformalLevelMap(maps, self.version)
 
-    def coverage(self, as_of: Any, buckets: Sequence[int] | None = None) -> dict[str, Any]:
+    def coverage(self, as_of: Any, buckets: Sequence[int] | None = None, known_by: int | None = None) -> dict[str, Any]:
         """Rolling coverage of the calibrated central intervals, per bucket.
 
         Returns ``{bucket label: {"n": pairs, "0.5": share, "0.8": share, "0.9": share}}``
@@ -376,7 +404,7 @@ class Calibrator:
         day = as_of if isinstance(as_of, (int, np.integer)) else day_number(as_of)
         out: dict[str, Any] = {}
         for b in (range(len(BUCKETS)) if buckets is None else buckets):
-            m = self._select(b, int(day), self.config.coverage_days)
+            m = self._select(b, int(day), self.config.coverage_days, known_by)
             cal = self._b[b]["cal"][m]
             if cal.size == 0:
                 continue

@@ -29,7 +29,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -385,8 +385,15 @@ def sim_horizon(horizon: int, calibrate: bool = True) -> int:
 
 
 def prepare(data: AssetData, req: ForecastRequest, *, config: EngineConfig | None = None, settings: Any = None,
-            use_cache: bool = True) -> Prepared:
-    """Fit on ``data`` up to the origin (point-in-time) and resolve everything but the paths."""
+            use_cache: bool = True, outcomes: Sequence[Mapping[str, Any]] = ()) -> Prepared:
+    """Fit on ``data`` up to the origin (point-in-time) and resolve everything but the paths.
+
+    ``outcomes`` are realised prices posted back for this asset (rows ``{origin,
+    horizon, price}``, `aetheris_ray.outcomes.OutcomeLog`): their pairs
+    (`outcome_pairs`) join the calibration buffers.  A request with ``as_of`` uses
+    only those realised by then; a live request (no ``as_of``) uses all of them,
+    since they are known now even when the data source has not caught up.
+    """
     from aetheris_ray import walkforward as wf
 
     notes: list[str] = []
@@ -429,16 +436,74 @@ def prepare(data: AssetData, req: ForecastRequest, *, config: EngineConfig | Non
         if cached.cond is None:
             cached.cond = cached.fitted.condition(Context.from_states([state], config.lookback))
         cond = cached.cond
-    cal = cached.calibrator
+    cal, known_by = cached.calibrator, None
+    if outcomes and config.calibrate:
+        pairs = outcome_pairs(data, outcomes, config=config, settings=settings)
+        if req.as_of is not None:
+            pairs = [p for p in pairs if p[0] + p[1] <= day_number(origin)]
+        if pairs:
+            o, h, r, raw, cp = (np.array(c) for c in zip(*pairs))
+            cal = cal.with_pairs(o, h, r, raw, cp)
+            known_by = max(day_number(origin), int(np.max(o + h)))
     needed = list(range(int(bucket_index(req.horizon)) + 1))
     if config.calibrate:
-        level_map = cal.level_map(state.regime_label, day_number(origin), buckets=needed)
+        level_map = cal.level_map(state.regime_label, day_number(origin), buckets=needed, known_by=known_by)
     else:
         level_map = ConformalLevelMap.identity()
-    extra = _extras(data, req, state, cached, config, origin, needed, notes)
+    extra = _extras(data, req, state, cal, cached.fitted, config, origin, known_by, needed, notes)
     return Prepared(request=req, seed=resolve_seed(req.seed), asset=data.asset, origin=origin,
                     spot=float(close.iloc[-1]), model=cached.fitted, cond=cond, model_version=config.version,
                     level_map=level_map, extra=extra)
+
+
+#: Pairs of posted outcomes already computed: (asset, model version, origin, horizon, price) -> pair.
+_PAIRS = _Lru(50_000)
+
+
+def outcome_pairs(data: AssetData, outcomes: Sequence[Mapping[str, Any]], *, config: EngineConfig,
+                  settings: Any = None) -> list[tuple[int, int, int, float, float]]:
+    """Calibration pairs ``(origin day, horizon, regime code, raw PIT, calibrated PIT)`` of posted outcomes.
+
+    Each outcome ``{origin, horizon, price}`` is scored against the raw forecast
+    the model makes at that origin from the data known then (`prepare` with
+    ``as_of=origin``, ``config.walkforward_paths`` paths on a seed fixed by the
+    origin day, as the walk-forward does), and its calibrated PIT goes through
+    the level map in force at that origin.  An outcome whose origin has no close
+    in ``data`` or too little history is skipped (it cannot be scored).  Memoised.
+    """
+    from aetheris_ray.calibration import pit
+    from aetheris_ray.contract import parse_request
+    from aetheris_ray.features.state import REGIME_LABELS
+
+    todo: dict[str, list[tuple[int, float]]] = {}
+    out: list[tuple[int, int, int, float, float]] = []
+    for row in outcomes:
+        o, h, price = str(pd.Timestamp(row["origin"]).date()), int(row["horizon"]), float(row["price"])
+        hit = _PAIRS.get((data.asset, config.version, o, h, price))
+        if hit is not None:
+            out.append(hit)
+        else:
+            todo.setdefault(o, []).append((h, price))
+    close = positive_closes(data)
+    for o, items in todo.items():
+        day = pd.Timestamp(o)
+        if day not in close.index:
+            continue
+        h_max = max(h for h, _ in items)
+        req = parse_request({"asset": data.asset, "horizon": h_max, "as_of": o, "paths": config.walkforward_paths,
+                             "seed": 0})
+        try:
+            prep = prepare(data, req, config=config, settings=settings)
+        except DataError:
+            continue
+        cum = np.cumsum(sim.simulate_blocks(prep.sample, req.paths, h_max, int(day_number(day))), axis=1)
+        code = REGIME_LABELS.index(prep.extra["regime"]["label"])
+        for h, price in items:
+            raw = float(pit(cum[:, h - 1:h], np.array([np.log(price / prep.spot)]), axis=0)[0])
+            pair = (int(day_number(day)), h, code, raw, float(prep.level_map.calibrated_prob(h - 1, raw)))
+            _PAIRS.put((data.asset, config.version, o, h, price), pair)
+            out.append(pair)
+    return out
 
 
 def _point_in_time(data: AssetData, cutoff: pd.Timestamp) -> AssetData:
@@ -454,8 +519,9 @@ def _point_in_time(data: AssetData, cutoff: pd.Timestamp) -> AssetData:
                      series={k: cut(v) for k, v in data.series.items()}, info=data.info)
 
 
-def _extras(data: AssetData, req: ForecastRequest, state: Any, cached: _Cached, config: EngineConfig,
-            origin: pd.Timestamp, needed: list[int], notes: list[str]) -> dict[str, Any]:
+def _extras(data: AssetData, req: ForecastRequest, state: Any, cal: Calibrator, fitted: FittedModel,
+            config: EngineConfig, origin: pd.Timestamp, known_by: int | None, needed: list[int],
+            notes: list[str]) -> dict[str, Any]:
     from aetheris_ray.features import REGIME_FEATURES
 
     vec = np.asarray(state.regime_vector, dtype=float)
@@ -465,11 +531,11 @@ def _extras(data: AssetData, req: ForecastRequest, state: Any, cached: _Cached, 
     warnings_ = list(notes)
     if state.missing:
         warnings_.append("missing inputs (neutral values used): " + ", ".join(state.missing))
-    for kind, inf in cached.fitted.info().items():
+    for kind, inf in fitted.info().items():
         fb = inf.get("fallback") or inf.get("fallbacks")
         if fb:
             warnings_.append(f"{kind}: fallback {fb}")
-    n_pairs = len(cached.calibrator)
+    n_pairs = len(cal)
     if config.calibrate and n_pairs == 0:
         warnings_.append("calibration: no realised pairs yet (short history); the cone is uncalibrated")
     metadata = {
@@ -481,8 +547,8 @@ def _extras(data: AssetData, req: ForecastRequest, state: Any, cached: _Cached, 
     drivers = None
     if req.explain:
         drivers = _drivers(data, state, config, origin, req.horizon, warnings_)
-    return {"regime": regime, "mm_indices": dict(state.mm_indices), "coverage": cached.calibrator.coverage(
-        day_number(origin), buckets=needed), "metadata": metadata, "drivers": drivers,
+    return {"regime": regime, "mm_indices": dict(state.mm_indices), "coverage": cal.coverage(
+        day_number(origin), buckets=needed, known_by=known_by), "metadata": metadata, "drivers": drivers,
         "conditional": bool(req.scenario)}
 
 
@@ -517,9 +583,9 @@ def finish(prep: Prepared, paths: np.ndarray) -> Forecast:
 
 
 def forecast(data: AssetData, req: ForecastRequest, *, config: EngineConfig | None = None, settings: Any = None,
-             use_cache: bool = True) -> Forecast:
+             use_cache: bool = True, outcomes: Sequence[Mapping[str, Any]] = ()) -> Forecast:
     """Fit on ``data`` (point-in-time at the request's as-of) and answer ``req`` in-process."""
-    prep = prepare(data, req, config=config, settings=settings, use_cache=use_cache)
+    prep = prepare(data, req, config=config, settings=settings, use_cache=use_cache, outcomes=outcomes)
     paths = sim.simulate_blocks(prep.sample, req.paths, req.horizon, prep.seed)
     return finish(prep, paths)
 

@@ -87,6 +87,11 @@ class IdentityLevelMap:
         return np.asarray(p_raw, dtype=float)
 
 
+#: Up to this many paths, `cone` sorts each step once (cheaper than a multi-level partition);
+#: above it, `np.quantile`'s partition is cheaper than a full sort.
+SORT_MAX_PATHS = 65_536
+
+
 def cumulative(logret: FloatArray) -> FloatArray:
     """Cumulative log-returns along the last axis (float64 accumulation)."""
     return np.cumsum(logret, axis=-1, dtype=np.float64)
@@ -111,6 +116,16 @@ def cone(cum: FloatArray, levels: Sequence[float], level_map: LevelMap | None = 
     n_steps = cum.shape[1]
     if isinstance(lm, IdentityLevelMap):
         out = np.quantile(cum, lv, axis=0).T
+    elif cum.shape[0] <= SORT_MAX_PATHS:
+        # one sort per step, then numpy's linear interpolation at each step's own raw levels
+        raw = np.stack([np.clip(lm.raw_levels(s, lv), 0.0, 1.0) for s in range(n_steps)])  # (n_steps, n_levels)
+        srt = np.sort(cum, axis=0)
+        pos = raw * (srt.shape[0] - 1)
+        lo = np.floor(pos).astype(np.intp)
+        hi = np.minimum(lo + 1, srt.shape[0] - 1)
+        cols = np.arange(n_steps)[:, None]
+        a, b = srt[lo, cols], srt[hi, cols]
+        out = a + (pos - lo) * (b - a)
     else:
         raw = np.stack([np.clip(lm.raw_levels(s, lv), 0.0, 1.0) for s in range(n_steps)])
         uniq = np.unique(raw)

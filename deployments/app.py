@@ -33,7 +33,7 @@ class AppArgs(BaseModel):
 
 
 def build_app(args: AppArgs) -> Application:
-    """Bind the deployment graph: Ingress -> (Features -> Simulator), Calibrator."""
+    """Bind the deployment graph: Ingress -> Features (-> Calibrator), Simulator, Calibrator."""
     from aetheris_ray.config import load_settings
 
     if not isinstance(args, AppArgs):
@@ -46,7 +46,7 @@ def build_app(args: AppArgs) -> Application:
     if not args.reserve_cpus:
         deps = {k: d.options(ray_actor_options={"num_cpus": 0}) for k, d in deps.items()}
         actor_cpus = 0.0
-    features = deps["features"].bind(source)
-    simulator = deps["simulator"].bind(args.pool_actors, actor_cpus, args.local_max_paths)
     calibrator = deps["calibrator"].bind(str(settings.state_path))
+    features = deps["features"].bind(source, calibrator)
+    simulator = deps["simulator"].bind(args.pool_actors, actor_cpus, args.local_max_paths)
     return deps["ingress"].bind(features, simulator, calibrator, api_keys=keys, local_max_paths=args.local_max_paths)

@@ -12,9 +12,7 @@ here are the defaults ``aetheris serve`` and the tests use (they fit 2 CPUs).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +24,6 @@ from aetheris_ray.contract import ForecastRequest
 log = logging.getLogger("ray.serve")
 
 NO_ACCESS_LOG = {"enable_access_log": False}
-
-#: Prepared requests a Features replica keeps (LRU), keyed by the request minus seed and paths.
-PREPARED_CACHE_SIZE = 256
 
 
 def model_id(asset: str, model_version: str) -> str:
@@ -60,15 +55,16 @@ class AssetModel:
 class Features:
     """Opens the data source and prepares requests (point-in-time history -> `engine.Prepared`).
 
-    Small requests (``paths <= local_max_paths``) are answered here in one hop
-    (`forecast`); large ones are prepared here and simulated by `Simulator`.
+    The ingress asks for a prepared request when its own cache misses (a new asset,
+    as-of, option set or outcome epoch); it draws small requests itself and sends
+    large ones to `Simulator`.
 
     Per-asset models are loaded through Serve model multiplexing, keyed
     ``"{asset}:{model_version}"``: the handle call carries the key and Serve routes
     it to a replica that already holds that model.
     """
 
-    def __init__(self, source: dict[str, Any]) -> None:
+    def __init__(self, source: dict[str, Any], calibrator: Any = None) -> None:
         from aetheris_ray.api import resolve_source
         from aetheris_ray.config import load_settings
 
@@ -77,7 +73,7 @@ class Features:
         self.source = resolve_source(settings, data=source.get("data"), store=source.get("store"),
                                      synthetic=bool(source.get("synthetic")))
         self.assets = sorted(self.source.assets())
-        self._prepared: OrderedDict[tuple[str, str], engine.Prepared] = OrderedDict()
+        self.calibrator = calibrator
 
     @serve.multiplexed(max_num_models_per_replica=16)
     async def get_model(self, key: str) -> AssetModel:
@@ -86,35 +82,14 @@ class Features:
         return AssetModel(asset=asset, model_version=version, history=history)
 
     async def prepare(self, req: ForecastRequest) -> engine.Prepared:
-        """`engine.prepare` on the request's point-in-time history (the loaded model when ``as_of`` is None).
-
-        Memoised per request minus ``seed`` and ``paths`` (`engine.prepare` uses those
-        only to store the request and resolve the seed): a repeated question costs a
-        dictionary lookup instead of about 3 ms of point-in-time slicing.  The served
-        == in-process tests cover hits and misses.
-        """
+        """`engine.prepare` on the request's point-in-time history (the loaded model when ``as_of`` is None),
+        with the outcomes posted back for the asset (asked of the `Calibrator`)."""
         key = serve.get_multiplexed_model_id() or model_id(req.asset, resolve_model_version(req.model))
-        memo_key = (key, req.model_dump_json(exclude={"seed", "paths"}))
-        hit = self._prepared.get(memo_key)
-        if hit is not None:
-            self._prepared.move_to_end(memo_key)
-            return dataclasses.replace(hit, request=req, seed=engine.resolve_seed(req.seed))
         model = await self.get_model(key)
         history = model.history if req.as_of is None else await asyncio.to_thread(
             self.source.history, req.asset, until=req.as_of)
-        prep = await asyncio.to_thread(engine.prepare, history, req, settings=self.settings)
-        self._prepared[memo_key] = prep
-        while len(self._prepared) > PREPARED_CACHE_SIZE:
-            self._prepared.popitem(last=False)
-        return prep
-
-    async def forecast(self, req: ForecastRequest) -> dict[str, Any]:
-        """A small request end to end in this replica (prepare, paths in the caller, finish): one hop, no pool."""
-        from aetheris_ray.distributed.montecarlo import forecast_prepared
-
-        prep = await self.prepare(req)
-        fc = await asyncio.to_thread(forecast_prepared, prep, None)
-        return fc.to_response().model_dump(mode="json")
+        outcomes = await self.calibrator.rows.remote(req.asset) if self.calibrator is not None else []
+        return await asyncio.to_thread(engine.prepare, history, req, settings=self.settings, outcomes=outcomes)
 
     def describe(self) -> dict[str, Any]:
         models = []
@@ -185,29 +160,44 @@ class Calibrator:
 
     One replica owns the state file (``num_replicas: 1`` in serve_config.yaml); writes
     are serialised and atomic, and the log is reloaded on start, so a restart loses
-    nothing that was acknowledged.
+    nothing that was acknowledged.  `Features` reads an asset's outcomes (`rows`) when
+    it prepares a request; the engine turns them into calibration pairs that join
+    the coverage buffers (`aetheris_ray.engine.outcome_pairs`).  ``epoch`` changes with
+    every write, so the ingress knows when its prepared requests are stale.
     """
 
     def __init__(self, state_dir: str) -> None:
+        import uuid
         from pathlib import Path
 
-        from deployments.outcomes import OutcomeLog
+        from aetheris_ray.outcomes import OutcomeLog
 
         Path(state_dir).mkdir(parents=True, exist_ok=True)
         self.log = OutcomeLog(state_dir)
         self._lock = asyncio.Lock()
+        self._boot = uuid.uuid4().hex[:8]
+        self._writes = 0
+
+    def epoch(self) -> str:
+        """Changes whenever the stored outcomes do (a new token per replica start)."""
+        return f"{self._boot}:{self._writes}"
 
     async def record(self, outcomes: list) -> dict[str, Any]:
         async with self._lock:
             new = await asyncio.to_thread(self.log.add, outcomes)
-        return {"accepted": len(outcomes), "new": new, "stored": len(self.log)}
+            self._writes += 1
+        return {"accepted": len(outcomes), "new": new, "stored": len(self.log), "epoch": self.epoch()}
+
+    def rows(self, asset: str) -> list[dict[str, Any]]:
+        return self.log.rows(asset)
 
     def outcomes(self, asset: str | None = None) -> dict[str, Any]:
         rows = self.log.rows(asset)
         return {"count": len(rows), "outcomes": rows}
 
     def describe(self) -> dict[str, Any]:
-        return {"counts": self.log.counts(), "stored": len(self.log), "state_file": str(self.log.path)}
+        return {"counts": self.log.counts(), "stored": len(self.log), "state_file": str(self.log.path),
+                "epoch": self.epoch()}
 
     def check_health(self) -> None:
         if not self.log.path.parent.exists():

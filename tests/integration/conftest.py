@@ -121,7 +121,10 @@ sys.stdout.write(json.dumps(out))
 
 @pytest.fixture(scope="session")
 def in_process(tmp_path_factory):
-    """``in_process(source, body_or_bodies)``: the in-process answers (``api.forecast_request``, no Ray).
+    """``in_process(source, body_or_bodies[, home_dir])``: the in-process answers (``api.forecast_request``, no Ray).
+
+    ``home_dir`` is the AETHERIS_HOME to read (default: a fresh one; the served app's
+    home makes the in-process answer see the outcomes posted to the service).
 
     They are computed in a plain subprocess with one BLAS/OpenMP thread
     (``OMP_NUM_THREADS=1``), the setting Ray gives its workers: the engine's fits
@@ -135,11 +138,11 @@ def in_process(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("in_process_home")
 
-    def run(source, body):
+    def run(source, body, home_dir=None):
         assert "SyntheticSource(seed=0" in repr(source), "the reference runs on SyntheticSource(seed=0) only"
         bodies = body if isinstance(body, list) else [body]
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   AETHERIS_HOME=str(home))
+                   AETHERIS_HOME=str(home_dir or home))
         r = subprocess.run([sys.executable, "-c", _REFERENCE], input=json.dumps(bodies, default=str),
                            capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]

@@ -142,8 +142,31 @@ def test_models_healthz_docs_page(served):
     assert page.status_code == 200 and "<svg" in page.text and "v1/forecast" in page.text
 
 
-def test_outcomes_persist_across_serve_restart(served):
+def _coverage_n(resp: dict) -> int:
+    return sum(v["n"] for v in resp["coverage"].values())
+
+
+def test_outcomes_persist_across_serve_restart(served, synthetic_source, in_process):
+    """Outcomes are stored durably and join the calibration buffers, here and in-process."""
     from ray import serve
+
+    # a live outcome the data has not caught up with: SYN-ALT's newest origin, 7 days on
+    body = {"asset": "SYN-ALT", "horizon": 7, "paths": 1000, "seed": 5}
+    first = post(served, "/v1/forecast", body).json()
+    spot, origin = first["spot"], first["as_of"]
+    r = post(served, "/v1/outcomes", {"outcomes": [{"asset": "SYN-ALT", "origin": origin, "horizon": 7,
+                                                    "price": spot * 3.0}]})
+    assert r.status_code == 200 and r.json()["new"] == 1, r.text
+    live = post(served, "/v1/forecast", body).json()
+    assert live["calibration_version"] != first["calibration_version"]
+    assert _coverage_n(live) == _coverage_n(first) + 1
+    assert live["metadata"]["calibration_pairs"] == first["metadata"]["calibration_pairs"] + 1
+    # the outcome tripled the price: far outside the 90% interval, so 90% coverage of bucket 4-7 falls
+    assert live["coverage"]["4-7"]["0.9"] < first["coverage"]["4-7"]["0.9"]
+    assert live == in_process(synthetic_source, body, served.home)
+    # a forecast as of the origin cannot see an outcome realised after it
+    past = post(served, "/v1/forecast", dict(body, as_of=origin)).json()
+    assert past["calibration_version"] == first["calibration_version"]
 
     items = [{"asset": "SYN-BTC", "origin": "2024-01-01", "horizon": 7, "price": 101.5},
              {"asset": "SYN-ETH", "as_of": "2024-01-02", "horizon": 1, "price": 20.25}]
@@ -167,3 +190,4 @@ def test_outcomes_persist_across_serve_restart(served):
     assert after == before
     eth = requests.get(served.url + "/v1/outcomes?asset=SYN-ETH", headers=served.headers, timeout=10).json()
     assert eth["outcomes"] == [{"asset": "SYN-ETH", "origin": "2024-01-02", "horizon": 1, "price": 20.25}]
+    assert post(served, "/v1/forecast", body).json() == live

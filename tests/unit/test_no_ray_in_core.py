@@ -10,7 +10,7 @@ CORE = [
     "aetheris_ray", "aetheris_ray.api", "aetheris_ray.engine", "aetheris_ray.simulation", "aetheris_ray.contract",
     "aetheris_ray.result", "aetheris_ray.config", "aetheris_ray.errors", "aetheris_ray.quantiles", "aetheris_ray.data",
     "aetheris_ray.evaluation.backtest", "aetheris_ray.cli", "aetheris_ray.distributed",
-    "aetheris_ray.distributed.budget", "deployments.auth", "deployments.outcomes",
+    "aetheris_ray.distributed.budget", "deployments.auth", "aetheris_ray.outcomes",
 ]
 
 

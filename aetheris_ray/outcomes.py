@@ -8,8 +8,10 @@ restart or a crash mid-write loses nothing that was acknowledged: the file holds
 either the old or the new log, never a torn one.  Re-posting an outcome with the
 same ``(asset, origin, horizon)`` replaces the stored price (idempotent retries).
 
-The engine's calibration module (conformal coverage buffers) reads this log when it
-lands; until then the log plus per-asset counts are what the calibrator keeps.
+The engine turns the stored outcomes of an asset into calibration pairs
+(`aetheris_ray.engine.outcome_pairs`) that join its conformal coverage buffers
+(`aetheris_ray.engine.prepare`): the Serve app and the in-process API read the same
+log, so they give the same calibrated answer.
 """
 
 from __future__ import annotations
@@ -103,3 +105,24 @@ class OutcomeLog:
         for a, _, _ in self._rows:
             out[a] = out.get(a, 0) + 1
         return out
+
+
+def stored_outcomes(state_dir: str | Path, asset: str) -> list[dict[str, Any]]:
+    """The outcomes stored for ``asset`` under ``state_dir`` ([] when there is no log).
+
+    An unreadable log is reported as a `DataQualityWarning` and ignored (a forecast
+    still answers; the file is left as it is for the service to report).
+    """
+    import warnings
+
+    from aetheris_ray.errors import DataQualityWarning
+
+    path = Path(state_dir) / FILE_NAME
+    if not path.is_file():
+        return []
+    try:
+        return OutcomeLog(state_dir).rows(asset)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        warnings.warn(f"{path}: outcome log unreadable ({e}); forecasting without posted outcomes",
+                      DataQualityWarning, stacklevel=2)
+        return []
