@@ -122,8 +122,6 @@ class CalibrationConfig(BaseModel):
     epsilon: float = Field(default=1e-3, gt=0, lt=0.5, description="share of the identity (strict monotonicity)")
     symmetric: bool = Field(default=True, description="correct dispersion and tail shape only, not location")
     coverage_days: int = Field(default=365, ge=7, le=5000, description="window of the rolling coverage")
-    horizon_prior: bool = Field(default=False, description="shrink a bucket's map towards the next shorter "
-                                "bucket's map instead of the identity (miscalibration is smooth in horizon)")
 
 
 # -- the level map -----------------------------------------------------------------------------
@@ -374,17 +372,13 @@ class Calibrator:
         code = regime if isinstance(regime, (int, np.integer)) else _regime_code(regime)
         tables = tables if tables is not None else self.bucket_tables(int(day), buckets, known_by)
         maps = np.tile(KNOTS, (len(BUCKETS), 1))
-        prior = KNOTS
-        for b in sorted(tables):
-            raw, reg, hz = tables[b]
+        for b, (raw, reg, hz) in tables.items():
             if raw.size == 0:
                 continue
             h_eff = float(np.mean(hz))
             n_eff = raw.size / h_eff
             w_b = n_eff / (n_eff + cfg.n0_bucket)
-            mb = w_b * _knot_quantiles(raw) + (1.0 - w_b) * prior
-            if cfg.horizon_prior:
-                prior = mb
+            mb = w_b * _knot_quantiles(raw) + (1.0 - w_b) * KNOTS
             if cfg.by_regime:
                 rr = raw[reg == code]
                 if rr.size:
