@@ -13,6 +13,15 @@ Every variant returns unit-variance, zero-mean innovations shaped
   scaled by the standard deviation of *all* residuals (jumps included): the pool
   carries the diffusive share of the variance (slightly below 1) and the jump
   component adds the rest back.
+
+``draw_tilted(cond, n_paths, horizon, eta, rng)`` draws the same innovations under
+an importance-sampling tilt, step by step (``eta``, shape (n_origins, horizon)),
+and returns them with the log likelihood ratio ``log p(z) / q(z)`` of each path
+(the sum over steps of the per-step density ratio): an exponential tilt for the
+Gaussian (a mean shift of ``eta``) and over the bootstrap pool (weights
+``exp(eta z_i)``), and for the Student-t, which has no moment generating
+function, a hazard-rate twist that makes the tail toward the threshold heavier.
+`aetheris_ray.tails` uses it for far threshold probabilities.
 """
 
 from __future__ import annotations
@@ -54,9 +63,38 @@ class FittedResiduals(FittedBase):
     def condition(self, ctx: Context) -> dict[str, np.ndarray]:
         return {"n": np.zeros(ctx.size)}
 
+    #: Whether `draw_tilted` is implemented (importance sampling of far thresholds).
+    tiltable: ClassVar[bool] = False
+
     def draw(self, cond: dict, n_paths: int, horizon: int, rng: np.random.Generator) -> FloatArray:
         """Innovations, shape (n_origins, n_paths, horizon), float32."""
         return self.simulate(cond, n_paths, horizon, rng)
+
+    def draw_tilted(self, cond: dict, n_paths: int, horizon: int, eta: FloatArray,
+                    rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+        """Innovations under the tilt ``eta`` and each path's log likelihood ratio.
+
+        Parameters
+        ----------
+        eta : ndarray, shape (n_origins, horizon)
+            Tilt of each step (0: the component's own distribution).
+
+        Returns
+        -------
+        z : ndarray, shape (n_origins, n_paths, horizon), float64
+        log_lr : ndarray, shape (n_origins, n_paths), float64
+            ``sum_t log p(z_t) / q_t(z_t)``: weighting a path by ``exp(log_lr)``
+            turns an expectation under the tilt into one under the model.
+        """
+        raise NotImplementedError(f"residuals {self.name!r} have no importance-sampling tilt")
+
+
+def _gaussian_tilted(eta: FloatArray, n_paths: int, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+    """N(eta, 1) draws (the exponential tilt of N(0, 1)) and ``sum_t (-eta_t z_t + eta_t^2 / 2)``."""
+    b, h = eta.shape
+    z = rng.standard_normal((b, n_paths, h)) + eta[:, None, :]
+    log_lr = (0.5 * np.square(eta).sum(axis=1))[:, None] - np.einsum("bnh,bh->bn", z, eta)
+    return z, log_lr
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,9 +102,16 @@ class FittedGaussian(FittedResiduals):
     name: ClassVar[str] = "gaussian"
     has_analytic_moments: ClassVar[bool] = True
 
+    tiltable: ClassVar[bool] = True
+
     def simulate(self, cond: dict, n_paths: int, horizon: int, rng: np.random.Generator) -> FloatArray:
         b = next(iter(cond.values())).shape[0]
         return rng.standard_normal((b, n_paths, horizon), dtype=np.float32)
+
+    def draw_tilted(self, cond: dict, n_paths: int, horizon: int, eta: FloatArray,
+                    rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+        """Exponential tilt of N(0, 1): N(eta_t, 1) at step t."""
+        return _gaussian_tilted(np.asarray(eta, dtype=float).reshape(-1, horizon), n_paths, rng)
 
 
 @dataclass(frozen=True)
@@ -91,8 +136,40 @@ class FittedStudentT(FittedResiduals):
     def condition(self, ctx: Context) -> dict[str, np.ndarray]:
         return {"nu": np.broadcast_to(np.asarray(self.params["nu"], dtype=float), (ctx.size,)).copy()}
 
+    tiltable: ClassVar[bool] = True
+
     def simulate(self, cond: dict, n_paths: int, horizon: int, rng: np.random.Generator) -> FloatArray:
         return unit_t(cond["nu"], n_paths, horizon, rng)
+
+    def draw_tilted(self, cond: dict, n_paths: int, horizon: int, eta: FloatArray,
+                    rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+        """Hazard-rate twist toward the side of ``eta``: the t's CDF raised to a power.
+
+        With ``theta = |eta| / (1 + |eta|)`` the step's CDF is ``F(z)^(1 - theta)``
+        for ``eta < 0`` (the mirror image for ``eta > 0``): the tail toward the
+        threshold gets heavier (a t has no exponential tilt) and the bulk moves
+        along.  Drawn by inversion, ``z = F^-1(W)`` with ``W = U^(1 / (1 - theta))``;
+        the ratio is ``W^theta / (1 - theta)``, at most ``1 / (1 - theta)`` per step
+        (exact for the clipped draws too: the clip is applied after the inversion).
+        """
+        from scipy import special
+
+        nu = np.asarray(cond["nu"], dtype=float).ravel()
+        eta = np.asarray(eta, dtype=float).reshape(nu.size, horizon)
+        b = nu.size
+        z = np.empty((b, n_paths, horizon))
+        log_lr = np.empty((b, n_paths))
+        for i in range(b):
+            k = float(nu[i])
+            theta = np.abs(eta[i]) / (1.0 + np.abs(eta[i]))
+            log_w = np.log1p(-rng.random((n_paths, horizon))) / (1.0 - theta)  # log U / (1 - theta), U in (0, 1]
+            s = np.sqrt(k / (k - 2.0))  # a unit-variance t times s is a standard t
+            lo = float(special.stdtr(k, -T_CLIP * s))  # the model's atom at -T_CLIP
+            w = np.clip(np.exp(log_w), lo, 1.0 - lo)
+            x = np.clip(special.stdtrit(k, w) / s, -T_CLIP, T_CLIP)
+            z[i] = np.where(eta[i] > 0, -x, x)
+            log_lr[i] = (theta * log_w).sum(axis=1) - np.log1p(-theta).sum()
+        return z, log_lr
 
 
 #: Largest absolute unit-variance Student-t innovation drawn (a 40-sigma day).
@@ -234,6 +311,40 @@ class FittedFhs(FittedResiduals):
         order = np.argsort(~keep, axis=1, kind="stable")  # kept entries first, in time order
         pool = np.take_along_axis(zs, order, axis=1).astype(np.float32)
         return {"pool": pool, "count": cnt}
+
+    tiltable: ClassVar[bool] = True
+
+    def draw_tilted(self, cond: dict, n_paths: int, horizon: int, eta: FloatArray,
+                    rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+        """Discrete exponential tilt over the pool: ``P(z_i) ~ exp(eta_t z_i)`` at step t.
+
+        Origins whose pool is shorter than ``min_pool`` draw Gaussian innovations
+        (as `simulate` does) under the Gaussian tilt.
+        """
+        from scipy.special import logsumexp
+
+        pool, cnt = cond["pool"], np.asarray(cond["count"])
+        b = pool.shape[0]
+        eta = np.asarray(eta, dtype=float).reshape(b, horizon)
+        z = np.empty((b, n_paths, horizon))
+        log_lr = np.empty((b, n_paths))
+        for i in range(b):
+            c = int(cnt[i])
+            if c < self.spec.min_pool:
+                zi, li = _gaussian_tilted(eta[i:i + 1], n_paths, rng)
+                z[i], log_lr[i] = zi[0], li[0]
+                continue
+            p = np.asarray(pool[i, :c], dtype=float)
+            logw = eta[i][:, None] * p[None, :]  # (horizon, c)
+            log_m = logsumexp(logw, axis=1)  # log sum_i exp(eta p_i)
+            cdf = np.cumsum(np.exp(logw - log_m[:, None]), axis=1)
+            u = rng.random((n_paths, horizon))
+            for t in range(horizon):
+                idx = np.minimum(np.searchsorted(cdf[t], u[:, t] * cdf[t, -1], side="right"), c - 1)
+                z[i, :, t] = p[idx]
+            # p(z) / q(z) = (1 / c) / (exp(eta z) / sum exp(eta p)) = exp(log M(eta) - eta z), M the pool's mean
+            log_lr[i] = (log_m - np.log(c)).sum() - z[i] @ eta[i]
+        return z, log_lr
 
     def simulate(self, cond: dict, n_paths: int, horizon: int, rng: np.random.Generator) -> FloatArray:
         pool, cnt = cond["pool"], cond["count"]
