@@ -134,6 +134,18 @@ def test_likelihood_ratios_reweight_to_the_model(kind):
         assert set(np.unique(z).astype(np.float32)) <= set(np.unique(cond["pool"][0, : cond["count"][0]]))
 
 
+@pytest.mark.parametrize("nu", [2.3, 3.4, 8.0, 60.0])
+def test_tabulated_t_quantiles_match_scipy(nu):
+    from scipy import special
+
+    s = np.sqrt(nu / (nu - 2.0))
+    p = np.concatenate([np.logspace(-12, -0.31, 400), 1 - np.logspace(-12, -0.31, 400), [0.5]])
+    exact = np.clip(special.stdtrit(nu, p) / s, -res_mod.T_CLIP, res_mod.T_CLIP)
+    got = res_mod.unit_t_ppf(nu, np.log(p) - np.log1p(-p))
+    np.testing.assert_allclose(got, exact, rtol=1e-9, atol=1e-9)
+    assert res_mod.unit_t_ppf(nu, np.array([-800.0, 800.0])).tolist() == [-res_mod.T_CLIP, res_mod.T_CLIP]
+
+
 def test_student_t_ratio_is_exact_with_the_clip(monkeypatch):
     """With the clip at 1.5 (atoms of several percent) the weighted tilted draws reproduce the model's."""
     monkeypatch.setattr(res_mod, "T_CLIP", 1.5)
