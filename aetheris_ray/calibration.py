@@ -19,7 +19,9 @@ Map
     h-day outcomes carry about 1/h of the information).  A small share ``epsilon``
     of the identity keeps the map strictly increasing, so its exact inverse
     (``calibrated_prob``, for threshold probabilities) is the piecewise-linear
-    inverse on the same knots.  Steps between two representative horizons use the
+    inverse on the same knots.  The ends stay pinned (level 0 -> raw 0, 1 -> 1):
+    below the first inner knot (above the last) the map is proportional, so a
+    far tail probability is scaled, never set to 0.  Steps between two representative horizons use the
     map interpolated in log-horizon.  By default the map is symmetrised,
     ``m(tau) <- (m(tau) + 1 - m(1 - tau)) / 2``: it corrects the spread and the
     tails but never moves the median -- the location of crypto returns is the
@@ -166,6 +168,15 @@ class ConformalLevelMap:
     def calibrated_prob(self, step: int, p_raw: FloatArray) -> FloatArray:
         """Exact inverse of `raw_levels`: the calibrated probability of a raw one."""
         return np.interp(np.asarray(p_raw, dtype=float), self.table(step), KNOTS)
+
+    def calibrated_prob_above(self, step: int, q_raw: FloatArray) -> FloatArray:
+        """``1 - calibrated_prob(step, 1 - q_raw)``: the calibrated P(above) of a raw one.
+
+        The same piecewise-linear map read from the top end, so a tiny ``q_raw`` (a
+        far upper threshold) keeps its digits instead of vanishing in ``1 - q``.
+        """
+        t = self.table(step)
+        return np.interp(np.asarray(q_raw, dtype=float), 1.0 - t[::-1], 1.0 - KNOTS[::-1])
 
 
 # -- the buffers -------------------------------------------------------------------------------
@@ -387,6 +398,10 @@ class Calibrator:
                     mb = w_r * _knot_quantiles(rr) + (1.0 - w_r) * mb
             mb = _sym(mb, cfg.symmetric)
             maps[b] = (1.0 - cfg.epsilon) * mb + cfg.epsilon * KNOTS
+            # levels 0 and 1 stay the raw sample's ends: the smallest / largest stored PIT says
+            # nothing beyond the first / last inner knot, and pinning keeps a tiny raw tail
+            # probability (importance sampling, aetheris_ray.tails) tiny instead of mapping it to 0
+            maps[b, 0], maps[b, -1] = 0.0, 1.0
         return ConformalLevelMap(maps, self.version)
 
     def coverage(self, as_of: Any, buckets: Sequence[int] | None = None, known_by: int | None = None) -> dict[str, Any]:

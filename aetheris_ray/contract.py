@@ -50,9 +50,19 @@ class ForecastRequest(BaseModel):
 
 
 class ThresholdProb(BaseModel):
+    """P(price < K) and P(price > K) at the last horizon step, and how they were estimated.
+
+    ``estimator`` is ``"monte_carlo"`` (the share of simulated paths) or
+    ``"importance_sampling"`` (far thresholds: tilted paths weighted by their
+    likelihood ratio); ``std_error`` is the Monte Carlo standard error of either
+    probability (None when not reported).
+    """
+
     price: float
     p_below: float
     p_above: float
+    estimator: str = "monte_carlo"
+    std_error: float | None = None
 
 
 class ForecastResponse(BaseModel):

@@ -10,6 +10,7 @@ Data flow of one forecast (ARCHITECTURE.md)::
       -> Monte Carlo in seeded blocks                      (aetheris_ray.simulation)
            r = drift + sigma z + jumps, per path
       -> calibrated cone + threshold probabilities         (aetheris_ray.calibration)
+           far thresholds by importance sampling           (aetheris_ray.tails)
       -> Forecast
 
 The two-phase API is what the distributed layer shards: ``prep = prepare(data,
@@ -50,6 +51,7 @@ from aetheris_ray.contract import ForecastRequest
 from aetheris_ray.data.schema import AssetData, cutoff_for
 from aetheris_ray.errors import DataError, InvalidInput, ModelNotFound
 from aetheris_ray.result import Forecast
+from aetheris_ray.tails import IMPORTANCE_SAMPLING, ModelSampler, TiltedSampler, threshold_probabilities
 
 __all__ = [
     "ComponentChoice", "EngineConfig", "MODELS", "model_config", "FittedModel", "Prepared",
@@ -200,6 +202,23 @@ class FittedModel:
         if self.jumps.name != "none":
             out += self.jumps.simulate(cond["jumps"], n_paths, horizon, r_jmp)
         return out
+
+    def simulate_tilted(self, cond: Mapping[str, dict], n_paths: int, horizon: int, eta: np.ndarray,
+                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """`simulate` with the residuals' innovations under the tilt ``eta`` (importance sampling, `aetheris_ray.tails`).
+
+        The volatility component runs on the tilted innovations (its feedback
+        included); drift and jumps are the model's own.  Returns the float64 paths
+        ``(n_origins, n_paths, horizon)`` and each path's log likelihood ratio
+        ``(n_origins, n_paths)``.
+        """
+        r_res, r_vol, r_jmp = rng.spawn(3)
+        z, log_lr = self.residuals.draw_tilted(cond["residuals"], n_paths, horizon, eta, r_res)
+        out = self.volatility.sample_vol(cond["volatility"], z, r_vol) * z
+        out += self.trend.drift(cond["trend"], horizon)
+        if self.jumps.name != "none":
+            out += self.jumps.simulate(cond["jumps"], n_paths, horizon, r_jmp)
+        return out, log_lr
 
     def info(self) -> dict[str, Any]:
         return {k: dict(v.info) for k, v in self.parts().items() if v.info}
@@ -577,9 +596,14 @@ def _drivers(data: AssetData, state: Any, config: EngineConfig, origin: pd.Times
 
 
 def finish(prep: Prepared, paths: np.ndarray) -> Forecast:
-    """Turn the merged paths of a prepared request into the `Forecast`."""
+    """Turn the merged paths of a prepared request into the `Forecast`.
+
+    Far thresholds (few plain paths beyond K) are re-estimated by importance
+    sampling on the prepared model (`aetheris_ray.tails`), from streams derived
+    from the request's seed: the result does not depend on how the paths were sharded.
+    """
     return assemble(prep.asset, prep.origin, prep.spot, paths, prep.request, prep.seed, prep.model_version,
-                    prep.level_map, **prep.extra)
+                    prep.level_map, tail_sampler=ModelSampler(prep.model, prep.cond), **prep.extra)
 
 
 def forecast(data: AssetData, req: ForecastRequest, *, config: EngineConfig | None = None, settings: Any = None,
@@ -590,13 +614,24 @@ def forecast(data: AssetData, req: ForecastRequest, *, config: EngineConfig | No
     return finish(prep, paths)
 
 
-def assemble(asset, origin, spot, paths, req: ForecastRequest, seed, model_version, level_map, **extra) -> Forecast:
-    """Turn raw log-return paths into a `Forecast` (quantiles, thresholds, dense CDF)."""
+def assemble(asset, origin, spot, paths, req: ForecastRequest, seed, model_version, level_map,
+             tail_sampler: TiltedSampler | None = None, **extra) -> Forecast:
+    """Turn raw log-return paths into a `Forecast` (quantiles, thresholds, dense CDF).
+
+    ``tail_sampler`` (the model's tilted paths) lets far thresholds be estimated by
+    importance sampling; without it every threshold is plain Monte Carlo.
+    """
     cum = sim.cumulative(paths)
     q_log = sim.cone(cum, req.quantiles, level_map)
     grid_log = sim.cone(cum[:, -1:], sim.CDF_GRID, _LastStep(level_map, cum.shape[1]))[0]
     thresholds = np.asarray(req.thresholds, dtype=float)
-    p_below = sim.prob_below(cum[:, -1], np.log(thresholds / spot), level_map, step=cum.shape[1] - 1)
+    tp = threshold_probabilities(cum[:, -1], np.log(thresholds / spot), level_map, cum.shape[1] - 1,
+                                 sampler=tail_sampler, seed=seed, n_paths=req.paths)
+    metadata = extra.get("metadata", {})
+    if tp.warnings or IMPORTANCE_SAMPLING in tp.estimator:
+        metadata = {**metadata, "warnings": [*metadata.get("warnings", []), *tp.warnings]}
+        if IMPORTANCE_SAMPLING in tp.estimator:
+            metadata["importance_sampling"] = tp.details(thresholds)
     return Forecast(
         asset=asset,
         origin=origin,
@@ -605,7 +640,7 @@ def assemble(asset, origin, spot, paths, req: ForecastRequest, seed, model_versi
         levels=tuple(req.quantiles),
         quantiles=spot * np.exp(q_log),
         thresholds=thresholds,
-        p_below=p_below,
+        p_below=tp.p_below,
         cdf_levels=sim.CDF_GRID.copy(),
         cdf_prices=spot * np.exp(grid_log),
         regime=extra.get("regime", {"label": "unknown"}),
@@ -618,7 +653,10 @@ def assemble(asset, origin, spot, paths, req: ForecastRequest, seed, model_versi
         coverage=extra.get("coverage", {}),
         n_paths=req.paths,
         paths=paths,
-        metadata=extra.get("metadata", {}),
+        metadata=metadata,
+        p_above=tp.p_above,
+        threshold_se=tp.se,
+        threshold_estimator=tp.estimator,
     )
 
 

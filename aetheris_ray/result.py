@@ -39,6 +39,15 @@ class Forecast:
     paths : ndarray, shape (n_paths, n_steps), optional
         RAW simulated daily log-returns, before calibration (the sample quantiles
         of these are not the answer once the conformal step has moved them).
+    p_above : ndarray, shape (n_thresholds,), optional
+        Calibrated P(price at the last step > K); ``1 - p_below`` up to rounding,
+        kept apart so a tiny upper-tail probability keeps its digits.  Default
+        (None): ``1 - p_below``.
+    threshold_se : ndarray, shape (n_thresholds,), optional
+        Standard error of each threshold probability (the same for below and above).
+    threshold_estimator : tuple of str
+        ``"monte_carlo"`` (share of paths) or ``"importance_sampling"`` per
+        threshold (`aetheris_ray.tails`); empty when not recorded.
     """
 
     asset: str
@@ -62,6 +71,9 @@ class Forecast:
     n_paths: int
     paths: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    p_above: np.ndarray | None = None
+    threshold_se: np.ndarray | None = None
+    threshold_estimator: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         q = np.asarray(self.quantiles, dtype=float)
@@ -78,6 +90,14 @@ class Forecast:
         pb = np.asarray(self.p_below, dtype=float)
         if pb.shape != np.shape(self.thresholds) or np.any(~np.isfinite(pb)) or np.any((pb < 0) | (pb > 1)):
             raise InvalidInput(f"forecast for {self.asset}: threshold probabilities must be finite and in [0, 1]")
+        for name in ("p_above", "threshold_se"):
+            v = getattr(self, name)
+            if v is not None:
+                a = np.asarray(v, dtype=float)
+                if a.shape != pb.shape or np.any(~np.isfinite(a)) or np.any((a < 0) | (a > 1)):
+                    raise InvalidInput(f"forecast for {self.asset}: {name} must be finite, in [0, 1], one per threshold")
+        if self.threshold_estimator and len(self.threshold_estimator) != pb.size:
+            raise InvalidInput(f"forecast for {self.asset}: threshold_estimator needs one entry per threshold")
 
     # -- queries ---------------------------------------------------------------------------
     def quantile(self, q: float | str) -> np.ndarray:
@@ -104,7 +124,24 @@ class Forecast:
 
     def prob_above(self, price: float) -> float:
         """Calibrated P(price at the last step > ``price``) = 1 - `prob_below`."""
+        if self.p_above is not None:
+            for k, p in zip(self.thresholds, self.p_above):
+                if k == price:
+                    return float(p)
         return 1.0 - self.prob_below(price)
+
+    def threshold_table(self) -> list[dict[str, Any]]:
+        """Per threshold: ``price, p_below, p_above, estimator, std_error`` (the wire's `ThresholdProb` fields)."""
+        pa = self.p_above if self.p_above is not None else 1.0 - np.asarray(self.p_below, dtype=float)
+        rows = []
+        for i, (k, p) in enumerate(zip(self.thresholds, self.p_below)):
+            row: dict[str, Any] = {"price": float(k), "p_below": float(p), "p_above": float(pa[i])}
+            if self.threshold_estimator:
+                row["estimator"] = self.threshold_estimator[i]
+            if self.threshold_se is not None:
+                row["std_error"] = float(self.threshold_se[i])
+            rows.append(row)
+        return rows
 
     # -- conversions -----------------------------------------------------------------------
     def to_response(self):  # -> ForecastResponse
@@ -116,10 +153,7 @@ class Forecast:
             spot=float(self.spot),
             horizons=[int(h) for h in self.horizons],
             quantiles={lab: [float(x) for x in self.quantiles[:, i]] for i, lab in enumerate(labels(self.levels))},
-            thresholds=[
-                ThresholdProb(price=float(k), p_below=float(p), p_above=float(1.0 - p))
-                for k, p in zip(self.thresholds, self.p_below)
-            ],
+            thresholds=[ThresholdProb(**row) for row in self.threshold_table()],
             regime=self.regime,
             mm_indices=self.mm_indices,
             drivers=self.drivers,

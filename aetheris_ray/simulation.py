@@ -66,6 +66,9 @@ class LevelMap(Protocol):
     ``raw_levels(step, levels)`` gives the raw-sample levels whose quantiles are the
     calibrated quantiles at ``levels``; ``calibrated_prob(step, p_raw)`` maps a raw
     probability to its calibrated value (the inverse map).  Steps are 0-based.
+    A map may also offer ``calibrated_prob_above(step, q_raw)``, equal to
+    ``1 - calibrated_prob(step, 1 - q_raw)`` but exact for tiny ``q_raw`` (far
+    upper thresholds, `aetheris_ray.tails`).
     """
 
     version: str
@@ -85,6 +88,9 @@ class IdentityLevelMap:
 
     def calibrated_prob(self, step: int, p_raw: FloatArray) -> FloatArray:
         return np.asarray(p_raw, dtype=float)
+
+    def calibrated_prob_above(self, step: int, q_raw: FloatArray) -> FloatArray:
+        return np.asarray(q_raw, dtype=float)
 
 
 #: Up to this many paths, `cone` sorts each step once (cheaper than a multi-level partition);

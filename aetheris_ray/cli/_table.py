@@ -12,6 +12,13 @@ def _fmt(x: float) -> str:
     return f"{x:,.2f}" if x >= 1 else f"{x:.6g}"
 
 
+def _prob(p: float) -> str:
+    """Three decimals; three significant digits for a far-tail probability, six decimals near 1."""
+    if 0.001 <= p <= 0.999 or p in (0.0, 1.0):
+        return f"{p:.3f}"
+    return f"{p:.3g}" if p < 0.001 else f"{p:.6f}"
+
+
 def print_forecast(fc: Forecast) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -34,9 +41,13 @@ def print_forecast(fc: Forecast) -> None:
         date = (fc.origin + pd.Timedelta(days=int(h))).date()
         table.add_row(str(int(h)), str(date), *[_fmt(v) for v in fc.quantiles[i]])
     console.print(table)
-    for k, p in zip(fc.thresholds, fc.p_below):
-        day, k = int(fc.horizons[-1]), _fmt(float(k))
-        console.print(f"day {day}: P(price < {k}) = {p:.3f}   P(price > {k}) = {1 - p:.3f}")
+    day = int(fc.horizons[-1])
+    for row in fc.threshold_table():
+        k = _fmt(row["price"])
+        line = f"day {day}: P(price < {k}) = {_prob(row['p_below'])}   P(price > {k}) = {_prob(row['p_above'])}"
+        if row.get("estimator") == "importance_sampling":
+            line += f"   (importance sampling, std error {row['std_error']:.2g})"
+        console.print(line)
     if fc.drivers:
         for side, items in fc.drivers.items():
             console.print(f"drivers of {side}: {items}")

@@ -63,7 +63,8 @@ def req(**kw) -> ForecastRequest:
 
 @pytest.fixture(scope="module")
 def fc(data):
-    return forecast(data, req(thresholds=[90.0, 130.0]), config=CFG)
+    # module-scoped fixtures run before the per-test isolated home: no disk cache here
+    return forecast(data, req(thresholds=[90.0, 130.0]), config=CFG, use_cache=False)
 
 
 def test_forecast_contract(fc, data):
@@ -91,10 +92,13 @@ def test_seeds_reproduce_and_differ(fc, data):
 
 def test_threshold_probabilities_match_path_frequencies_without_calibration(data):
     cfg = CFG.model_copy(update={"calibrate": False})
-    f = forecast(data, req(thresholds=[80.0, 100.0, 120.0], paths=5000), config=cfg)
+    spot = float(data.daily_close().iloc[-1])
+    f = forecast(data, req(thresholds=[0.9 * spot, spot, 1.1 * spot], paths=5000), config=cfg)
     cum = np.cumsum(f.paths.astype(float), axis=1)[:, -1]
     emp = [np.mean(cum < np.log(k / f.spot)) for k in f.thresholds]
+    assert f.threshold_estimator == ("monte_carlo",) * 3  # hundreds of paths beyond each K
     np.testing.assert_allclose(f.p_below, emp, atol=1e-12)
+    np.testing.assert_allclose(f.threshold_se, np.sqrt(np.multiply(emp, 1 - np.array(emp)) / 5000), rtol=1e-9)
     assert f.calibration_version == "uncalibrated"
     np.testing.assert_allclose(f.quantile(0.5)[-1], f.spot * np.exp(np.quantile(cum, 0.5)), rtol=1e-9)
 

@@ -55,7 +55,8 @@ def test_json_follows_the_contract():
     ForecastResponse.model_validate(payload)
     assert payload["as_of"] == "2024-12-09" and payload["horizons"] == [1, 2]
     assert list(payload["quantiles"]) == ["q05", "q50", "q95"]
-    assert payload["thresholds"] == [{"price": 90.0, "p_below": 0.2, "p_above": 0.8}]
+    assert payload["thresholds"] == [{"price": 90.0, "p_below": 0.2, "p_above": 0.8, "estimator": "monte_carlo",
+                                      "std_error": None}]
 
 
 def test_frame_and_csv_follow_export_format():
@@ -84,3 +85,28 @@ def test_plot_writes_png(tmp_path):
     out = tmp_path / "fan.png"
     make().plot(str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_threshold_estimators_and_errors_on_the_wire():
+    fc = make(thresholds=np.array([90.0, 50.0]), p_below=np.array([0.2, 1e-5]),
+              p_above=np.array([0.8, 1.0 - 1e-5]), threshold_se=np.array([0.01, 2e-7]),
+              threshold_estimator=("monte_carlo", "importance_sampling"))
+    rows = json.loads(fc.to_json())["thresholds"]
+    assert rows[1] == {"price": 50.0, "p_below": 1e-5, "p_above": 1.0 - 1e-5, "estimator": "importance_sampling",
+                       "std_error": 2e-7}
+    assert fc.prob_above(50.0) == 1.0 - 1e-5 and fc.prob_below(50.0) == 1e-5
+    # a response written before these fields existed still validates (they have defaults)
+    old = json.loads(make().to_json())
+    old["thresholds"] = [{"price": 90.0, "p_below": 0.2, "p_above": 0.8}]
+    back = ForecastResponse.model_validate(old)
+    assert back.thresholds[0].estimator == "monte_carlo" and back.thresholds[0].std_error is None
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"p_above": np.array([np.nan])}, "p_above must be finite"),
+    ({"threshold_se": np.array([0.1, 0.2])}, "threshold_se must be finite, in"),
+    ({"threshold_estimator": ("monte_carlo", "monte_carlo")}, "one entry per threshold"),
+])
+def test_bad_threshold_fields_are_refused(kw, msg):
+    with pytest.raises(InvalidInput, match=msg):
+        make(**kw)

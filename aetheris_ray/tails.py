@@ -1,0 +1,337 @@
+"""Importance sampling for far threshold probabilities P(price < K) and P(price > K).
+
+Plain Monte Carlo estimates ``P(X_h < u)`` (``X_h`` the cumulative log-return at
+the last step, ``u = log(K / spot)``) by the share of paths below ``u``; when only
+a handful of paths get there (P of 1e-3 to 1e-5 with 10,000 paths) the estimate
+is 0 or very noisy.  For such thresholds this module re-simulates the model's
+paths with the innovations tilted toward ``u`` and weights each path by its exact
+likelihood ratio:
+
+* the tilt of step ``t`` is ``eta_t = theta * sbar_t`` in innovation units, with
+  ``sbar_t`` the model's expected daily volatility (``sqrt(E[sigma_t^2])``): for a
+  Gaussian random walk this is the exponential tilt of the sum, the efficient one;
+* each residual model tilts its own draws (`FittedResiduals.draw_tilted`): a mean
+  shift for the Gaussian (its exponential tilt) and the Student-t, an exponential
+  tilt ``P(z_i) ~ exp(eta z_i)`` over the filtered-historical bootstrap pool.  The
+  volatility component runs unchanged on the tilted innovations (GARCH feedback
+  included), the drift and the jumps are not tilted, so the likelihood ratio of a
+  path is the product over steps of the innovation density ratios;
+* ``theta`` is chosen by rule: the median of the tilted ``X_h`` hits ``u``
+  (bisection on a pilot of `PILOT_PATHS` paths with common random numbers,
+  started from the Gaussian guess ``(u - sum drift) / sum sbar_t^2``);
+* the estimate is the mean of ``1{X_h beyond u} * LR`` over the tilted paths and
+  its standard error the sample standard deviation over ``sqrt(n)``.
+
+Whether a threshold gets importance sampling is decided from the plain paths
+(`use_importance`): fewer than `MIN_TAIL_HITS` paths beyond K *and* K outside the
+central ``1 - 2 * TAIL_SHARE`` of the paths.  The small side is estimated and the
+other is its complement, so ``P(below) + P(above) = 1``.  The raw probability then
+goes through the calibration's inverse level map like any other.
+
+Streams: the pilot and the tilted paths of one threshold come from
+``SeedSequence([seed, TAIL_STREAM, bits of u])``, so the estimate depends on the
+request's seed and the threshold only -- not on the other thresholds, nor on how
+the plain paths were sharded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from aetheris_ray import simulation as sim
+from aetheris_ray._typing import FloatArray
+
+__all__ = [
+    "MIN_TAIL_HITS", "TAIL_SHARE", "IS_MIN_PATHS", "IS_MAX_PATHS", "PILOT_PATHS", "ETA_MAX",
+    "MONTE_CARLO", "IMPORTANCE_SAMPLING",
+    "TiltedSampler", "ModelSampler", "TailEstimate", "ThresholdProbabilities",
+    "use_importance", "choose_tilt", "importance_estimate", "threshold_probabilities", "calibrated_above",
+]
+
+#: Fewer plain paths than this beyond K -> importance sampling (1/sqrt(50): a 14% relative error).
+MIN_TAIL_HITS = 50
+#: ... and K outside the central 90% of the plain paths (beyond the bulk).
+TAIL_SHARE = 0.05
+#: Tilted paths per threshold: the request's paths, within these bounds.
+IS_MIN_PATHS = sim.BLOCK_PATHS
+IS_MAX_PATHS = 4 * sim.BLOCK_PATHS
+#: Paths of the pilot that sets the tilt (common random numbers across candidate tilts).
+PILOT_PATHS = 512
+#: Bisection steps of the pilot once the tilt is bracketed (the bracket shrinks 2^-6).
+PILOT_BISECTIONS = 6
+#: Largest tilt of one step, in innovation standard deviations (keeps feedback volatility finite).
+ETA_MAX = 10.0
+#: Spawn key of the tail streams (apart from the plain blocks' ``SeedSequence(seed)`` children).
+TAIL_STREAM = 0x7A115
+
+MONTE_CARLO = "monte_carlo"
+IMPORTANCE_SAMPLING = "importance_sampling"
+
+
+class TiltedSampler(Protocol):
+    """What importance sampling needs from a model (`ModelSampler` for the engine's)."""
+
+    @property
+    def tiltable(self) -> bool: ...
+
+    def profile(self, horizon: int) -> tuple[float, FloatArray]:
+        """``(sum of the daily drift, sbar)``: the drift over the horizon and the expected daily vol, shape (horizon,)."""
+        ...
+
+    def sample(self, n_paths: int, horizon: int, eta: FloatArray, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+        """``(X_h, log_lr)``, each shape (n_paths,): cumulative log-returns under the tilt ``eta`` (horizon,)."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSampler:
+    """The tilted paths of a batch-1 fitted model (`engine.FittedModel`) and its conditioning arrays."""
+
+    model: Any
+    cond: dict
+
+    @property
+    def tiltable(self) -> bool:
+        return bool(getattr(self.model.residuals, "tiltable", False))
+
+    def profile(self, horizon: int) -> tuple[float, FloatArray]:
+        drift = float(np.sum(self.model.trend.drift(self.cond["trend"], horizon)[0, 0]))
+        var = self.model.volatility.expected_variance(self.cond["volatility"], horizon)[0]
+        return drift, np.sqrt(np.asarray(var, dtype=float))
+
+    def sample(self, n_paths: int, horizon: int, eta: FloatArray, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+        paths, log_lr = self.model.simulate_tilted(self.cond, n_paths, horizon, np.asarray(eta, dtype=float)[None, :],
+                                                   rng)
+        return paths[0].sum(axis=1), log_lr[0]
+
+
+@dataclass(frozen=True)
+class TailEstimate:
+    """Raw (uncalibrated) threshold probabilities of one K and how they were estimated.
+
+    Attributes
+    ----------
+    p_below, p_above : float
+        Raw P(X_h < u) and P(X_h >= u); they sum to 1.
+    se : float
+        Standard error of either (raw).
+    estimator : {"monte_carlo", "importance_sampling"}
+    side : {"below", "above"}
+        The tail side (the smaller probability, the one estimated directly).
+    paths : int
+        Paths the estimate used.
+    hits : int
+        Paths beyond K on the tail side (under the tilt for importance sampling).
+    tilt : float
+        ``theta`` (0 for plain Monte Carlo).
+    ess : float
+        Effective sample size ``(sum w)^2 / sum w^2`` of the hits' weights (the hits for plain MC).
+    """
+
+    p_below: float
+    p_above: float
+    se: float
+    estimator: str
+    side: str
+    paths: int
+    hits: int
+    tilt: float = 0.0
+    ess: float = 0.0
+
+
+def use_importance(hits: int, n_paths: int) -> bool:
+    """Whether a threshold with ``hits`` of ``n_paths`` plain paths on its tail side gets importance sampling."""
+    return hits < MIN_TAIL_HITS and hits < TAIL_SHARE * n_paths
+
+
+def _tail_stream(seed: int, u: float) -> np.random.SeedSequence:
+    bits = int(np.array(u, dtype=np.float64).view(np.uint64))
+    return np.random.SeedSequence([int(seed), TAIL_STREAM, bits])
+
+
+def choose_tilt(sampler: TiltedSampler, u: float, horizon: int, side: str, stream: np.random.SeedSequence) -> float:
+    """``theta`` such that the median of the tilted ``X_h`` is ``u`` (see the module docstring).
+
+    Bisection on ``|theta|`` with the same pilot draws for every candidate; the
+    bracket is found by doubling from the Gaussian guess.  Capped where a step's
+    tilt reaches `ETA_MAX` (a threshold the model can hardly reach).
+    """
+    drift, sbar = sampler.profile(horizon)
+    sign = -1.0 if side == "below" else 1.0
+    a_max = ETA_MAX / float(np.max(sbar))
+    guess = abs(u - drift) / float(np.sum(sbar * sbar))
+
+    def gap(a: float) -> float:  # > 0 while the tilted median has not reached u
+        x, _ = sampler.sample(PILOT_PATHS, horizon, sign * a * sbar, np.random.Generator(np.random.PCG64(stream)))
+        return sign * (u - float(np.median(x)))
+
+    lo, hi = 0.0, min(max(guess, 1e-3 * a_max), a_max)
+    while gap(hi) > 0:
+        if hi >= a_max:
+            return sign * a_max
+        lo, hi = hi, min(2.0 * hi, a_max)
+    for _ in range(PILOT_BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        if gap(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return sign * 0.5 * (lo + hi)
+
+
+def importance_estimate(sampler: TiltedSampler, u: float, horizon: int, side: str, n_paths: int,
+                        seed: int) -> TailEstimate:
+    """Importance-sampling estimate of P(X_h < u) (``side="below"``) or P(X_h >= u) (``"above"``).
+
+    Raises
+    ------
+    FloatingPointError
+        A tilted path overflowed (the caller falls back to plain Monte Carlo).
+    """
+    pilot, main = _tail_stream(seed, u).spawn(2)
+    with np.errstate(over="raise", invalid="raise"):
+        theta = choose_tilt(sampler, u, horizon, side, pilot)
+        _, sbar = sampler.profile(horizon)
+        eta = theta * sbar
+        sizes = sim.block_sizes(n_paths)
+        log_w = []
+        for size, s in zip(sizes, main.spawn(len(sizes))):
+            x, log_lr = sampler.sample(size, horizon, eta, np.random.Generator(np.random.PCG64(s)))
+            hit = x < u if side == "below" else x >= u
+            log_w.append(np.where(hit, log_lr, -np.inf))
+    lw = np.concatenate(log_w)
+    hits = int(np.isfinite(lw).sum())
+    if hits == 0:
+        p, se, ess = 0.0, 0.0, 0.0
+    else:
+        top = float(np.max(lw))
+        y = np.exp(lw - top)  # the hits' weights over the largest one; 0 elsewhere
+        mean = float(y.mean())
+        sd = float(y.std(ddof=1)) if n_paths > 1 else 0.0
+        p = float(np.exp(min(top + np.log(mean), 0.0)))
+        se = float(np.exp(min(top + np.log(sd) - 0.5 * np.log(n_paths), 0.0))) if sd > 0 else 0.0
+        ess = float(np.sum(y) ** 2 / np.sum(y * y))
+    below = p if side == "below" else 1.0 - p
+    return TailEstimate(p_below=below, p_above=1.0 - below if side == "below" else p, se=se,
+                        estimator=IMPORTANCE_SAMPLING, side=side, paths=int(n_paths), hits=hits, tilt=theta, ess=ess)
+
+
+def calibrated_above(level_map: sim.LevelMap, step: int, q_raw: FloatArray) -> FloatArray:
+    """Calibrated P(above) of a raw one, ``1 - calibrated_prob(1 - q)``, without losing a tiny ``q`` to rounding."""
+    fn = getattr(level_map, "calibrated_prob_above", None)
+    if fn is not None:
+        return np.asarray(fn(step, q_raw), dtype=float)
+    return 1.0 - np.asarray(level_map.calibrated_prob(step, 1.0 - np.asarray(q_raw, dtype=float)), dtype=float)
+
+
+@dataclass
+class ThresholdProbabilities:
+    """Calibrated threshold probabilities with their standard errors and estimators (one entry per K)."""
+
+    p_below: FloatArray
+    p_above: FloatArray
+    se: FloatArray
+    estimator: tuple[str, ...]
+    estimates: list[TailEstimate]
+    warnings: list[str] = field(default_factory=list)
+
+    def details(self, thresholds: Sequence[float]) -> list[dict[str, Any]]:
+        """JSON-ready details of the importance-sampled thresholds (metadata)."""
+        return [{"price": float(k), "side": e.side, "paths": e.paths, "hits": e.hits, "tilt": e.tilt,
+                 "ess": round(e.ess, 1), "raw_p": e.p_below if e.side == "below" else e.p_above, "raw_se": e.se}
+                for k, e in zip(thresholds, self.estimates) if e.estimator == IMPORTANCE_SAMPLING]
+
+
+def threshold_probabilities(cum_last: FloatArray, log_thresholds: FloatArray, level_map: sim.LevelMap | None,
+                            step: int, *, sampler: TiltedSampler | None = None, seed: int = 0,
+                            n_paths: int | None = None) -> ThresholdProbabilities:
+    """Calibrated P(X_h < u) and P(X_h >= u) per threshold, by plain MC or importance sampling.
+
+    Parameters
+    ----------
+    cum_last : ndarray, shape (n_paths,)
+        The plain paths' cumulative log-returns at the last step.
+    log_thresholds : ndarray, shape (n_thresholds,)
+        ``log(K / spot)``.
+    sampler : TiltedSampler or None
+        The model's tilted paths; None (or a model whose residuals cannot be
+        tilted) keeps plain Monte Carlo everywhere.
+    seed : int
+        The request's seed (the tail streams derive from it).
+    n_paths : int or None
+        Tilted paths per threshold (default: the plain path count), clipped to
+        [`IS_MIN_PATHS`, `IS_MAX_PATHS`].
+
+    Returns
+    -------
+    ThresholdProbabilities
+        Plain-MC entries are exactly `simulation.prob_below` and its complement;
+        ``se`` is the standard error of the calibrated probability (the raw one
+        through the local slope of the level map).
+    """
+    lm = level_map or sim.IdentityLevelMap()
+    u = np.asarray(log_thresholds, dtype=float)
+    x = np.sort(np.asarray(cum_last, dtype=float))
+    n = max(x.size, 1)
+    below = np.searchsorted(x, u, side="left")
+    p_below = sim.prob_below(x, u, lm, step=step)
+    p_above = 1.0 - p_below
+    n_is = int(np.clip(n_paths if n_paths is not None else n, IS_MIN_PATHS, IS_MAX_PATHS))
+    can_tilt = sampler is not None and sampler.tiltable
+    horizon = step + 1
+
+    def cal_below(p: FloatArray) -> FloatArray:
+        return lm.calibrated_prob(step, p)
+
+    def cal_above(q: FloatArray) -> FloatArray:
+        return calibrated_above(lm, step, q)
+
+    estimates, warnings_ = [], []
+    se = np.zeros(u.size)
+    kinds = []
+    for j, uj in enumerate(u):
+        b = int(below[j])
+        side, hits = ("below", b) if b <= x.size - b else ("above", x.size - b)
+        est = None
+        if can_tilt and use_importance(hits, x.size):
+            try:
+                est = importance_estimate(sampler, float(uj), horizon, side, n_is, seed)
+            except FloatingPointError:
+                warnings_.append(f"threshold {np.exp(uj):.6g} x spot: importance sampling overflowed; "
+                                 "plain Monte Carlo kept")
+        if est is None:
+            pb = b / n
+            est = TailEstimate(p_below=pb, p_above=1.0 - pb, se=float(np.sqrt(pb * (1.0 - pb) / n)),
+                               estimator=MONTE_CARLO, side=side, paths=x.size, hits=hits, ess=float(hits))
+            se[j] = _calibrated_se(cal_below, pb, est.se)
+        else:
+            small = est.p_below if side == "below" else est.p_above
+            cal = cal_below if side == "below" else cal_above
+            p_small = float(np.clip(cal(np.array([small]))[0], 0.0, 1.0))
+            p_below[j], p_above[j] = (p_small, 1.0 - p_small) if side == "below" else (1.0 - p_small, p_small)
+            se[j] = _calibrated_se(cal, small, est.se)
+        if est.hits == 0:
+            how = "even under importance sampling" if est.estimator == IMPORTANCE_SAMPLING else f"of {x.size:,}"
+            warnings_.append(f"threshold {np.exp(uj):.6g} x spot: no simulated path {how} ended "
+                             f"{side} it; P({side}) is reported as 0 (smaller than the estimator resolves)")
+        estimates.append(est)
+        kinds.append(est.estimator)
+    return ThresholdProbabilities(p_below=p_below, p_above=p_above, se=se, estimator=tuple(kinds),
+                                  estimates=estimates, warnings=warnings_)
+
+
+def _calibrated_se(calibrate: Any, p_raw: float, se_raw: float) -> float:
+    """The raw standard error through the level map's local slope (a finite difference over +-se).
+
+    ``calibrate`` maps raw probabilities (an array) to calibrated ones.
+    """
+    if se_raw <= 0:
+        return 0.0
+    lo, hi = max(p_raw - se_raw, 0.0), min(p_raw + se_raw, 1.0)
+    if hi <= lo:
+        return 0.0
+    g = np.asarray(calibrate(np.array([lo, hi])), dtype=float)
+    return float(abs(g[1] - g[0]) / (hi - lo) * se_raw)
