@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from aetheris_ray.calibration import (
 )
 from aetheris_ray.components.base import Context, FittedBase, load_component
 from aetheris_ray.components.registry import KINDS, build_spec
-from aetheris_ray.contract import ForecastRequest
+from aetheris_ray.contract import MAX_HORIZON, ForecastRequest
 from aetheris_ray.data.schema import AssetData, cutoff_for
 from aetheris_ray.errors import DataError, InvalidInput, ModelNotFound
 from aetheris_ray.result import Forecast
@@ -277,6 +278,7 @@ class _Cached:
     calibrator: Calibrator
     state: Any
     cond: dict | None = None
+    sensitivities: Any = None
 
 
 class _Lru:
@@ -373,10 +375,19 @@ class Prepared:
     model_version: str
     level_map: Any
     extra: dict = field(default_factory=dict)
+    step_scale: np.ndarray | None = None
 
     def sample(self, n_paths: int, horizon: int, rng: np.random.Generator) -> np.ndarray:
-        """Daily log-return paths, shape (n_paths, horizon), float32 (raw, uncalibrated)."""
-        return self.model.simulate(self.cond, int(n_paths), int(horizon), rng)[0].astype(np.float32)
+        """Daily log-return paths, shape (n_paths, horizon), float32 (raw, uncalibrated).
+
+        A scenario's ``step_scale`` (`aetheris_ray.scenario.ScenarioEffect`) multiplies
+        each step's deviation from the drift; without one the paths are the model's.
+        """
+        paths = self.model.simulate(self.cond, int(n_paths), int(horizon), rng)[0]
+        if self.step_scale is not None:
+            drift = self.model.trend.drift(self.cond["trend"], int(horizon))[0]
+            paths = drift + self.step_scale[: int(horizon)] * (paths - drift)
+        return paths.astype(np.float32)
 
 
 def sim_horizon(horizon: int, calibrate: bool = True) -> int:
@@ -420,11 +431,15 @@ def prepare(data: AssetData, req: ForecastRequest, *, config: EngineConfig | Non
         if use_cache:
             _CACHE.put(key, cached)
     state = cached.state
+    effect = None
     if req.scenario:
-        from aetheris_ray.scenario import apply_scenario
+        from aetheris_ray.scenario import apply_scenario, scenario_effect
 
         state = apply_scenario(state, dict(req.scenario))
         cond = cached.fitted.condition(Context.from_states([state], config.lookback))
+        if cached.sensitivities is None:
+            cached.sensitivities = _sensitivities(data, origin, _state_dir(settings) if use_cache else None, key)
+        effect = scenario_effect(cached.state, state, cached.sensitivities)
     else:
         if cached.cond is None:
             cached.cond = cached.fitted.condition(Context.from_states([state], config.lookback))
@@ -435,10 +450,34 @@ def prepare(data: AssetData, req: ForecastRequest, *, config: EngineConfig | Non
         level_map = cal.level_map(state.regime_label, day_number(origin), buckets=needed)
     else:
         level_map = ConformalLevelMap.identity()
-    extra = _extras(data, req, state, cached, config, origin, needed, notes)
+    extra = _extras(data, req, state, cached, config, origin, needed, notes, effect)
     return Prepared(request=req, seed=resolve_seed(req.seed), asset=data.asset, origin=origin,
                     spot=float(close.iloc[-1]), model=cached.fitted, cond=cond, model_version=config.version,
-                    level_map=level_map, extra=extra)
+                    level_map=level_map, extra=extra,
+                    step_scale=None if effect is None else effect.step_scale(MAX_HORIZON))
+
+
+def _sensitivities(data: AssetData, origin: pd.Timestamp, root: Path | None, key: str) -> Any:
+    """The scenario sensitivities at the origin: from ``<root>/engine/<asset>/<key>/`` when saved
+    there by this version of the priors, else estimated (point in time) and saved."""
+    from aetheris_ray import sensitivity
+
+    path = None if root is None else root / "engine" / _safe(data.asset) / key / "sensitivities.json"
+    if path is not None and path.is_file():
+        try:
+            return sensitivity.Sensitivities.from_dict(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError):
+            pass  # written by other priors, or partial: estimated again below
+    sens = sensitivity.estimate(data, origin)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+            tmp.write_text(json.dumps(sens.to_dict(), allow_nan=False))
+            tmp.replace(path)
+        except OSError:
+            pass  # a read-only home only costs speed
+    return sens
 
 
 def _point_in_time(data: AssetData, cutoff: pd.Timestamp) -> AssetData:
@@ -455,7 +494,7 @@ def _point_in_time(data: AssetData, cutoff: pd.Timestamp) -> AssetData:
 
 
 def _extras(data: AssetData, req: ForecastRequest, state: Any, cached: _Cached, config: EngineConfig,
-            origin: pd.Timestamp, needed: list[int], notes: list[str]) -> dict[str, Any]:
+            origin: pd.Timestamp, needed: list[int], notes: list[str], effect: Any = None) -> dict[str, Any]:
     from aetheris_ray.features import REGIME_FEATURES
 
     vec = np.asarray(state.regime_vector, dtype=float)
@@ -478,6 +517,9 @@ def _extras(data: AssetData, req: ForecastRequest, state: Any, cached: _Cached, 
         "calibration_pairs": n_pairs,
         "data_end": str(origin.date()),
     }
+    if effect is not None:
+        warnings_.extend(effect.warnings)
+        metadata["scenario"] = effect.report(req.horizon)
     drivers = None
     if req.explain:
         drivers = _drivers(data, state, config, origin, req.horizon, warnings_)

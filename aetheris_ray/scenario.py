@@ -34,14 +34,18 @@ components that read them directly apply `vol_multiplier`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Mapping
 
 import numpy as np
 
+from aetheris_ray._typing import FloatArray
 from aetheris_ray.errors import InvalidInput
 from aetheris_ray.features.build import HISTORY_WIDTHS, KERNEL_DESCRIPTORS, SIDE_INPUTS, derive
+from aetheris_ray.features.mm_indices import INDEX_COMPONENTS, component_zscores, components, indices
 from aetheris_ray.features.state import REGIME_LABELS, MarketState
+from aetheris_ray.sensitivity import LEAD_BLOCKS, block_label
 
 #: key -> (low, high, meaning); both bounds included.
 SCENARIO_RANGES: dict[str, tuple[float, float, str]] = {
@@ -179,6 +183,212 @@ def vol_multiplier(state: MarketState) -> float:
     return float(state.overrides.get("rv_shock", 1.0))
 
 
+# -- the scenario's effect on the cone ------------------------------------------------------------
+
+#: Scenario key -> the channel it moves the cone through (`aetheris_ray.sensitivity.CHANNELS`);
+#: ``"model"``: the volatility model itself (it filters the shocked returns); None: no estimated effect.
+KEY_CHANNEL: dict[str, str | None] = {
+    "iv_level": "implied_vol",
+    "gamma_squeeze": "implied_vol",
+    "funding_rate": "inventory",
+    "inventory_unwind": "inventory",
+    "rv_shock": "model",
+    "skew": None,
+    "basis": None,
+}
+#: Why a key has no estimated effect (said in the forecast's warnings).
+NO_EFFECT = {
+    "skew": "no data carries a risk-reversal series, so no sensitivity can be estimated",
+    "basis": "basis history (BTC only, from 2024-07) is too short to estimate a sensitivity and none exists "
+             "before 2022 to set a prior",
+}
+#: Bounds of the channels' combined volatility multiplier per lead block (the ``rv_shock`` sanity range).
+MULTIPLIER_RANGE = SCENARIO_RANGES["rv_shock"][:2]
+_IV_BOUNDS = SCENARIO_RANGES["iv_level"][:2]
+#: Candidate implied vols per pass of the `gamma_squeeze` inversion (two passes: grid, then refine).
+_GRID = 129
+_ANNUAL = 100.0 * math.sqrt(365.0)  # daily log-return std -> annualised percent
+
+
+@dataclass(frozen=True)
+class ScenarioEffect:
+    """How a scenario moves the cone on top of the recomputed state.
+
+    Attributes
+    ----------
+    log_mult : ndarray, shape (n_lead_blocks,)
+        Log multiplier of the simulated return deviations (``r - drift``) in each
+        lead block of `aetheris_ray.sensitivity.LEAD_BLOCKS`: ``sum_c beta_c . (x_c,scenario - x_c,actual)``,
+        capped to `MULTIPLIER_RANGE`.
+    channels : dict
+        Per moved channel: values at the origin and in the scenario, the keys that
+        moved it, the source of its sensitivities and the sensitivities.
+    keys : dict
+        Per override: the channel it acts through (or ``model`` / ``none``) and the source.
+    warnings : tuple of str
+    """
+
+    log_mult: FloatArray
+    channels: dict[str, dict[str, Any]]
+    keys: dict[str, dict[str, str]]
+    warnings: tuple[str, ...]
+
+    def step_scale(self, horizon: int) -> FloatArray | None:
+        """Multiplier of each step's return deviation, shape (horizon,); None when every one is 1."""
+        if not np.any(self.log_mult):
+            return None
+        block = np.searchsorted([b for _, b in LEAD_BLOCKS], np.arange(1, horizon + 1), side="left")
+        return np.exp(self.log_mult[np.minimum(block, len(LEAD_BLOCKS) - 1)])
+
+    def report(self, horizon: int) -> dict[str, Any]:
+        """JSON-ready summary for the forecast's metadata (lead blocks up to ``horizon``)."""
+        shown = [i for i, (a, _) in enumerate(LEAD_BLOCKS) if a <= horizon]
+        return {
+            "method": "baseline paths with each step's deviation from the drift multiplied by "
+                      "exp(beta . (x_scenario - x_actual)); beta per lead block, estimated point in time",
+            "channel_vol_multiplier": {block_label(LEAD_BLOCKS[i]): float(np.exp(self.log_mult[i])) for i in shown},
+            "overrides": self.keys,
+            "channels": self.channels,
+        }
+
+
+def scenario_effect(actual: MarketState, scenario: MarketState, sens: Any) -> ScenarioEffect:
+    """The channel multipliers of ``scenario`` (from `apply_scenario`) relative to ``actual``.
+
+    Parameters
+    ----------
+    actual : MarketState
+        The unconditional state at the origin.
+    scenario : MarketState
+        ``apply_scenario(actual, overrides)``.
+    sens : aetheris_ray.sensitivity.Sensitivities
+        The asset's sensitivities at the origin.
+
+    Returns
+    -------
+    ScenarioEffect
+        The implied-vol channel moves by ``log(IV_scenario / IV_actual)``; without
+        implied vol at the origin the actual value is the realised vol
+        (``rv_short``, annualised), the neutral point of the ``gamma_squeeze``
+        prior.  A ``gamma_squeeze`` override is turned into the implied vol that
+        gives that index with the other inputs of the scenario (it wins over
+        ``iv_level``, as it does in the state).  The inventory channel moves with
+        the ``inventory_unwind`` index, by side (an absent index counts as 0).
+    """
+    over = scenario.overrides
+    notes: list[str] = []
+    keys: dict[str, dict[str, str]] = {}
+    for key in over:
+        channel = KEY_CHANNEL[key]
+        if channel is None:
+            keys[key] = {"channel": "none", "source": "none"}
+            notes.append(f"scenario {key}: no estimated effect on the cone ({NO_EFFECT[key]}); it changes the "
+                         "regime vector only")
+        else:
+            keys[key] = {"channel": channel, "source": "model" if channel == "model" else sens.fits[channel].source}
+    values: dict[str, tuple[float, float]] = {}
+    moved = {KEY_CHANNEL[k] for k in over}
+    if "implied_vol" in moved:
+        values["implied_vol"] = _iv_channel(actual, over, notes)
+    if "inventory" in moved:
+        i0, i1 = (s.mm_indices.get("inventory_unwind") for s in (actual, scenario))
+        values["inventory"] = (0.0 if i0 is None else float(i0), 0.0 if i1 is None else float(i1))
+    log_mult = np.zeros(len(LEAD_BLOCKS))
+    channels: dict[str, dict[str, Any]] = {}
+    for name, (v0, v1) in values.items():
+        fit = sens.fits[name]
+        x0, x1 = _regressors(name, v0), _regressors(name, v1)
+        log_mult = log_mult + fit.beta @ (x1 - x0)
+        channels[name] = {
+            "from": v0,
+            "to": v1,
+            "unit": "implied vol, annualised %" if name == "implied_vol" else "inventory_unwind index",
+            "keys": sorted(k for k in over if KEY_CHANNEL[k] == name),
+            "source": fit.source,
+            "sensitivity": fit.to_dict(),
+        }
+        if fit.source == "prior":
+            notes.append(f"scenario {name} channel: {sens.asset} has too little history of it before the origin; "
+                         f"the documented prior sensitivity is used ({fit.channel.prior_source})")
+        elif np.any((x1 < fit.x_range[:, 0]) | (x1 > fit.x_range[:, 1])) and np.any(x1 != x0):
+            lo, hi = fit.x_range[:, 0], fit.x_range[:, 1]
+            seen = f"{math.exp(lo[0]):.4g} to {math.exp(hi[0]):.4g}" if name == "implied_vol" else \
+                f"{-hi[1]:.3g} to {hi[0]:.3g}"
+            notes.append(f"scenario {name} channel: {channels[name]['to']:.4g} is outside the range of "
+                         f"{sens.asset}'s history ({seen}); its sensitivity is extrapolated")
+    lo, hi = (math.log(v) for v in MULTIPLIER_RANGE)
+    capped = np.clip(log_mult, lo, hi)
+    if np.any(capped != log_mult):
+        notes.append(f"scenario: the channels' volatility multiplier was capped to [{MULTIPLIER_RANGE[0]:g}, "
+                     f"{MULTIPLIER_RANGE[1]:g}] in some lead blocks")
+    return ScenarioEffect(capped, channels, keys, tuple(notes))
+
+
+def _regressors(channel: str, value: float) -> FloatArray:
+    """A channel's regressors at one value: ``[log IV]``, or the inventory index by side."""
+    if channel == "implied_vol":
+        return np.array([math.log(value)])
+    return np.array([max(value, 0.0), max(-value, 0.0)])
+
+
+def _iv_channel(actual: MarketState, over: Mapping[str, float], notes: list[str]) -> tuple[float, float]:
+    """Implied vol (annualised %) at the origin and in the scenario."""
+    iv = actual.descriptors.get("implied_vol")
+    if iv is None or not iv > 0:
+        rv_short, rv_long = actual.descriptors.get("rv_short", 0.0), actual.descriptors.get("rv_long", 0.0)
+        iv = max(rv_short, 0.1 * rv_long, 1e-6) * _ANNUAL
+    iv_new = over.get("iv_level", iv)
+    if "gamma_squeeze" in over:
+        iv_new = _iv_for_gamma(actual, over, iv_new, notes)
+    return float(iv), float(iv_new)
+
+
+def _gamma_at(actual: MarketState, over: Mapping[str, float], log_iv: FloatArray) -> FloatArray:
+    """The ``gamma_squeeze`` the kernel gives with the scenario's inputs and implied vols ``exp(log_iv)``."""
+    ctx = actual.context
+    m = log_iv.size
+    base = {k: np.full(m, v, dtype=float) for k, v in ctx["base"].items()}
+    base["rv_short"] = base["rv_short"] * over.get("rv_shock", 1.0)
+    base["iv"] = np.exp(log_iv)
+    comps = components(base)
+    comps = {k: comps[k] for k in INDEX_COMPONENTS["gamma_squeeze"]}
+    hist = {k: np.repeat(_padded(ctx["history"][k], HISTORY_WIDTHS[k]), m, axis=0) for k in comps}
+    return indices(component_zscores(comps, hist, frozenset(comps)))["gamma_squeeze"]
+
+
+def _iv_for_gamma(actual: MarketState, over: Mapping[str, float], iv_before: float, notes: list[str]) -> float:
+    """The implied vol, within the ``iv_level`` range, at which ``gamma_squeeze`` reads its override.
+
+    The index does not decrease with implied vol; of the implied vols giving the
+    target, the one nearest ``iv_before`` (the scenario's implied vol without the
+    index override) is taken: a grid in log implied vol, one refinement, linear
+    interpolation.
+    """
+    target = over["gamma_squeeze"]
+    g_before = float(_gamma_at(actual, over, np.array([math.log(iv_before)]))[0])
+    if g_before == target:
+        return iv_before
+    up = target > g_before
+    lo, hi = (math.log(v) for v in _IV_BOUNDS)
+    grid = np.linspace(lo, hi, _GRID)
+    g = _gamma_at(actual, over, grid)
+    if (up and g[-1] < target) or (not up and g[0] > target):
+        bound = _IV_BOUNDS[1] if up else _IV_BOUNDS[0]
+        notes.append(f"scenario gamma_squeeze={target:g}: not reachable with implied vol in "
+                     f"[{_IV_BOUNDS[0]:g}, {_IV_BOUNDS[1]:g}]; implied vol {bound:g} used")
+        return bound
+    for refine in (True, False):
+        # [grid[j - 1], grid[j]] brackets the crossing nearest x_before
+        j = int(np.searchsorted(g, target, side="left" if up else "right"))
+        j = min(max(j, 1), grid.size - 1)
+        a, b, g_a, g_b = float(grid[j - 1]), float(grid[j]), float(g[j - 1]), float(g[j])
+        if refine:
+            grid = np.linspace(a, b, _GRID)
+            g = _gamma_at(actual, over, grid)
+    x = (b if up else a) if g_b == g_a else a + (b - a) * (target - g_a) / (g_b - g_a)
+    return math.exp(x)
+
+
 def _padded(view: np.ndarray, width: int) -> np.ndarray:
     """A stored history view as one (1, width) row, NaN in front, as `past_windows` builds it."""
     row = np.full(width, np.nan)
@@ -187,4 +397,7 @@ def _padded(view: np.ndarray, width: int) -> np.ndarray:
     return row[None, :]
 
 
-__all__ = ["SCENARIO_RANGES", "apply_scenario", "validate_overrides", "vol_multiplier"]
+__all__ = [
+    "KEY_CHANNEL", "MULTIPLIER_RANGE", "SCENARIO_RANGES", "ScenarioEffect", "apply_scenario", "scenario_effect",
+    "validate_overrides", "vol_multiplier",
+]

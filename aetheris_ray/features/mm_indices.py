@@ -135,7 +135,8 @@ def indices(z: dict[str, FloatArray]) -> dict[str, FloatArray]:
     Returns
     -------
     dict name -> ndarray, shape (m,)
-        NaN where no component of the index is available.
+        NaN where no component of the index is available; an index whose
+        components are not all keys of ``z`` is left out.
 
     Examples
     --------
@@ -148,6 +149,8 @@ def indices(z: dict[str, FloatArray]) -> dict[str, FloatArray]:
     """
     out = {}
     for name, keys in INDEX_COMPONENTS.items():
+        if not all(k in z for k in keys):
+            continue
         zs = np.stack([z[k] for k in keys], axis=1)
         valid = ~np.isnan(zs)
         k = np.count_nonzero(valid, axis=1)
