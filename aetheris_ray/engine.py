@@ -278,7 +278,6 @@ class _Cached:
     calibrator: Calibrator
     state: Any
     cond: dict | None = None
-    sensitivities: Any = None
 
 
 class _Lru:
@@ -301,11 +300,14 @@ class _Lru:
 
 
 _CACHE = _Lru()
+#: Scenario sensitivities by (asset, origin, data signature): they depend on neither model nor horizon.
+_SENS = _Lru()
 
 
 def clear_caches() -> None:
-    """Forget the in-process cache of fitted components, calibration buffers and states."""
+    """Forget the in-process cache of fitted components, calibration buffers, states and scenario sensitivities."""
     _CACHE.d.clear()
+    _SENS.d.clear()
 
 
 def _cache_key(asset: str, origin: pd.Timestamp, close: pd.Series, cfg: EngineConfig, h_sim: int) -> str:
@@ -385,8 +387,9 @@ class Prepared:
         """
         paths = self.model.simulate(self.cond, int(n_paths), int(horizon), rng)[0]
         if self.step_scale is not None:
-            drift = self.model.trend.drift(self.cond["trend"], int(horizon))[0]
-            paths = drift + self.step_scale[: int(horizon)] * (paths - drift)
+            scale = self.step_scale[: int(horizon)]
+            paths *= scale  # drift + scale (r - drift), in place
+            paths += self.model.trend.drift(self.cond["trend"], int(horizon))[0] * (1.0 - scale)
         return paths.astype(np.float32)
 
 
@@ -437,9 +440,8 @@ def prepare(data: AssetData, req: ForecastRequest, *, config: EngineConfig | Non
 
         state = apply_scenario(state, dict(req.scenario))
         cond = cached.fitted.condition(Context.from_states([state], config.lookback))
-        if cached.sensitivities is None:
-            cached.sensitivities = _sensitivities(data, origin, _state_dir(settings) if use_cache else None, key)
-        effect = scenario_effect(cached.state, state, cached.sensitivities)
+        sens = _sensitivities(data, origin, close, settings, use_cache)
+        effect = scenario_effect(cached.state, state, sens)
     else:
         if cached.cond is None:
             cached.cond = cached.fitted.condition(Context.from_states([state], config.lookback))
@@ -450,34 +452,58 @@ def prepare(data: AssetData, req: ForecastRequest, *, config: EngineConfig | Non
         level_map = cal.level_map(state.regime_label, day_number(origin), buckets=needed)
     else:
         level_map = ConformalLevelMap.identity()
-    extra = _extras(data, req, state, cached, config, origin, needed, notes, effect)
+    extra = _extras(data, req, state, cached, config, origin, needed, notes)
     return Prepared(request=req, seed=resolve_seed(req.seed), asset=data.asset, origin=origin,
                     spot=float(close.iloc[-1]), model=cached.fitted, cond=cond, model_version=config.version,
-                    level_map=level_map, extra=extra,
+                    level_map=level_map, extra=_with_scenario(extra, effect, req.horizon),
                     step_scale=None if effect is None else effect.step_scale(MAX_HORIZON))
 
 
-def _sensitivities(data: AssetData, origin: pd.Timestamp, root: Path | None, key: str) -> Any:
-    """The scenario sensitivities at the origin: from ``<root>/engine/<asset>/<key>/`` when saved
-    there by this version of the priors, else estimated (point in time) and saved."""
+def _with_scenario(extra: dict[str, Any], effect: Any, horizon: int) -> dict[str, Any]:
+    """``extra`` with a scenario's warnings and report (``metadata["scenario"]``) added."""
+    if effect is not None:
+        extra["metadata"]["warnings"].extend(effect.warnings)
+        extra["metadata"]["scenario"] = effect.report(horizon)
+    return extra
+
+
+def _sensitivities(data: AssetData, origin: pd.Timestamp, close: pd.Series, settings: Any, use_cache: bool) -> Any:
+    """The scenario sensitivities at the origin (`aetheris_ray.sensitivity`): from memory, else from
+    ``<state>/engine/<asset>/sensitivities-<key>.json`` when written with the current priors, else
+    estimated (point in time) and kept in both (``use_cache=False``: estimated, kept nowhere)."""
     from aetheris_ray import sensitivity
 
-    path = None if root is None else root / "engine" / _safe(data.asset) / key / "sensitivities.json"
+    if not use_cache:
+        return sensitivity.estimate(data, origin)
+    sig = f"{data.asset}|{origin.date()}|{len(close)}|{float(close.iloc[-1])!r}|{close.index[0].date()}|sensitivity"
+    key = hashlib.sha1(sig.encode()).hexdigest()[:16]
+    sens = _SENS.get(key)
+    if sens is not None:
+        return sens
+    root = _state_dir(settings)
+    path = None if root is None else root / "engine" / _safe(data.asset) / f"sensitivities-{key}.json"
     if path is not None and path.is_file():
         try:
-            return sensitivity.Sensitivities.from_dict(json.loads(path.read_text()))
+            sens = sensitivity.Sensitivities.from_dict(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError):
-            pass  # written by other priors, or partial: estimated again below
-    sens = sensitivity.estimate(data, origin)
+            pass  # written with other priors, or partial: estimated again below
+    if sens is None:
+        sens = sensitivity.estimate(data, origin)
+        _write_json(path, sens.to_dict())
+    _SENS.put(key, sens)
+    return sens
+
+
+def _write_json(path: Path | None, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (nothing when None; a read-only home only costs speed)."""
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-            tmp.write_text(json.dumps(sens.to_dict(), allow_nan=False))
+            tmp.write_text(json.dumps(obj, allow_nan=False))
             tmp.replace(path)
         except OSError:
-            pass  # a read-only home only costs speed
-    return sens
+            pass
 
 
 def _point_in_time(data: AssetData, cutoff: pd.Timestamp) -> AssetData:
@@ -494,7 +520,7 @@ def _point_in_time(data: AssetData, cutoff: pd.Timestamp) -> AssetData:
 
 
 def _extras(data: AssetData, req: ForecastRequest, state: Any, cached: _Cached, config: EngineConfig,
-            origin: pd.Timestamp, needed: list[int], notes: list[str], effect: Any = None) -> dict[str, Any]:
+            origin: pd.Timestamp, needed: list[int], notes: list[str]) -> dict[str, Any]:
     from aetheris_ray.features import REGIME_FEATURES
 
     vec = np.asarray(state.regime_vector, dtype=float)
@@ -517,9 +543,6 @@ def _extras(data: AssetData, req: ForecastRequest, state: Any, cached: _Cached, 
         "calibration_pairs": n_pairs,
         "data_end": str(origin.date()),
     }
-    if effect is not None:
-        warnings_.extend(effect.warnings)
-        metadata["scenario"] = effect.report(req.horizon)
     drivers = None
     if req.explain:
         drivers = _drivers(data, state, config, origin, req.horizon, warnings_)

@@ -29,6 +29,34 @@ vol data) is standardised with the documented cross-asset `mm_indices.PRIORS`
 instead of its own history; it stays listed in ``missing`` as ``<input>_history``.
 Raw ``returns`` and ``intraday_rv`` are observed data and are not changed:
 components that read them directly apply `vol_multiplier`.
+
+How the cone moves (`scenario_effect`): ``rv_shock`` acts through the volatility
+model, which filters the shocked returns.  The other keys act through a channel
+whose sensitivity of forward realised volatility is estimated from the asset's
+own past, point in time (`aetheris_ray.sensitivity`): each simulated step's
+deviation from the drift is multiplied by ``exp(beta_k . (x_scenario - x_actual))``
+for its lead block ``k`` (1, 2-3, 4-7, 8-14, 15-30, 31-90 days).
+
+===================  =============  ==========================================================
+key                  channel        ``x``
+===================  =============  ==========================================================
+``iv_level``         implied_vol    log implied vol; without implied vol at the origin the
+                                    actual value is ``rv_short`` annualised (where the
+                                    ``gamma_squeeze`` prior reads 0)
+``gamma_squeeze``    implied_vol    log of the implied vol at which the index reads the
+                                    override, the scenario's other inputs held (wins over
+                                    ``iv_level``, as in the state)
+``funding_rate``     inventory      the recomputed ``inventory_unwind`` index, by side
+``inventory_unwind`` inventory      the index, by side (absent at the origin: 0)
+``rv_shock``         (model)        --
+``skew``, ``basis``  none           no sensitivity can be estimated: the forecast says so
+===================  =============  ==========================================================
+
+The combined multiplier of a lead block is capped to the ``rv_shock`` range
+[0.2, 5]; a channel value outside the asset's history is reported as
+extrapolated.  Every such note goes to the forecast's warnings, and
+``metadata["scenario"]`` carries the multipliers, the channel moves and the
+sensitivities (posterior, data estimate and standard error, rows, prior).
 """
 
 from __future__ import annotations
@@ -43,7 +71,7 @@ import numpy as np
 from aetheris_ray._typing import FloatArray
 from aetheris_ray.errors import InvalidInput
 from aetheris_ray.features.build import HISTORY_WIDTHS, KERNEL_DESCRIPTORS, SIDE_INPUTS, derive
-from aetheris_ray.features.mm_indices import INDEX_COMPONENTS, component_zscores, components, indices
+from aetheris_ray.features.mm_indices import INDEX_CLIP, INDEX_COMPONENTS, component_zscores, components, indices
 from aetheris_ray.features.state import REGIME_LABELS, MarketState
 from aetheris_ray.sensitivity import LEAD_BLOCKS, block_label
 
@@ -205,8 +233,6 @@ NO_EFFECT = {
 #: Bounds of the channels' combined volatility multiplier per lead block (the ``rv_shock`` sanity range).
 MULTIPLIER_RANGE = SCENARIO_RANGES["rv_shock"][:2]
 _IV_BOUNDS = SCENARIO_RANGES["iv_level"][:2]
-#: Candidate implied vols per pass of the `gamma_squeeze` inversion (two passes: grid, then refine).
-_GRID = 129
 _ANNUAL = 100.0 * math.sqrt(365.0)  # daily log-return std -> annualised percent
 
 
@@ -343,8 +369,9 @@ def _iv_channel(actual: MarketState, over: Mapping[str, float], notes: list[str]
     return float(iv), float(iv_new)
 
 
-def _gamma_at(actual: MarketState, over: Mapping[str, float], log_iv: FloatArray) -> FloatArray:
-    """The ``gamma_squeeze`` the kernel gives with the scenario's inputs and implied vols ``exp(log_iv)``."""
+def _gamma_raw(actual: MarketState, over: Mapping[str, float], log_iv: FloatArray) -> FloatArray:
+    """``gamma_squeeze`` before its clip, as the kernel computes it with the scenario's inputs and
+    implied vols ``exp(log_iv)`` (components standardised as for an ``iv_level`` override)."""
     ctx = actual.context
     m = log_iv.size
     base = {k: np.full(m, v, dtype=float) for k, v in ctx["base"].items()}
@@ -353,39 +380,49 @@ def _gamma_at(actual: MarketState, over: Mapping[str, float], log_iv: FloatArray
     comps = components(base)
     comps = {k: comps[k] for k in INDEX_COMPONENTS["gamma_squeeze"]}
     hist = {k: np.repeat(_padded(ctx["history"][k], HISTORY_WIDTHS[k]), m, axis=0) for k in comps}
-    return indices(component_zscores(comps, hist, frozenset(comps)))["gamma_squeeze"]
+    return indices(component_zscores(comps, hist, frozenset(comps)), clip=False)["gamma_squeeze"]
 
 
 def _iv_for_gamma(actual: MarketState, over: Mapping[str, float], iv_before: float, notes: list[str]) -> float:
     """The implied vol, within the ``iv_level`` range, at which ``gamma_squeeze`` reads its override.
 
-    The index does not decrease with implied vol; of the implied vols giving the
-    target, the one nearest ``iv_before`` (the scenario's implied vol without the
-    index override) is taken: a grid in log implied vol, one refinement, linear
-    interpolation.
+    ``iv_before`` (the scenario's implied vol without the index override) when the
+    index already reads the target there.  Otherwise the root of ``raw(log IV) =
+    target`` for the unclipped index, which increases with implied vol (Illinois
+    false position; a target of +-3 gives the smallest move that reaches the clip).
     """
     target = over["gamma_squeeze"]
-    g_before = float(_gamma_at(actual, over, np.array([math.log(iv_before)]))[0])
-    if g_before == target:
-        return iv_before
-    up = target > g_before
     lo, hi = (math.log(v) for v in _IV_BOUNDS)
-    grid = np.linspace(lo, hi, _GRID)
-    g = _gamma_at(actual, over, grid)
-    if (up and g[-1] < target) or (not up and g[0] > target):
-        bound = _IV_BOUNDS[1] if up else _IV_BOUNDS[0]
+    x0 = math.log(iv_before)
+    g_lo, g0, g_hi = (float(v) - target for v in _gamma_raw(actual, over, np.array([lo, x0, hi])))
+    if float(np.clip(g0 + target, -INDEX_CLIP, INDEX_CLIP)) == target:
+        return iv_before
+    if not (np.isfinite(g_lo) and np.isfinite(g0) and np.isfinite(g_hi)):
+        notes.append(f"scenario gamma_squeeze={target:g}: the index is undefined at this origin (no realised "
+                     "volatility to compare implied vol with); the implied-vol channel does not move")
+        return iv_before
+    if g_hi < 0 or g_lo > 0:
+        bound = _IV_BOUNDS[1] if g0 < 0 else _IV_BOUNDS[0]
         notes.append(f"scenario gamma_squeeze={target:g}: not reachable with implied vol in "
                      f"[{_IV_BOUNDS[0]:g}, {_IV_BOUNDS[1]:g}]; implied vol {bound:g} used")
         return bound
-    for refine in (True, False):
-        # [grid[j - 1], grid[j]] brackets the crossing nearest x_before
-        j = int(np.searchsorted(g, target, side="left" if up else "right"))
-        j = min(max(j, 1), grid.size - 1)
-        a, b, g_a, g_b = float(grid[j - 1]), float(grid[j]), float(g[j - 1]), float(g[j])
-        if refine:
-            grid = np.linspace(a, b, _GRID)
-            g = _gamma_at(actual, over, grid)
-    x = (b if up else a) if g_b == g_a else a + (b - a) * (target - g_a) / (g_b - g_a)
+    a, fa, b, fb = (lo, g_lo, x0, g0) if g0 > 0 else (x0, g0, hi, g_hi)
+    side = 0
+    for _ in range(60):
+        x = b - fb * (b - a) / (fb - fa) if fb != fa else 0.5 * (a + b)
+        fx = float(_gamma_raw(actual, over, np.array([x]))[0]) - target
+        if abs(fx) < 1e-10 or abs(b - a) < 1e-12:
+            return math.exp(x)
+        if (fx > 0) == (fb > 0):
+            b, fb = x, fx
+            if side == -1:
+                fa *= 0.5
+            side = -1
+        else:
+            a, fa = x, fx
+            if side == 1:
+                fb *= 0.5
+            side = 1
     return math.exp(x)
 
 

@@ -220,6 +220,39 @@ def forward_log_vol(ret: FloatArray, floor: FloatArray, block: tuple[int, int]) 
     return out
 
 
+def forward_direction(ret: FloatArray, scale: FloatArray, block: tuple[int, int], kind: str) -> FloatArray:
+    """Direction targets over days ``t+a .. t+b`` (diagnostics of `fit_channel`; NaN where not all known).
+
+    ``kind="drift"``: the sum of the returns over ``scale_t sqrt(b - a + 1)``;
+    ``kind="downside"``: the share of the block's squared returns on down days (NaN when all are 0).
+
+    >>> r = np.array([np.nan, 0.1, -0.1, 0.2])
+    >>> forward_direction(r, np.full(4, 0.1), (1, 2), "downside").round(2).tolist()
+    [0.5, 0.2, nan, nan]
+    """
+    r = np.asarray(ret, dtype=float)
+    a, b = block
+    n = r.size
+    out = np.full(n, np.nan)
+    if n <= b:
+        return out
+    ok = np.isfinite(r)
+    num = np.where(ok, r if kind == "drift" else np.where(r < 0, r * r, 0.0), 0.0)
+    c_num = np.concatenate([[0.0], np.cumsum(num)])
+    c_den = np.concatenate([[0.0], np.cumsum(np.where(ok, r * r, 0.0))])
+    bad = np.concatenate([[0], np.cumsum(~ok)])
+    t = np.arange(n - b)
+    known = bad[t + b + 1] == bad[t + a]
+    total = c_num[t + b + 1] - c_num[t + a]
+    if kind == "drift":
+        den = np.asarray(scale, dtype=float)[t] * math.sqrt(b - a + 1)
+    else:
+        den = c_den[t + b + 1] - c_den[t + a]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[t] = np.where(known & (den > 0), total / np.where(den > 0, den, 1.0), np.nan)
+    return out
+
+
 def hac_ols(X: FloatArray, y: FloatArray, lags: int) -> tuple[FloatArray, FloatArray]:
     """OLS coefficients and their Newey-West (Bartlett) covariance.
 
@@ -259,7 +292,8 @@ def combine(beta_hat: FloatArray, cov: FloatArray, prior_mean: FloatArray, prior
     return post, np.sqrt(np.diag(post_cov))
 
 
-def fit_channel(channel: Channel, hist: dict[str, FloatArray], use_prior: bool = True) -> ChannelFit:
+def fit_channel(channel: Channel, hist: dict[str, FloatArray], use_prior: bool = True,
+                target: str = "log_vol") -> ChannelFit:
     """Estimate one channel's sensitivities from per-bar history (`features.build.input_history`).
 
     Every row of ``hist`` must be known at the origin (the last row is the origin's bar).
@@ -270,11 +304,17 @@ def fit_channel(channel: Channel, hist: dict[str, FloatArray], use_prior: bool =
     hist : dict name -> ndarray, shape (n_bars,)
     use_prior : bool
         False: the data estimate alone (NaN where there is none), as used to derive priors.
+    target : {"log_vol", "drift", "downside"}
+        The left-hand side: forward log realised vol (what scenarios use), or one
+        of the direction diagnostics of `forward_direction` (data estimates only).
 
     Returns
     -------
     ChannelFit
     """
+    if target not in ("log_vol", "drift", "downside"):
+        raise InvalidInput(f"target={target!r}: use 'log_vol', 'drift' or 'downside'")
+    use_prior = use_prior and target == "log_vol"
     x = channel.values(hist)
     p = x.shape[1]
     rv_long = hist["rv_long"]
@@ -291,7 +331,11 @@ def fit_channel(channel: Channel, hist: dict[str, FloatArray], use_prior: bool =
     beta = np.broadcast_to(np.asarray(channel.prior_mean), (k, p)).copy() if use_prior else nan.copy()
     sd = np.broadcast_to(np.asarray(channel.prior_sd), (k, p)).copy() if use_prior else nan.copy()
     for i, block in enumerate(LEAD_BLOCKS):
-        y = forward_log_vol(hist["ret"], floor, block)
+        if target == "log_vol":
+            y = forward_log_vol(hist["ret"], floor, block)
+        else:
+            y = forward_direction(hist["ret"], np.sqrt(np.maximum(np.square(np.nan_to_num(rv_long)), floor)), block,
+                                  target)
         rows = present & np.isfinite(y) & np.all(np.isfinite(controls), axis=1)
         n = int(rows.sum())
         n_rows[i] = n
@@ -315,7 +359,7 @@ def fit_channel(channel: Channel, hist: dict[str, FloatArray], use_prior: bool =
 
 
 def estimate(data: AssetData, origin: pd.Timestamp | str, use_prior: bool = True,
-             channels: Sequence[str] = tuple(CHANNELS)) -> Sensitivities:
+             channels: Sequence[str] = tuple(CHANNELS), target: str = "log_vol") -> Sensitivities:
     """Every channel's sensitivities for ``data`` at ``origin``, from data known at the origin only.
 
     Parameters
@@ -327,6 +371,8 @@ def estimate(data: AssetData, origin: pd.Timestamp | str, use_prior: bool = True
         False: data estimates only (see `fit_channel`).
     channels : sequence of str
         Names in `CHANNELS`.
+    target : str
+        See `fit_channel` (the direction diagnostics ignore the prior).
 
     Returns
     -------
@@ -345,7 +391,7 @@ def estimate(data: AssetData, origin: pd.Timestamp | str, use_prior: bool = True
     if unknown:
         raise InvalidInput(f"channels {unknown} are not known; valid: {', '.join(CHANNELS)}")
     hist = input_history(data, origin, indices=("inventory_unwind",))
-    fits = {name: fit_channel(CHANNELS[name], hist, use_prior) for name in channels}
+    fits = {name: fit_channel(CHANNELS[name], hist, use_prior, target) for name in channels}
     return Sensitivities(data.asset, pd.Timestamp(origin), fits)
 
 
@@ -392,10 +438,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--asset", default="BTC-USD")
     ap.add_argument("--as-of", default=None, help="origin (default: the newest close)")
     ap.add_argument("--derive-prior", action="store_true", help="re-derive the inventory prior (data up to 2021-12-31)")
+    ap.add_argument("--direction", action="store_true",
+                    help="also the direction diagnostics (drift, downside share of variance; data only)")
     args = ap.parse_args(argv)
     data = CsvSource(args.data).history(args.asset)
     origin = pd.Timestamp(args.as_of) if args.as_of else data.daily_close().dropna().index[-1]
     print(format_table(estimate(data, origin)))
+    if args.direction:
+        for target in ("drift", "downside"):
+            print(f"\ndirection diagnostic: {target}")
+            print(format_table(estimate(data, origin, use_prior=False, target=target)))
     if args.derive_prior:
         mean, sd = derive_prior(data)
         print(f"inventory prior from {args.asset} up to {PRIOR_END}: mean {mean}, sd {sd}")
@@ -405,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "CHANNELS", "LEAD_BLOCKS", "MIN_ROWS", "Channel", "ChannelFit", "Sensitivities", "block_label", "combine",
     "derive_prior",
-    "estimate", "fit_channel", "format_table", "forward_log_vol", "hac_ols",
+    "estimate", "fit_channel", "format_table", "forward_direction", "forward_log_vol", "hac_ols",
 ]
 
 if __name__ == "__main__":

@@ -129,8 +129,8 @@ def component_zscores(
     return dict(zip(keys, np.split(z, len(keys))))
 
 
-def indices(z: dict[str, FloatArray]) -> dict[str, FloatArray]:
-    """Combine component z-scores into the three indices, clipped to +-`INDEX_CLIP`.
+def indices(z: dict[str, FloatArray], clip: bool = True) -> dict[str, FloatArray]:
+    """Combine component z-scores into the three indices, clipped to +-`INDEX_CLIP` (unless ``clip`` is False).
 
     Returns
     -------
@@ -156,7 +156,7 @@ def indices(z: dict[str, FloatArray]) -> dict[str, FloatArray]:
         k = np.count_nonzero(valid, axis=1)
         total = row_sum(np.where(valid, zs, 0.0))
         value = total / np.sqrt(np.maximum(k, 1))
-        out[name] = np.where(k > 0, np.clip(value, -INDEX_CLIP, INDEX_CLIP), np.nan)
+        out[name] = np.where(k > 0, np.clip(value, -INDEX_CLIP, INDEX_CLIP) if clip else value, np.nan)
     return out
 
 
