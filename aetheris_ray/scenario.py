@@ -309,7 +309,7 @@ def scenario_effect(actual: MarketState, scenario: MarketState, sens: Any) -> Sc
         if channel is None:
             keys[key] = {"channel": "none", "source": "none"}
             notes.append(f"scenario {key}: no estimated effect on the cone ({NO_EFFECT[key]}); it changes the "
-                         "regime vector only")
+                         "state's descriptors and regime vector only")
         else:
             keys[key] = {"channel": channel, "source": "model" if channel == "model" else sens.fits[channel].source}
     values: dict[str, tuple[float, float]] = {}

@@ -416,3 +416,16 @@ def test_real_btc_implied_vol_and_funding_scenarios(shared_data):
         assert np.all(mult > 1.05)
         ratio = w(f) / w(base)
         assert mult.min() * 0.97 < ratio[-1] < mult.max() * 1.03 and ratio[0] == pytest.approx(mult[0], rel=0.03)
+
+
+def test_a_scenario_prepared_request_pickles_and_shards_like_a_plain_one(syn):
+    import pickle
+
+    from aetheris_ray import simulation as sim
+
+    prep = prepare(syn["SYN-BTC"], req(scenario={"iv_level": 120}, paths=9000), config=CFG)
+    assert prep.step_scale is not None and prep.step_scale.shape == (90,)
+    back = pickle.loads(pickle.dumps(prep))
+    whole = sim.simulate_blocks(back.sample, 9000, 7, prep.seed)
+    parts = [sim.simulate_blocks(prep.sample, 9000, 7, prep.seed, blocks=b) for b in sim.shard_blocks(9000, 2)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
