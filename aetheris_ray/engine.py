@@ -200,7 +200,22 @@ class FittedModel:
         out += self.trend.drift(cond["trend"], horizon)
         if self.jumps.name != "none":
             out += self.jumps.simulate(cond["jumps"], n_paths, horizon, r_jmp)
-        return out
+        return self.scenario_scaled(cond, out)
+
+    def scenario_scaled(self, cond: Mapping[str, Any], paths: np.ndarray) -> np.ndarray:
+        """``paths`` (n_origins, n_paths, horizon) with each step's deviation from the drift multiplied
+        by a scenario's ``cond["step_scale"]`` (n_origins, >= horizon), in place; as they are without one.
+
+        `aetheris_ray.scenario.scenario_effect` gives the multipliers; every sampler of the
+        model's paths (plain or tilted) applies them, so a scenario moves all of its numbers.
+        """
+        if "step_scale" not in cond:
+            return paths
+        horizon = paths.shape[-1]
+        scale = np.asarray(cond["step_scale"], dtype=float)[:, None, :horizon]
+        paths *= scale
+        paths += self.trend.drift(cond["trend"], horizon) * (1.0 - scale)
+        return paths
 
     def info(self) -> dict[str, Any]:
         return {k: dict(v.info) for k, v in self.parts().items() if v.info}
@@ -377,20 +392,10 @@ class Prepared:
     model_version: str
     level_map: Any
     extra: dict = field(default_factory=dict)
-    step_scale: np.ndarray | None = None
 
     def sample(self, n_paths: int, horizon: int, rng: np.random.Generator) -> np.ndarray:
-        """Daily log-return paths, shape (n_paths, horizon), float32 (raw, uncalibrated).
-
-        A scenario's ``step_scale`` (`aetheris_ray.scenario.ScenarioEffect`) multiplies
-        each step's deviation from the drift; without one the paths are the model's.
-        """
-        paths = self.model.simulate(self.cond, int(n_paths), int(horizon), rng)[0]
-        if self.step_scale is not None:
-            scale = self.step_scale[: int(horizon)]
-            paths *= scale  # drift + scale (r - drift), in place
-            paths += self.model.trend.drift(self.cond["trend"], int(horizon))[0] * (1.0 - scale)
-        return paths.astype(np.float32)
+        """Daily log-return paths, shape (n_paths, horizon), float32 (raw, uncalibrated)."""
+        return self.model.simulate(self.cond, int(n_paths), int(horizon), rng)[0].astype(np.float32)
 
 
 def sim_horizon(horizon: int, calibrate: bool = True) -> int:
@@ -442,6 +447,9 @@ def prepare(data: AssetData, req: ForecastRequest, *, config: EngineConfig | Non
         cond = cached.fitted.condition(Context.from_states([state], config.lookback))
         sens = _sensitivities(data, origin, close, settings, use_cache)
         effect = scenario_effect(cached.state, state, sens)
+        step_scale = effect.step_scale(MAX_HORIZON)
+        if step_scale is not None:
+            cond = {**cond, "step_scale": step_scale[None, :]}
     else:
         if cached.cond is None:
             cached.cond = cached.fitted.condition(Context.from_states([state], config.lookback))
@@ -455,8 +463,7 @@ def prepare(data: AssetData, req: ForecastRequest, *, config: EngineConfig | Non
     extra = _extras(data, req, state, cached, config, origin, needed, notes)
     return Prepared(request=req, seed=resolve_seed(req.seed), asset=data.asset, origin=origin,
                     spot=float(close.iloc[-1]), model=cached.fitted, cond=cond, model_version=config.version,
-                    level_map=level_map, extra=_with_scenario(extra, effect, req.horizon),
-                    step_scale=None if effect is None else effect.step_scale(MAX_HORIZON))
+                    level_map=level_map, extra=_with_scenario(extra, effect, req.horizon))
 
 
 def _with_scenario(extra: dict[str, Any], effect: Any, horizon: int) -> dict[str, Any]:

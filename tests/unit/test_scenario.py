@@ -323,7 +323,7 @@ def req(asset: str = "SYN-BTC", **kw) -> ForecastRequest:
 def test_the_unconditional_forecast_is_the_models_own_paths(syn):
     data = syn["SYN-BTC"]
     prep = prepare(data, req(), config=CFG)
-    assert prep.step_scale is None and "scenario" not in prep.extra["metadata"]
+    assert "step_scale" not in prep.cond and "scenario" not in prep.extra["metadata"]
     np.testing.assert_array_equal(
         prep.sample(500, 7, np.random.default_rng(5)),
         prep.model.simulate(prep.cond, 500, 7, np.random.default_rng(5))[0].astype(np.float32))
@@ -345,11 +345,17 @@ def test_the_cone_moves_by_the_estimated_amount(syn):
     report = scen.extra["metadata"]["scenario"]
     np.testing.assert_allclose(list(report["channel_vol_multiplier"].values()), mult[:3], rtol=1e-12)
     assert report["channels"]["implied_vol"]["source"] == "data" and np.all(mult > 1.3)
-    # every step's deviation from the drift is scaled by its block's multiplier
-    drift = base.model.trend.drift(base.cond["trend"], 7)[0].astype(np.float32)
-    a, b = base.sample(2000, 7, np.random.default_rng(1)), scen.sample(2000, 7, np.random.default_rng(1))
+    # every step's deviation from the drift is scaled by its block's multiplier, in the model's own draw
+    # (so every sampler of (model, cond) sees the scenario), and nowhere without a scenario
+    per_lead = np.repeat(mult, [b - a + 1 for a, b in LEAD_BLOCKS])
+    np.testing.assert_allclose(scen.cond["step_scale"][0], per_lead, rtol=1e-12)
+    drift = base.model.trend.drift(base.cond["trend"], 7)[0]
+    a = base.model.simulate(base.cond, 2000, 7, np.random.default_rng(1))[0]
+    b = scen.model.simulate(scen.cond, 2000, 7, np.random.default_rng(1))[0]
     per_step = np.repeat(mult[:3], [1, 2, 4])
-    np.testing.assert_allclose(b - drift, per_step * (a - drift), rtol=2e-5, atol=1e-7)
+    np.testing.assert_allclose(b - drift, per_step * (a - drift), rtol=1e-9, atol=1e-15)
+    own = scen.model.simulate(scen.cond, 100, 7, np.random.default_rng(2))[0]
+    np.testing.assert_array_equal(scen.sample(100, 7, np.random.default_rng(2)), own.astype(np.float32))
     # the calibrated one-day cone around its drift scales by the lead-1 multiplier exactly
     assert scen.extra["regime"]["label"] == base.extra["regime"]["label"]
     fa, fb = forecast(data, req(), config=CFG), forecast(data, req(scenario={"iv_level": 2 * iv0}), config=CFG)
@@ -424,7 +430,7 @@ def test_a_scenario_prepared_request_pickles_and_shards_like_a_plain_one(syn):
     from aetheris_ray import simulation as sim
 
     prep = prepare(syn["SYN-BTC"], req(scenario={"iv_level": 120}, paths=9000), config=CFG)
-    assert prep.step_scale is not None and prep.step_scale.shape == (90,)
+    assert prep.cond["step_scale"].shape == (1, 90)
     back = pickle.loads(pickle.dumps(prep))
     whole = sim.simulate_blocks(back.sample, 9000, 7, prep.seed)
     parts = [sim.simulate_blocks(prep.sample, 9000, 7, prep.seed, blocks=b) for b in sim.shard_blocks(9000, 2)]
