@@ -37,14 +37,14 @@ def print_forecast(fc: Forecast) -> None:
     for k, p in zip(fc.thresholds, fc.p_below):
         day, k = int(fc.horizons[-1]), _fmt(float(k))
         console.print(f"day {day}: P(price < {k}) = {p:.3f}   P(price > {k}) = {1 - p:.3f}")
+    if fc.drivers:
+        for side, items in fc.drivers.items():
+            console.print(f"drivers of {side}: {items}")
     scenario = fc.metadata.get("scenario")
     if scenario:
         mult = ", ".join(f"{k}d x{v:.3g}" for k, v in scenario["channel_vol_multiplier"].items())
         moves = "; ".join(f"{name} {_fmt(c['from'])} -> {_fmt(c['to'])} ({c['source']})"
                           for name, c in scenario["channels"].items())
         console.print(f"scenario volatility multiplier: {mult}" + (f" | {moves}" if moves else ""), markup=False)
-    if fc.drivers:
-        for side, items in fc.drivers.items():
-            console.print(f"drivers of {side}: {items}")
     for w in fc.metadata.get("warnings", []):
         console.print(f"note: {w}")
