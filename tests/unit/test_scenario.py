@@ -435,3 +435,17 @@ def test_a_scenario_prepared_request_pickles_and_shards_like_a_plain_one(syn):
     whole = sim.simulate_blocks(back.sample, 9000, 7, prep.seed)
     parts = [sim.simulate_blocks(prep.sample, 9000, 7, prep.seed, blocks=b) for b in sim.shard_blocks(9000, 2)]
     np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_every_path_sampler_of_the_model_applies_the_scenario():
+    """Each ``FittedModel.simulate*`` must return ``scenario_scaled`` paths, or a scenario would move some
+    numbers of a forecast (the cone) and not others (say, importance-sampled tail probabilities)."""
+    import inspect
+
+    from aetheris_ray.engine import FittedModel
+
+    samplers = [n for n in dir(FittedModel) if n.startswith("simulate")]
+    assert "simulate" in samplers
+    for name in samplers:
+        assert "self.scenario_scaled(cond, " in inspect.getsource(getattr(FittedModel, name)), (
+            f"FittedModel.{name} does not apply cond['step_scale'] (FittedModel.scenario_scaled)")
