@@ -127,7 +127,9 @@ class ChannelFit:
         return "prior" if fitted == 0 else "data" if fitted == len(LEAD_BLOCKS) else "data+prior"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: per regressor, lists over `LEAD_BLOCKS` (None where no data estimate)."""
+        """JSON-ready: per regressor, lists over `LEAD_BLOCKS` (None where no data estimate): posterior
+        ``beta`` and ``sd``, the asset's ``data_beta``, ``data_se`` and ``data_t``, the ``prior`` and the
+        regressor's ``range`` in the asset's history."""
         out: dict[str, Any] = {"source": self.source, "blocks": [block_label(b) for b in LEAD_BLOCKS],
                                "n_rows": [int(v) for v in self.n_rows], "prior_source": self.channel.prior_source}
         for j, name in enumerate(self.channel.regressors):
@@ -136,6 +138,7 @@ class ChannelFit:
                 "sd": _floats(self.sd[:, j]),
                 "data_beta": _floats(self.data_beta[:, j]),
                 "data_se": _floats(self.data_se[:, j]),
+                "data_t": _floats(self.data_beta[:, j] / self.data_se[:, j]),
                 "prior": [self.channel.prior_mean[j], self.channel.prior_sd[j]],
                 "range": _floats(self.x_range[j]),
             }

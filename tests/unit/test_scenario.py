@@ -369,11 +369,14 @@ def test_the_cone_moves_by_the_estimated_amount(syn):
 
 def test_an_override_equal_to_the_current_value_gives_the_same_cone(syn):
     data = syn["SYN-BTC"]
-    base = forecast(data, req(), config=CFG)
-    same = forecast(data, req(scenario={"iv_level": base.regime["descriptors"]["implied_vol"]}), config=CFG)
-    np.testing.assert_array_equal(same.quantiles, base.quantiles)
-    np.testing.assert_array_equal(same.p_below, base.p_below)
-    assert same.conditional and set(same.metadata["scenario"]["channel_vol_multiplier"].values()) == {1.0}
+    base = forecast(data, req(thresholds=[0.9 * float(data.daily_close().iloc[-1])]), config=CFG)
+    d, m = base.regime["descriptors"], base.mm_indices
+    for scenario in ({"iv_level": d["implied_vol"]}, {"funding_rate": d["funding"]},
+                     {"gamma_squeeze": m["gamma_squeeze"]}, {"inventory_unwind": m["inventory_unwind"]}):
+        same = forecast(data, req(scenario=scenario, thresholds=list(base.thresholds)), config=CFG)
+        np.testing.assert_array_equal(same.quantiles, base.quantiles)
+        np.testing.assert_array_equal(same.p_below, base.p_below)
+        assert same.conditional and set(same.metadata["scenario"]["channel_vol_multiplier"].values()) == {1.0}
 
 
 def test_scenario_warnings_and_prior_driven_assets_through_the_engine(syn):
