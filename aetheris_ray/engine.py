@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from aetheris_ray.calibration import (
 )
 from aetheris_ray.components.base import Context, FittedBase, load_component
 from aetheris_ray.components.registry import KINDS, build_spec
-from aetheris_ray.contract import ForecastRequest
+from aetheris_ray.contract import MAX_HORIZON, ForecastRequest
 from aetheris_ray.data.schema import AssetData, cutoff_for
 from aetheris_ray.errors import DataError, InvalidInput, ModelNotFound
 from aetheris_ray.result import Forecast
@@ -201,7 +202,22 @@ class FittedModel:
         out += self.trend.drift(cond["trend"], horizon)
         if self.jumps.name != "none":
             out += self.jumps.simulate(cond["jumps"], n_paths, horizon, r_jmp)
-        return out
+        return self.scenario_scaled(cond, out)
+
+    def scenario_scaled(self, cond: Mapping[str, Any], paths: np.ndarray) -> np.ndarray:
+        """``paths`` (n_origins, n_paths, horizon) with each step's deviation from the drift multiplied
+        by a scenario's ``cond["step_scale"]`` (n_origins, >= horizon), in place; as they are without one.
+
+        `aetheris_ray.scenario.scenario_effect` gives the multipliers; every sampler of the
+        model's paths (plain or tilted) applies them, so a scenario moves all of its numbers.
+        """
+        if "step_scale" not in cond:
+            return paths
+        horizon = paths.shape[-1]
+        scale = np.asarray(cond["step_scale"], dtype=float)[:, None, :horizon]
+        paths *= scale
+        paths += self.trend.drift(cond["trend"], horizon) * (1.0 - scale)
+        return paths
 
     def simulate_tilted(self, cond: Mapping[str, dict], n_paths: int, horizon: int, eta: np.ndarray,
                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -318,11 +334,14 @@ class _Lru:
 
 
 _CACHE = _Lru()
+#: Scenario sensitivities by (asset, origin, data signature): they depend on neither model nor horizon.
+_SENS = _Lru()
 
 
 def clear_caches() -> None:
-    """Forget the in-process cache of fitted components, calibration buffers and states."""
+    """Forget the in-process cache of fitted components, calibration buffers, states and scenario sensitivities."""
     _CACHE.d.clear()
+    _SENS.d.clear()
 
 
 def _cache_key(asset: str, origin: pd.Timestamp, close: pd.Series, cfg: EngineConfig, h_sim: int) -> str:
@@ -446,11 +465,17 @@ def prepare(data: AssetData, req: ForecastRequest, *, config: EngineConfig | Non
         if use_cache:
             _CACHE.put(key, cached)
     state = cached.state
+    effect = None
     if req.scenario:
-        from aetheris_ray.scenario import apply_scenario
+        from aetheris_ray.scenario import apply_scenario, scenario_effect
 
         state = apply_scenario(state, dict(req.scenario))
         cond = cached.fitted.condition(Context.from_states([state], config.lookback))
+        sens = _sensitivities(data, origin, close, settings, use_cache)
+        effect = scenario_effect(cached.state, state, sens)
+        step_scale = effect.step_scale(MAX_HORIZON)
+        if step_scale is not None:
+            cond = {**cond, "step_scale": step_scale[None, :]}
     else:
         if cached.cond is None:
             cached.cond = cached.fitted.condition(Context.from_states([state], config.lookback))
@@ -472,7 +497,54 @@ def prepare(data: AssetData, req: ForecastRequest, *, config: EngineConfig | Non
     extra = _extras(data, req, state, cal, cached.fitted, config, origin, known_by, needed, notes)
     return Prepared(request=req, seed=resolve_seed(req.seed), asset=data.asset, origin=origin,
                     spot=float(close.iloc[-1]), model=cached.fitted, cond=cond, model_version=config.version,
-                    level_map=level_map, extra=extra)
+                    level_map=level_map, extra=_with_scenario(extra, effect, req.horizon))
+
+
+def _with_scenario(extra: dict[str, Any], effect: Any, horizon: int) -> dict[str, Any]:
+    """``extra`` with a scenario's warnings and report (``metadata["scenario"]``) added."""
+    if effect is not None:
+        extra["metadata"]["warnings"].extend(effect.warnings)
+        extra["metadata"]["scenario"] = effect.report(horizon)
+    return extra
+
+
+def _sensitivities(data: AssetData, origin: pd.Timestamp, close: pd.Series, settings: Any, use_cache: bool) -> Any:
+    """The scenario sensitivities at the origin (`aetheris_ray.sensitivity`): from memory, else from
+    ``<state>/engine/<asset>/sensitivities-<key>.json`` when written with the current priors, else
+    estimated (point in time) and kept in both (``use_cache=False``: estimated, kept nowhere)."""
+    from aetheris_ray import sensitivity
+
+    if not use_cache:
+        return sensitivity.estimate(data, origin)
+    sig = f"{data.asset}|{origin.date()}|{len(close)}|{float(close.iloc[-1])!r}|{close.index[0].date()}|sensitivity"
+    key = hashlib.sha1(sig.encode()).hexdigest()[:16]
+    sens = _SENS.get(key)
+    if sens is not None:
+        return sens
+    root = _state_dir(settings)
+    path = None if root is None else root / "engine" / _safe(data.asset) / f"sensitivities-{key}.json"
+    if path is not None and path.is_file():
+        try:
+            sens = sensitivity.Sensitivities.from_dict(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError):
+            pass  # written with other priors, or partial: estimated again below
+    if sens is None:
+        sens = sensitivity.estimate(data, origin)
+        _write_json(path, sens.to_dict())
+    _SENS.put(key, sens)
+    return sens
+
+
+def _write_json(path: Path | None, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (nothing when None; a read-only home only costs speed)."""
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+            tmp.write_text(json.dumps(obj, allow_nan=False))
+            tmp.replace(path)
+        except OSError:
+            pass
 
 
 #: Pairs of posted outcomes already computed: (asset, model version, origin, horizon, price) -> pair.

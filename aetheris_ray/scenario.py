@@ -29,19 +29,51 @@ vol data) is standardised with the documented cross-asset `mm_indices.PRIORS`
 instead of its own history; it stays listed in ``missing`` as ``<input>_history``.
 Raw ``returns`` and ``intraday_rv`` are observed data and are not changed:
 components that read them directly apply `vol_multiplier`.
+
+How the cone moves (`scenario_effect`): ``rv_shock`` acts through the volatility
+model, which filters the shocked returns.  The other keys act through a channel
+whose sensitivity of forward realised volatility is estimated from the asset's
+own past, point in time (`aetheris_ray.sensitivity`): each simulated step's
+deviation from the drift is multiplied by ``exp(beta_k . (x_scenario - x_actual))``
+for its lead block ``k`` (1, 2-3, 4-7, 8-14, 15-30, 31-90 days).
+
+===================  =============  ==========================================================
+key                  channel        ``x``
+===================  =============  ==========================================================
+``iv_level``         implied_vol    log implied vol; without implied vol at the origin the
+                                    actual value is ``rv_short`` annualised (where the
+                                    ``gamma_squeeze`` prior reads 0)
+``gamma_squeeze``    implied_vol    log of the implied vol at which the index reads the
+                                    override, the scenario's other inputs held (wins over
+                                    ``iv_level``, as in the state)
+``funding_rate``     inventory      the recomputed ``inventory_unwind`` index, by side
+``inventory_unwind`` inventory      the index, by side (absent at the origin: 0)
+``rv_shock``         (model)        --
+``skew``, ``basis``  none           no sensitivity can be estimated: the forecast says so
+===================  =============  ==========================================================
+
+The combined multiplier of a lead block is capped to the ``rv_shock`` range
+[0.2, 5]; a channel value outside the asset's history is reported as
+extrapolated.  Every such note goes to the forecast's warnings, and
+``metadata["scenario"]`` carries the multipliers, the channel moves and the
+sensitivities (posterior, data estimate and standard error, rows, prior).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Mapping
 
 import numpy as np
 
+from aetheris_ray._typing import FloatArray
 from aetheris_ray.errors import InvalidInput
 from aetheris_ray.features.build import HISTORY_WIDTHS, KERNEL_DESCRIPTORS, SIDE_INPUTS, derive
+from aetheris_ray.features.mm_indices import INDEX_CLIP, INDEX_COMPONENTS, component_zscores, components, indices
 from aetheris_ray.features.state import REGIME_LABELS, MarketState
+from aetheris_ray.sensitivity import LEAD_BLOCKS, block_label
 
 #: key -> (low, high, meaning); both bounds included.
 SCENARIO_RANGES: dict[str, tuple[float, float, str]] = {
@@ -179,6 +211,221 @@ def vol_multiplier(state: MarketState) -> float:
     return float(state.overrides.get("rv_shock", 1.0))
 
 
+# -- the scenario's effect on the cone ------------------------------------------------------------
+
+#: Scenario key -> the channel it moves the cone through (`aetheris_ray.sensitivity.CHANNELS`);
+#: ``"model"``: the volatility model itself (it filters the shocked returns); None: no estimated effect.
+KEY_CHANNEL: dict[str, str | None] = {
+    "iv_level": "implied_vol",
+    "gamma_squeeze": "implied_vol",
+    "funding_rate": "inventory",
+    "inventory_unwind": "inventory",
+    "rv_shock": "model",
+    "skew": None,
+    "basis": None,
+}
+#: Why a key has no estimated effect (said in the forecast's warnings).
+NO_EFFECT = {
+    "skew": "no data carries a risk-reversal series, so no sensitivity can be estimated",
+    "basis": "basis history (BTC only, from 2024-07) is too short to estimate a sensitivity and none exists "
+             "before 2022 to set a prior",
+}
+#: Bounds of the channels' combined volatility multiplier per lead block (the ``rv_shock`` sanity range).
+MULTIPLIER_RANGE = SCENARIO_RANGES["rv_shock"][:2]
+_IV_BOUNDS = SCENARIO_RANGES["iv_level"][:2]
+_ANNUAL = 100.0 * math.sqrt(365.0)  # daily log-return std -> annualised percent
+
+
+@dataclass(frozen=True)
+class ScenarioEffect:
+    """How a scenario moves the cone on top of the recomputed state.
+
+    Attributes
+    ----------
+    log_mult : ndarray, shape (n_lead_blocks,)
+        Log multiplier of the simulated return deviations (``r - drift``) in each
+        lead block of `aetheris_ray.sensitivity.LEAD_BLOCKS`: ``sum_c beta_c . (x_c,scenario - x_c,actual)``,
+        capped to `MULTIPLIER_RANGE`.
+    channels : dict
+        Per moved channel: values at the origin and in the scenario, the keys that
+        moved it, the source of its sensitivities and the sensitivities.
+    keys : dict
+        Per override: the channel it acts through (or ``model`` / ``none``) and the source.
+    warnings : tuple of str
+    """
+
+    log_mult: FloatArray
+    channels: dict[str, dict[str, Any]]
+    keys: dict[str, dict[str, str]]
+    warnings: tuple[str, ...]
+
+    def step_scale(self, horizon: int) -> FloatArray | None:
+        """Multiplier of each step's return deviation, shape (horizon,); None when every one is 1."""
+        if not np.any(self.log_mult):
+            return None
+        block = np.searchsorted([b for _, b in LEAD_BLOCKS], np.arange(1, horizon + 1), side="left")
+        return np.exp(self.log_mult[np.minimum(block, len(LEAD_BLOCKS) - 1)])
+
+    def report(self, horizon: int) -> dict[str, Any]:
+        """JSON-ready summary for the forecast's metadata (lead blocks up to ``horizon``)."""
+        shown = [i for i, (a, _) in enumerate(LEAD_BLOCKS) if a <= horizon]
+        return {
+            "method": "baseline paths with each step's deviation from the drift multiplied by "
+                      "exp(beta . (x_scenario - x_actual)); beta per lead block, estimated point in time",
+            "channel_vol_multiplier": {block_label(LEAD_BLOCKS[i]): float(np.exp(self.log_mult[i])) for i in shown},
+            "overrides": self.keys,
+            "channels": self.channels,
+        }
+
+
+def scenario_effect(actual: MarketState, scenario: MarketState, sens: Any) -> ScenarioEffect:
+    """The channel multipliers of ``scenario`` (from `apply_scenario`) relative to ``actual``.
+
+    Parameters
+    ----------
+    actual : MarketState
+        The unconditional state at the origin.
+    scenario : MarketState
+        ``apply_scenario(actual, overrides)``.
+    sens : aetheris_ray.sensitivity.Sensitivities
+        The asset's sensitivities at the origin.
+
+    Returns
+    -------
+    ScenarioEffect
+        The implied-vol channel moves by ``log(IV_scenario / IV_actual)``; without
+        implied vol at the origin the actual value is the realised vol
+        (``rv_short``, annualised), the neutral point of the ``gamma_squeeze``
+        prior.  A ``gamma_squeeze`` override is turned into the implied vol that
+        gives that index with the other inputs of the scenario (it wins over
+        ``iv_level``, as it does in the state).  The inventory channel moves with
+        the ``inventory_unwind`` index, by side (an absent index counts as 0).
+    """
+    over = scenario.overrides
+    notes: list[str] = []
+    keys: dict[str, dict[str, str]] = {}
+    for key in over:
+        channel = KEY_CHANNEL[key]
+        if channel is None:
+            keys[key] = {"channel": "none", "source": "none"}
+            notes.append(f"scenario {key}: no estimated effect on the cone ({NO_EFFECT[key]}); it changes the "
+                         "state's descriptors and regime vector only")
+        else:
+            keys[key] = {"channel": channel, "source": "model" if channel == "model" else sens.fits[channel].source}
+    values: dict[str, tuple[float, float]] = {}
+    moved = {KEY_CHANNEL[k] for k in over}
+    if "implied_vol" in moved:
+        values["implied_vol"] = _iv_channel(actual, over, notes)
+    if "inventory" in moved:
+        i0, i1 = (s.mm_indices.get("inventory_unwind") for s in (actual, scenario))
+        values["inventory"] = (0.0 if i0 is None else float(i0), 0.0 if i1 is None else float(i1))
+    log_mult = np.zeros(len(LEAD_BLOCKS))
+    channels: dict[str, dict[str, Any]] = {}
+    for name, (v0, v1) in values.items():
+        fit = sens.fits[name]
+        x0, x1 = _regressors(name, v0), _regressors(name, v1)
+        log_mult = log_mult + fit.beta @ (x1 - x0)
+        channels[name] = {
+            "from": v0,
+            "to": v1,
+            "unit": "implied vol, annualised %" if name == "implied_vol" else "inventory_unwind index",
+            "keys": sorted(k for k in over if KEY_CHANNEL[k] == name),
+            "source": fit.source,
+            "sensitivity": fit.to_dict(),
+        }
+        if fit.source == "prior":
+            notes.append(f"scenario {name} channel: {sens.asset} has too little history of it before the origin; "
+                         f"the documented prior sensitivity is used ({fit.channel.prior_source})")
+        elif np.any((x1 < fit.x_range[:, 0]) | (x1 > fit.x_range[:, 1])) and np.any(x1 != x0):
+            lo, hi = fit.x_range[:, 0], fit.x_range[:, 1]
+            seen = f"{math.exp(lo[0]):.4g} to {math.exp(hi[0]):.4g}" if name == "implied_vol" else \
+                f"{-hi[1]:.3g} to {hi[0]:.3g}"
+            notes.append(f"scenario {name} channel: {channels[name]['to']:.4g} is outside the range of "
+                         f"{sens.asset}'s history ({seen}); its sensitivity is extrapolated")
+    lo, hi = (math.log(v) for v in MULTIPLIER_RANGE)
+    capped = np.clip(log_mult, lo, hi)
+    if np.any(capped != log_mult):
+        notes.append(f"scenario: the channels' volatility multiplier was capped to [{MULTIPLIER_RANGE[0]:g}, "
+                     f"{MULTIPLIER_RANGE[1]:g}] in some lead blocks")
+    return ScenarioEffect(capped, channels, keys, tuple(notes))
+
+
+def _regressors(channel: str, value: float) -> FloatArray:
+    """A channel's regressors at one value: ``[log IV]``, or the inventory index by side."""
+    if channel == "implied_vol":
+        return np.array([math.log(value)])
+    return np.array([max(value, 0.0), max(-value, 0.0)])
+
+
+def _iv_channel(actual: MarketState, over: Mapping[str, float], notes: list[str]) -> tuple[float, float]:
+    """Implied vol (annualised %) at the origin and in the scenario."""
+    iv = actual.descriptors.get("implied_vol")
+    if iv is None or not iv > 0:
+        rv_short, rv_long = actual.descriptors.get("rv_short", 0.0), actual.descriptors.get("rv_long", 0.0)
+        iv = max(rv_short, 0.1 * rv_long, 1e-6) * _ANNUAL
+    iv_new = over.get("iv_level", iv)
+    if "gamma_squeeze" in over:
+        iv_new = _iv_for_gamma(actual, over, iv_new, notes)
+    return float(iv), float(iv_new)
+
+
+def _gamma_raw(actual: MarketState, over: Mapping[str, float], log_iv: FloatArray) -> FloatArray:
+    """``gamma_squeeze`` before its clip, as the kernel computes it with the scenario's inputs and
+    implied vols ``exp(log_iv)`` (components standardised as for an ``iv_level`` override)."""
+    ctx = actual.context
+    m = log_iv.size
+    base = {k: np.full(m, v, dtype=float) for k, v in ctx["base"].items()}
+    base["rv_short"] = base["rv_short"] * over.get("rv_shock", 1.0)
+    base["iv"] = np.exp(log_iv)
+    comps = components(base)
+    comps = {k: comps[k] for k in INDEX_COMPONENTS["gamma_squeeze"]}
+    hist = {k: np.repeat(_padded(ctx["history"][k], HISTORY_WIDTHS[k]), m, axis=0) for k in comps}
+    return indices(component_zscores(comps, hist, frozenset(comps)), clip=False)["gamma_squeeze"]
+
+
+def _iv_for_gamma(actual: MarketState, over: Mapping[str, float], iv_before: float, notes: list[str]) -> float:
+    """The implied vol, within the ``iv_level`` range, at which ``gamma_squeeze`` reads its override.
+
+    ``iv_before`` (the scenario's implied vol without the index override) when the
+    index already reads the target there.  Otherwise the root of ``raw(log IV) =
+    target`` for the unclipped index, which increases with implied vol (Illinois
+    false position; a target of +-3 gives the smallest move that reaches the clip).
+    """
+    target = over["gamma_squeeze"]
+    lo, hi = (math.log(v) for v in _IV_BOUNDS)
+    x0 = math.log(iv_before)
+    g_lo, g0, g_hi = (float(v) - target for v in _gamma_raw(actual, over, np.array([lo, x0, hi])))
+    if float(np.clip(g0 + target, -INDEX_CLIP, INDEX_CLIP)) == target:
+        return iv_before
+    if not (np.isfinite(g_lo) and np.isfinite(g0) and np.isfinite(g_hi)):
+        notes.append(f"scenario gamma_squeeze={target:g}: the index is undefined at this origin (no realised "
+                     "volatility to compare implied vol with); the implied-vol channel does not move")
+        return iv_before
+    if g_hi < 0 or g_lo > 0:
+        bound = _IV_BOUNDS[1] if g0 < 0 else _IV_BOUNDS[0]
+        notes.append(f"scenario gamma_squeeze={target:g}: not reachable with implied vol in "
+                     f"[{_IV_BOUNDS[0]:g}, {_IV_BOUNDS[1]:g}]; implied vol {bound:g} used")
+        return bound
+    a, fa, b, fb = (lo, g_lo, x0, g0) if g0 > 0 else (x0, g0, hi, g_hi)
+    side = 0
+    for _ in range(60):
+        x = b - fb * (b - a) / (fb - fa) if fb != fa else 0.5 * (a + b)
+        fx = float(_gamma_raw(actual, over, np.array([x]))[0]) - target
+        if abs(fx) < 1e-10 or abs(b - a) < 1e-12:
+            return math.exp(x)
+        if (fx > 0) == (fb > 0):
+            b, fb = x, fx
+            if side == -1:
+                fa *= 0.5
+            side = -1
+        else:
+            a, fa = x, fx
+            if side == 1:
+                fb *= 0.5
+            side = 1
+    return math.exp(x)
+
+
 def _padded(view: np.ndarray, width: int) -> np.ndarray:
     """A stored history view as one (1, width) row, NaN in front, as `past_windows` builds it."""
     row = np.full(width, np.nan)
@@ -187,4 +434,7 @@ def _padded(view: np.ndarray, width: int) -> np.ndarray:
     return row[None, :]
 
 
-__all__ = ["SCENARIO_RANGES", "apply_scenario", "validate_overrides", "vol_multiplier"]
+__all__ = [
+    "KEY_CHANNEL", "MULTIPLIER_RANGE", "SCENARIO_RANGES", "ScenarioEffect", "apply_scenario", "scenario_effect",
+    "validate_overrides", "vol_multiplier",
+]

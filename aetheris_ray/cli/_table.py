@@ -51,5 +51,11 @@ def print_forecast(fc: Forecast) -> None:
     if fc.drivers:
         for side, items in fc.drivers.items():
             console.print(f"drivers of {side}: {items}")
+    scenario = fc.metadata.get("scenario")
+    if scenario:
+        mult = ", ".join(f"{k}d x{v:.3g}" for k, v in scenario["channel_vol_multiplier"].items())
+        moves = "; ".join(f"{name} {_fmt(c['from'])} -> {_fmt(c['to'])} ({c['source']})"
+                          for name, c in scenario["channels"].items())
+        console.print(f"scenario volatility multiplier: {mult}" + (f" | {moves}" if moves else ""), markup=False)
     for w in fc.metadata.get("warnings", []):
         console.print(f"note: {w}")

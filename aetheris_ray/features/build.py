@@ -29,7 +29,7 @@ import pandas as pd
 
 from aetheris_ray._typing import FloatArray, IntArray
 from aetheris_ray.data.schema import TS_DTYPE, AssetData, cutoff_for
-from aetheris_ray.errors import DataError
+from aetheris_ray.errors import DataError, InvalidInput
 from aetheris_ray.features import mm_indices as mm
 from aetheris_ray.features import regime as rg
 from aetheris_ray.features.state import REGIME_LABELS, MarketState
@@ -591,6 +591,64 @@ def intraday_rv(data: AssetData, origin: pd.Timestamp | str | None = None) -> pd
     return pd.Series(intra.rv[intra.first :], index=dates.rename("date"), name="rv")
 
 
+def input_history(
+    data: AssetData, origin: pd.Timestamp | str, indices: Sequence[str] = tuple(mm.INDEX_COMPONENTS)
+) -> dict[str, FloatArray]:
+    """Per-bar returns, realised vols, side inputs and market-maker indices up to the origin.
+
+    What the scenario sensitivities (`aetheris_ray.sensitivity`) regress on.  The
+    data are cut at ``cutoff_for(origin)`` first, so nothing later can leak in;
+    row ``i`` holds the values a state at bar ``i`` would have.
+
+    Parameters
+    ----------
+    data : AssetData
+    origin : Timestamp or str
+    indices : sequence of str
+        Market-maker indices to compute (the z-scores cost most of the time).
+
+    Returns
+    -------
+    dict name -> ndarray, shape (n_bars,)
+        ``ret`` (gap-scaled daily log-return into the bar, NaN at bar 0),
+        ``rv_short``, ``rv_long`` (as the descriptors, daily units), ``iv``
+        (annualised %), ``funding`` (fraction/day), ``basis`` (fraction of spot)
+        and the requested ``indices`` (the values `compute_states` gives; NaN
+        where absent).
+
+    Raises
+    ------
+    DataError
+        Fewer than `MIN_CLOSES` daily closes are known at the origin.
+    """
+    unknown = sorted(set(indices) - set(mm.INDEX_COMPONENTS))
+    if unknown:
+        raise InvalidInput(f"indices {unknown} are not known; valid: {', '.join(mm.INDEX_COMPONENTS)}")
+    t = _table(data, cutoff_for(origin).value, origin)
+    n = t.bar_ns.size
+    out = {
+        "ret": np.array(t.ret),
+        "rv_short": np.array(t.base["rv_short"]),
+        "rv_long": rg.realised_vol(t.ret, rg.LONG_WINDOW),
+        "iv": np.array(t.base["iv"]),
+        "funding": np.array(t.base["funding"]),
+        "basis": np.array(t.base["basis"]),
+    }
+    # component -> the per-bar series its z-score window is taken from (as in `derive`)
+    sources = {"g1": "g1", "g2": "g2", "u1": "funding", "u2": "u2", "b1": "basis", "b2": "b2"}
+    for name in indices:
+        keys = mm.INDEX_COMPONENTS[name]
+        out[name] = np.full(n, np.nan)
+        rows = np.flatnonzero(~np.isnan(out[_SIDE_BASE[mm.INDEX_INPUT[name]][0]]))
+        for start in range(0, rows.size, CHUNK):
+            e = rows[start : start + CHUNK]
+            comps = mm.components({k: v[e] for k, v in t.base.items()})
+            comps = {k: comps[k] for k in keys}
+            hist = {k: past_windows(t.hist[sources[k]], e, _PAST_Z) for k in keys}
+            out[name][e] = mm.indices(mm.component_zscores(comps, hist))[name]
+    return out
+
+
 __all__ = [
     "HISTORY_WIDTHS",
     "KERNEL_DESCRIPTORS",
@@ -600,5 +658,6 @@ __all__ = [
     "compute_state",
     "compute_states",
     "derive",
+    "input_history",
     "intraday_rv",
 ]

@@ -129,13 +129,14 @@ def component_zscores(
     return dict(zip(keys, np.split(z, len(keys))))
 
 
-def indices(z: dict[str, FloatArray]) -> dict[str, FloatArray]:
-    """Combine component z-scores into the three indices, clipped to +-`INDEX_CLIP`.
+def indices(z: dict[str, FloatArray], clip: bool = True) -> dict[str, FloatArray]:
+    """Combine component z-scores into the three indices, clipped to +-`INDEX_CLIP` (unless ``clip`` is False).
 
     Returns
     -------
     dict name -> ndarray, shape (m,)
-        NaN where no component of the index is available.
+        NaN where no component of the index is available; an index whose
+        components are not all keys of ``z`` is left out.
 
     Examples
     --------
@@ -148,12 +149,14 @@ def indices(z: dict[str, FloatArray]) -> dict[str, FloatArray]:
     """
     out = {}
     for name, keys in INDEX_COMPONENTS.items():
+        if not all(k in z for k in keys):
+            continue
         zs = np.stack([z[k] for k in keys], axis=1)
         valid = ~np.isnan(zs)
         k = np.count_nonzero(valid, axis=1)
         total = row_sum(np.where(valid, zs, 0.0))
         value = total / np.sqrt(np.maximum(k, 1))
-        out[name] = np.where(k > 0, np.clip(value, -INDEX_CLIP, INDEX_CLIP), np.nan)
+        out[name] = np.where(k > 0, np.clip(value, -INDEX_CLIP, INDEX_CLIP) if clip else value, np.nan)
     return out
 
 

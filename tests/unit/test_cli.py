@@ -103,3 +103,12 @@ def test_console_script_entry_point(tmp_path):
     proc = subprocess.run([*AETHERIS, "forecast", "--asset", "X", "--synthetic", "--horizon", "0"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("error: horizon:") and "Traceback" not in proc.stderr
+
+
+def test_forecast_table_shows_the_scenario_effect(capsys, synthetic_store):
+    code, out, err = run(capsys, "forecast", "--store", str(synthetic_store), "--asset", "SYN-BTC", "--horizon", "3",
+                         "--paths", "500", "--seed", "1", "--scenario", "iv_level=150", "--scenario", "skew=-0.2")
+    assert code == 0, err
+    assert "[CONDITIONAL scenario]" in out
+    assert "scenario volatility multiplier: 1d x" in out and "implied_vol " in out and "(data)" in out
+    assert "note: scenario skew: no estimated effect on the cone" in " ".join(out.split())
