@@ -234,7 +234,7 @@ class FittedModel:
         out += self.trend.drift(cond["trend"], horizon)
         if self.jumps.name != "none":
             out += self.jumps.simulate(cond["jumps"], n_paths, horizon, r_jmp)
-        return out, log_lr
+        return self.scenario_scaled(cond, out), log_lr  # a deterministic map of the paths: the ratio stands
 
     def info(self) -> dict[str, Any]:
         return {k: dict(v.info) for k, v in self.parts().items() if v.info}
