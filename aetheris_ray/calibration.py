@@ -340,10 +340,12 @@ class Calibrator:
         return out
 
     def level_map(self, regime: str | int, as_of: Any, buckets: Sequence[int] | None = None,
-                  tables: dict[int, tuple] | None = None) -> ConformalLevelMap:
+                  tables: dict[int, tuple] | None = None, version: str | None = None) -> ConformalLevelMap:
         """The map for a forecast made on day ``as_of`` in ``regime``, from the pairs realised by then.
 
         ``buckets`` limits the work to the buckets a horizon needs (the others stay identity).
+        ``version`` labels the map (default: `version`, a hash of the buffers; the
+        walk-forward, which changes the buffers at every origin, skips the hash).
         """
         cfg = self.config
         day = as_of if isinstance(as_of, (int, np.integer)) else day_number(as_of)
@@ -365,7 +367,7 @@ class Calibrator:
                     mb = w_r * _knot_quantiles(rr) + (1.0 - w_r) * mb
             mb = _sym(mb, cfg.symmetric)
             maps[b] = (1.0 - cfg.epsilon) * mb + cfg.epsilon * KNOTS
-        return ConformalLevelMap(maps, self.version)
+        return ConformalLevelMap(maps, self.version if version is None else version)
 
     def coverage(self, as_of: Any, buckets: Sequence[int] | None = None) -> dict[str, Any]:
         """Rolling coverage of the calibrated central intervals, per bucket.
