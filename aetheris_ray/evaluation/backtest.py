@@ -200,19 +200,21 @@ def _daily_close(data: AssetData) -> pd.Series:
 
 
 def _blockwise(model: Any) -> bool:
-    """Whether a model splits its own work into blocks (``predict_block`` and ``combine_blocks``)."""
-    return callable(getattr(model, "predict_block", None)) and callable(getattr(model, "combine_blocks", None))
+    """Whether a model splits its own work into blocks (`protocol.BlockWalkForwardModel`)."""
+    from aetheris_ray.evaluation.protocol import BlockWalkForwardModel
+
+    return isinstance(model, BlockWalkForwardModel)
 
 
 def origin_blocks(start: Any, end: Any, horizons: Sequence[int], block_days: int | None) -> list[Block]:
     """Consecutive blocks of the origin days of a period, ``block_days`` calendar days each.
 
     Edges at ``start + k * block_days`` inside the origins' range ``[start, end -
-    min(h)]``; the first block is open below and the last open above, so together
-    they hold every origin once.  ``None`` (or a span longer than the range) gives
-    the one block `WHOLE`.
+    min(h)]``, a remainder shorter than half a block joining the last full block; the
+    first block is open below and the last open above, so together they hold every
+    origin once.  ``None`` (or a span longer than the range) gives the one block `WHOLE`.
 
-    >>> origin_blocks("2024-01-01", "2024-01-31", [1], 10)  # doctest: +NORMALIZE_WHITESPACE
+    >>> origin_blocks("2024-01-01", "2024-02-01", [1], 10)  # origins Jan 1 .. Jan 31: 10, 10, 11 days
     [(None, Timestamp('2024-01-11 00:00:00')), (Timestamp('2024-01-11 00:00:00'), Timestamp('2024-01-21 00:00:00')),
      (Timestamp('2024-01-21 00:00:00'), None)]
     """
@@ -222,7 +224,8 @@ def origin_blocks(start: Any, end: Any, horizons: Sequence[int], block_days: int
     if isinstance(block_days, bool) or not isinstance(block_days, (int, np.integer)) or block_days < 1:
         raise InvalidInput(f"block_days {block_days!r} must be a whole number of days, at least 1 (e.g. 180)")
     last = e - pd.Timedelta(days=min(hz))
-    edges = list(pd.date_range(s + pd.Timedelta(days=int(block_days)), last, freq=f"{int(block_days)}D"))
+    edges = [t for t in pd.date_range(s + pd.Timedelta(days=int(block_days)), last, freq=f"{int(block_days)}D")
+             if (last - t).days + 1 >= int(block_days) / 2]
     return list(zip([None, *edges], [*edges, None]))
 
 

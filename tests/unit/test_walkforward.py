@@ -15,7 +15,7 @@ from aetheris_ray.components.volatility import FittedGarch, GarchVolatility
 from aetheris_ray.data.schema import AssetData, bar_ts_from_dates
 from aetheris_ray.engine import ComponentChoice, EngineConfig
 from aetheris_ray.errors import InvalidInput
-from aetheris_ray.evaluation.protocol import WalkForwardModel
+from aetheris_ray.evaluation.protocol import BlockWalkForwardModel, WalkForwardModel
 from aetheris_ray.walkforward import EngineModel, combine_blocks, quantiles_at, raw_block, walk_forward
 
 LEVELS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
@@ -66,6 +66,7 @@ def result(data, origins):
 def test_engine_model_is_a_walk_forward_model():
     m = EngineModel()
     assert isinstance(m, WalkForwardModel) and m.name == "engine"
+    assert isinstance(m, BlockWalkForwardModel)  # the harness may run it in blocks of origins
 
 
 def test_shapes_finite_and_monotone(result, origins):

@@ -187,9 +187,11 @@ def test_blocks_of_origins_merge_to_the_one_block_run(data_dir, asset):
 
 def test_origin_blocks():
     t = pd.Timestamp
-    # origins 2022-01-01 .. 2022-12-30: edges every 180 days from the start, open at both ends
-    assert origin_blocks("2022-01-01", "2022-12-31", [1, 7], 180) == [
-        (None, t("2022-06-30")), (t("2022-06-30"), t("2022-12-27")), (t("2022-12-27"), None)]
+    # origins 2022-01-01 .. 2022-12-30: edges every 120 days from the start, open at both ends
+    assert origin_blocks("2022-01-01", "2022-12-31", [1, 7], 120) == [
+        (None, t("2022-05-01")), (t("2022-05-01"), t("2022-08-29")), (t("2022-08-29"), None)]
+    # a remainder shorter than half a block (here 4 days) joins the last full block
+    assert origin_blocks("2022-01-01", "2022-12-31", [1, 7], 180) == [(None, t("2022-06-30")), (t("2022-06-30"), None)]
     assert origin_blocks("2022-01-01", "2022-12-31", [1], None) == [(None, None)]
     assert origin_blocks("2022-01-01", "2022-12-31", [1], 400) == [(None, None)]
     with pytest.raises(InvalidInput, match="block_days 0 must be a whole number"):
