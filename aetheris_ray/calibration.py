@@ -371,12 +371,15 @@ class Calibrator:
         return out
 
     def level_map(self, regime: str | int, as_of: Any, buckets: Sequence[int] | None = None,
-                  tables: dict[int, tuple] | None = None, known_by: int | None = None) -> ConformalLevelMap:
+                  tables: dict[int, tuple] | None = None, known_by: int | None = None,
+                  version: str | None = None) -> ConformalLevelMap:
         """The map for a forecast made on day ``as_of`` in ``regime``, from the pairs realised by then.
 
         ``buckets`` limits the work to the buckets a horizon needs (the others stay identity).
         ``known_by`` (a later day) also admits pairs realised after ``as_of`` but known
         now: outcomes posted back to a live service ahead of its data.
+        ``version`` labels the map (default: `version`, a hash of the buffers; the
+        walk-forward, which changes the buffers at every origin, skips the hash).
         """
         cfg = self.config
         day = as_of if isinstance(as_of, (int, np.integer)) else day_number(as_of)
@@ -402,7 +405,7 @@ class Calibrator:
             # nothing beyond the first / last inner knot, and pinning keeps a tiny raw tail
             # probability (importance sampling, aetheris_ray.tails) tiny instead of mapping it to 0
             maps[b, 0], maps[b, -1] = 0.0, 1.0
-        return ConformalLevelMap(maps, self.version)
+        return ConformalLevelMap(maps, self.version if version is None else version)
 
     def coverage(self, as_of: Any, buckets: Sequence[int] | None = None, known_by: int | None = None) -> dict[str, Any]:
         """Rolling coverage of the calibrated central intervals, per bucket.

@@ -345,8 +345,10 @@ def clear_caches() -> None:
 
 
 def _cache_key(asset: str, origin: pd.Timestamp, close: pd.Series, cfg: EngineConfig, h_sim: int) -> str:
+    from aetheris_ray.walkforward import ALGORITHM_VERSION
+
     sig = (f"{asset}|{origin.date()}|{len(close)}|{float(close.iloc[-1])!r}|{close.index[0].date()}"
-           f"|{cfg.version}|{h_sim}")
+           f"|{cfg.version}|{h_sim}|wf{ALGORITHM_VERSION}")
     return hashlib.sha1(sig.encode()).hexdigest()[:16]
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_backtest.py [--data ../shared/data]
         [--assets BTC-USD,ETH-USD,SOL-USD,DOGE-USD] [--start 2024-01-01] [--end 2024-12-31]
-        [--horizons 1,3,7,14] [--full] [--workers 2]
+        [--horizons 1,3,7,14] [--full] [--workers 2] [--ray [--block-days 180] [--ray-cpus N]]
 
 A forecast is one model x asset x origin x horizon (7 quantiles).  Two measures per
 model on the subset, in one process:
@@ -16,7 +16,13 @@ Ratios are against EWMA-Normal (the cheapest baseline) in the same run.  The
 engine (`aetheris_ray.walkforward.EngineModel`) is included when it imports.
 ``--full`` then runs the dev period of EVALUATION.md (every asset, 2022-01-01 to
 2024-12-31, horizons 1,3,7,14, all models, ``--workers`` processes) and prints
-its wall time and pooled table.  No timing is asserted.
+its wall time and pooled table.  ``--ray`` times the subset with every model
+in-process (one process) and on a local Ray (``--ray-cpus``, default all cores):
+one task per asset, then assets x blocks of ``--block-days`` origin days, after a
+warm-up call that starts the workers; it reports whether the exports are equal
+(run with ``OMP_NUM_THREADS=1`` and ``OPENBLAS_NUM_THREADS=1``: Ray's workers use
+one BLAS thread, and the GARCH fits differ in the last bits with the thread count).
+No timing is asserted.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ def main() -> None:
     ap.add_argument("--horizons", default="1,3,7,14")
     ap.add_argument("--full", action="store_true", help="also run the full dev period (minutes)")
     ap.add_argument("--workers", type=int, default=2, help="processes for --full")
+    ap.add_argument("--ray", action="store_true", help="also time the subset on a local Ray (per asset, per block)")
+    ap.add_argument("--block-days", type=int, default=180, help="origin days per Ray task for --ray")
+    ap.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray for --ray (default: all)")
     args = ap.parse_args()
 
     import pandas as pd
@@ -94,6 +103,9 @@ def main() -> None:
         print(f"{name:<14} {n:>9,} {tp:>9.3f} {n / tp:>12,.0f} {th:>9.2f} {nh / th:>12,.0f} "
               f"{(nh / th) / (ref[3] / ref[4]):>11.3f}")
 
+    if args.ray:
+        ray_runs(spec, assets, start, end, horizons, args.block_days, args.ray_cpus)
+
     if args.full:
         t0 = time.perf_counter()
         res = backtest(spec, "all", "2022-01-01", "2024-12-31", [1, 3, 7, 14], models(), progress=False,
@@ -103,6 +115,38 @@ def main() -> None:
               f"{', '.join(res.models)}, {args.workers} workers: {len(res.frame):,} forecasts in {wall:.1f} s "
               f"({len(res.frame) / wall:,.0f} f/s)")
         print(markdown_table(res.pooled()))
+
+
+def ray_runs(spec, assets, start, end, horizons, block_days, ray_cpus) -> None:
+    """Wall time of the subset, every model: in-process, then Ray per asset and Ray per asset x block."""
+    import pandas as pd
+    import ray
+
+    from aetheris_ray.distributed.backtest import backtest_ray, connect
+    from aetheris_ray.evaluation.backtest import backtest, origin_blocks
+
+    ms = models()
+    t0 = time.perf_counter()
+    local = backtest(spec, assets, start, end, horizons, ms, progress=False, workers=1)
+    rows = [("in-process, 1 process", 1, time.perf_counter() - t0, True)]
+    connect(num_cpus=ray_cpus)
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        warm_start = end - pd.Timedelta(days=max(horizons) + 30)
+        backtest_ray(spec, assets, warm_start, end, horizons, ms, block_days=None)  # starts the workers
+        n_blocks = len(origin_blocks(start, end, horizons, block_days))
+        for label, days, n in (("Ray, one task per asset", None, 1), (f"Ray, {block_days}-day blocks", block_days,
+                                                                       n_blocks)):
+            t0 = time.perf_counter()
+            res = backtest_ray(spec, assets, start, end, horizons, ms, block_days=days)
+            rows.append((label, len(assets) * n, time.perf_counter() - t0, res.export().equals(local.export())))
+    finally:
+        ray.shutdown()
+    print(f"\n{len(assets)} assets, {start.date()} to {end.date()}, {', '.join(m.name for m in ms)}; "
+          f"local Ray with {cpus} CPUs")
+    print(f"{'run':<28} {'block tasks':>11} {'wall s':>8} {'equal export':>13}")
+    for label, n, wall, same in rows:
+        print(f"{label:<28} {n:>11} {wall:>8.1f} {'yes' if same else 'NO':>13}")
 
 
 if __name__ == "__main__":

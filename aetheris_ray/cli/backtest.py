@@ -68,9 +68,12 @@ def backtest_cmd(
     workers: int = typer.Option(2, "--workers", help="processes across assets (1: in-process)"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar (it is off anyway when "
                                      "stderr is not a terminal)"),
-    ray: bool = typer.Option(False, "--ray", help="run the assets as Ray tasks (a new local Ray, or --address)"),
+    ray: bool = typer.Option(False, "--ray", help="run assets x blocks of origins as Ray tasks (a new local Ray, "
+                             "or --address); same numbers as in-process"),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to run on with --ray, e.g. auto "
                                           "or ray://head:10001 (implies --ray)"),
+    block_days: Optional[int] = typer.Option(None, "--block-days", help="with --ray: origin days per task "
+                                             "(default 180; 0: one task per asset)"),
 ) -> None:
     """Walk-forward backtest (EVALUATION.md): QL, coverage and width per horizon, per asset and pooled.
 
@@ -87,6 +90,10 @@ def backtest_cmd(
     if not data.exists():
         raise InvalidInput(f"--data {str(data)!r} does not exist; pass a directory laid out like shared/data")
     hz = parse_horizons(horizons)
+    if block_days is not None and not (ray or address):
+        raise InvalidInput("--block-days splits the work of a Ray run: add --ray (or --address)")
+    if block_days is not None and block_days < 0:
+        raise InvalidInput(f"--block-days {block_days}: give a number of days, e.g. 180, or 0 for one task per asset")
     models = build_models(model, baselines)
     for path, flag in ((out, "--out"), (report, "--report")):
         if path is not None and not path.parent.exists():
@@ -117,9 +124,11 @@ def backtest_cmd(
     warnings.formatwarning = lambda msg, cat, *a, **k: f"note: {msg}\n"  # type: ignore[assignment]
     warnings.simplefilter("once", DataQualityWarning)
     if ray or address:
-        from aetheris_ray.distributed.backtest import backtest_ray
+        from aetheris_ray.distributed.backtest import DEFAULT_BLOCK_DAYS, backtest_ray
 
-        res = backtest_ray(SourceSpec(data=str(data)), assets, start, end, hz, models, address=address)
+        days = DEFAULT_BLOCK_DAYS if block_days is None else (block_days or None)
+        res = backtest_ray(SourceSpec(data=str(data)), assets, start, end, hz, models, address=address,
+                           block_days=days)
     else:
         res = backtest(SourceSpec(data=str(data)), assets, start, end, hz, models, progress=not no_progress,
                        workers=workers)

@@ -16,8 +16,17 @@ Protocol (EVALUATION.md, followed exactly):
 * an asset with no scored origin is reported in `BacktestResult.unscored`, never
   an error for the run.
 
-Work is split by asset: `run_asset` is the unit (the process pool here, Ray tasks
-later, call the same function) and results merge exactly (`aggregate`).
+Work is split by asset and, within an asset, by blocks of origin days
+(`origin_blocks`): `run_block` forecasts the origins of one block with every model,
+`finish_asset` merges an asset's blocks in date order and scores them.  `run_asset`
+(the unit of the in-process run and its process pool) is one block spanning every
+origin; the Ray backtest (`aetheris_ray.distributed.backtest`) runs assets x blocks.
+A plain `WalkForwardModel` is asked for each block's origins and must answer an
+origin the same whatever other origins come with it (the baselines and the engine
+do; their tests check it); a model with ``predict_block`` / ``combine_blocks``
+(the engine: a parallel raw phase, then a sequential calibration pass) merges its
+own blocks.  So the numbers never depend on the split, and metrics merge exactly
+(`aggregate`).
 The export (`BacktestResult.export`) has one row per model x asset x origin x
 horizon: ``model, asset, origin, horizon, q05 .. q95, y`` with PRICE quantiles
 ``close_origin * exp(log-quantile)``; the metrics are computed from those very
@@ -46,7 +55,11 @@ from aetheris_ray.quantiles import DEFAULT_LEVELS, labels, parse_levels
 __all__ = [
     "backtest",
     "run_asset",
+    "run_block",
+    "finish_asset",
+    "origin_blocks",
     "AssetRun",
+    "BlockRun",
     "BacktestResult",
     "SourceSpec",
     "score_frame",
@@ -65,6 +78,10 @@ EXPORT_COLUMNS = ("model", "asset", "origin", "horizon")
 _COUNT_COLUMNS = ("asset", "horizon", "model", "calendar_days", "no_close", "scorable", "model_skipped", "scored")
 
 MetricKey = tuple[str, str, int]  # (model, asset, horizon)
+#: A block of origin days ``[lo, hi)`` (None: open on that side).
+Block = tuple[pd.Timestamp | None, pd.Timestamp | None]
+#: The block spanning every origin (the in-process run).
+WHOLE: Block = (None, None)
 
 
 def is_excluded(asset: str) -> bool:
@@ -152,12 +169,94 @@ class AssetRun:
     note: str = ""
 
 
+@dataclass
+class BlockRun:
+    """What `run_block` returns for one asset and one block of origin days.
+
+    Attributes
+    ----------
+    asset : str
+    block : (Timestamp or None, Timestamp or None)
+        The origin days ``[lo, hi)``.
+    parts : dict model name -> part
+        A plain model's log-return quantiles for the block's origins (an array), or a
+        block-aware model's own part (``predict_block``); None after an error.
+    notes : dict model name -> str
+        Errors of the models that could not forecast (their part is None).
+    error : str
+        Why the asset's data could not be used ("" when it could).
+    """
+
+    asset: str
+    block: Block
+    parts: dict[str, Any]
+    notes: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+
+
 def _daily_close(data: AssetData) -> pd.Series:
     close = data.daily_close().dropna()
     return close[close > 0]
 
 
-def run_asset(
+def _blockwise(model: Any) -> bool:
+    """Whether a model splits its own work into blocks (`protocol.BlockWalkForwardModel`)."""
+    from aetheris_ray.evaluation.protocol import BlockWalkForwardModel
+
+    return isinstance(model, BlockWalkForwardModel)
+
+
+def origin_blocks(start: Any, end: Any, horizons: Sequence[int], block_days: int | None) -> list[Block]:
+    """Consecutive blocks of the origin days of a period, ``block_days`` calendar days each.
+
+    Edges at ``start + k * block_days`` inside the origins' range ``[start, end -
+    min(h)]``, a remainder shorter than half a block joining the last full block; the
+    first block is open below and the last open above, so together they hold every
+    origin once.  ``None`` (or a span longer than the range) gives the one block `WHOLE`.
+
+    >>> origin_blocks("2024-01-01", "2024-02-01", [1], 10)  # origins Jan 1 .. Jan 31: 10, 10, 11 days
+    [(None, Timestamp('2024-01-11 00:00:00')), (Timestamp('2024-01-11 00:00:00'), Timestamp('2024-01-21 00:00:00')),
+     (Timestamp('2024-01-21 00:00:00'), None)]
+    """
+    s, e, hz = _check_period(start, end, horizons)
+    if block_days is None:
+        return [WHOLE]
+    if isinstance(block_days, bool) or not isinstance(block_days, (int, np.integer)) or block_days < 1:
+        raise InvalidInput(f"block_days {block_days!r} must be a whole number of days, at least 1 (e.g. 180)")
+    last = e - pd.Timedelta(days=min(hz))
+    edges = [t for t in pd.date_range(s + pd.Timedelta(days=int(block_days)), last, freq=f"{int(block_days)}D")
+             if (last - t).days + 1 >= int(block_days) / 2]
+    return list(zip([None, *edges], [*edges, None]))
+
+
+def _load(source_spec: SourceSpec | MarketSource, asset: str, end: pd.Timestamp) -> tuple[AssetData, AssetData] | str:
+    """The asset's full history and its part up to the period's end, or why the data is not usable."""
+    try:
+        full = _resolve(source_spec, cached=True).history(asset)
+    except UnknownAsset:
+        raise
+    except AetherisError as e:  # a malformed file: reported, the run goes on
+        return f"data not usable: {e}"
+    return full, full.until(cutoff_for(end))  # models see nothing after the period
+
+
+def _origins(close: pd.Series, start: pd.Timestamp, end: pd.Timestamp, hz: Sequence[int]) -> pd.DatetimeIndex:
+    return close.index[(close.index >= start) & (close.index <= end - pd.Timedelta(days=min(hz)))]
+
+
+def _normalise(start, end, horizons, levels) -> tuple[pd.Timestamp, pd.Timestamp, list[int], tuple[float, ...]]:
+    return (pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize(), [int(h) for h in horizons],
+            tuple(float(x) for x in levels))
+
+
+def _check_shape(q: np.ndarray, name: str, asset: str, want: tuple[int, int, int]) -> np.ndarray:
+    if q.shape != want:
+        raise InvalidInput(f"model {name!r} returned shape {q.shape} for {asset}; expected "
+                           f"(n_origins, n_horizons, n_levels) = {want}")
+    return q
+
+
+def run_block(
     source_spec: SourceSpec | MarketSource,
     asset: str,
     start: pd.Timestamp,
@@ -165,55 +264,95 @@ def run_asset(
     horizons: Sequence[int],
     models: Sequence[Any],
     levels: Sequence[float] = DEFAULT_LEVELS,
-) -> AssetRun:
-    """Backtest every model on one asset (the unit of work of the process pool and of Ray).
+    block: Block = WHOLE,
+) -> BlockRun:
+    """Forecast one block of an asset's origins with every model (a unit of work of the Ray backtest).
 
-    Parameters
-    ----------
-    source_spec : SourceSpec or MarketSource
-        Where the data comes from (a spec is opened, once per process).
-    asset : str
-    start, end : Timestamp
-        The period (dates, inclusive).
-    horizons : sequence of int
-        Days ahead.
-    models : sequence of WalkForwardModel
-        Distinct ``name``\\ s.
-    levels : sequence of float
-        Quantile levels, increasing.
+    Parameters are those of `run_asset`, plus ``block``: the origin days ``[lo, hi)``
+    (one of `origin_blocks`).  Every block reads the asset's history up to ``end``,
+    as the in-process run does; each forecast uses data up to its own origin only.
 
     Returns
     -------
-    AssetRun
+    BlockRun
+        Merged with the asset's other blocks by `finish_asset`.
     """
-    start, end = pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize()
-    hz = [int(h) for h in horizons]
-    lv = tuple(float(x) for x in levels)
-    names = [m.name for m in models]
-    try:
-        full = _resolve(source_spec, cached=True).history(asset)
-    except UnknownAsset:
-        raise
-    except AetherisError as e:  # a malformed file: reported, the run goes on
-        return _empty_run(asset, hz, names, start, end, f"data not usable: {e}")
-    data = full.until(cutoff_for(end))  # models see nothing after the period
-    close = _daily_close(data)
-    origins = close.index[(close.index >= start) & (close.index <= end - pd.Timedelta(days=min(hz)))]
-    preds: dict[str, np.ndarray] = {}
-    notes: list[str] = []
+    start, end, hz, lv = _normalise(start, end, horizons, levels)
+    loaded = _load(source_spec, asset, end)
+    if isinstance(loaded, str):
+        return BlockRun(asset, block, {}, error=loaded)
+    data = loaded[1]
+    origins = _origins(_daily_close(data), start, end, hz)
+    lo, hi = block
+    inside = np.ones(len(origins), dtype=bool)
+    if lo is not None:
+        inside &= origins >= lo
+    if hi is not None:
+        inside &= origins < hi
+    mine = origins[inside]
+    run = BlockRun(asset, block, {})
     for m in models:
+        run.parts[m.name] = None
         if len(origins) == 0:
-            preds[m.name] = np.full((0, len(hz), len(lv)), np.nan)
+            continue
+        if not _blockwise(m) and len(mine) == 0:
+            run.parts[m.name] = np.full((0, len(hz), len(lv)), np.nan)
             continue
         try:
-            q = np.asarray(m.predict(data, origins, hz, lv), dtype=float)
+            part = (m.predict_block(data, origins, hz, lv, block) if _blockwise(m)
+                    else np.asarray(m.predict(data, mine, hz, lv), dtype=float))
         except AetherisError as e:  # e.g. too little history for the model at every origin
-            notes.append(f"{m.name}: {e}")
-            q = np.full((len(origins), len(hz), len(lv)), np.nan)
-        if q.shape != (len(origins), len(hz), len(lv)):
-            raise InvalidInput(f"model {m.name!r} returned shape {q.shape} for {asset}; expected "
-                               f"(n_origins, n_horizons, n_levels) = {(len(origins), len(hz), len(lv))}")
-        preds[m.name] = q
+            run.notes[m.name] = str(e)
+            continue
+        if not _blockwise(m):
+            part = _check_shape(part, m.name, asset, (len(mine), len(hz), len(lv)))
+        run.parts[m.name] = part
+    return run
+
+
+def finish_asset(
+    source_spec: SourceSpec | MarketSource,
+    asset: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    horizons: Sequence[int],
+    models: Sequence[Any],
+    levels: Sequence[float],
+    blocks: Sequence[BlockRun],
+) -> AssetRun:
+    """Merge an asset's blocks in date order and score them (the export rows, metrics and counts).
+
+    Parameters are those of `run_asset`, plus ``blocks``: the `BlockRun`\\ s of
+    consecutive blocks covering every origin (`origin_blocks`), in order.  A model
+    that failed in any block is skipped for the whole asset (its note is kept), as in
+    a run of one block.
+    """
+    start, end, hz, lv = _normalise(start, end, horizons, levels)
+    names = [m.name for m in models]
+    spans = [b.block for b in blocks]
+    if not blocks or spans[0][0] is not None or spans[-1][1] is not None or any(b.asset != asset for b in blocks) \
+            or any(a[1] is None or a[1] != b[0] for a, b in zip(spans[:-1], spans[1:])):
+        raise InvalidInput(f"{asset}: blocks {spans} are not the consecutive blocks of one asset; "
+                           "pass every block of origin_blocks() in order")
+    loaded = next((b.error for b in blocks if b.error), None) or _load(source_spec, asset, end)
+    if isinstance(loaded, str):
+        return _empty_run(asset, hz, names, start, end, loaded)
+    full, data = loaded
+    close = _daily_close(data)
+    origins = _origins(close, start, end, hz)
+    preds: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    shape = (len(origins), len(hz), len(lv))
+    for m in models:
+        failed = next((b.notes[m.name] for b in blocks if m.name in b.notes), None)
+        q = np.full(shape, np.nan)
+        if len(origins) and failed is not None:
+            notes.append(f"{m.name}: {failed}")
+        elif len(origins) and _blockwise(m):
+            q = np.asarray(m.combine_blocks([b.parts[m.name] for b in blocks], origins, hz, lv), dtype=float)
+        elif len(origins):
+            q = np.concatenate([b.parts[m.name] for b in blocks], axis=0)
+        preds[m.name] = _check_shape(q, m.name, asset, shape)
     frames, count_rows = [], []
     spot_all = close.reindex(origins).to_numpy()
     qlabels = labels(lv)
@@ -246,6 +385,39 @@ def run_asset(
                         for r in counts.itertuples()]
     note = "" if counts["scored"].sum() else _why_unscored(_daily_close(full), start, end, counts, notes)
     return AssetRun(asset, frame, metrics, counts, note)
+
+
+def run_asset(
+    source_spec: SourceSpec | MarketSource,
+    asset: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    horizons: Sequence[int],
+    models: Sequence[Any],
+    levels: Sequence[float] = DEFAULT_LEVELS,
+) -> AssetRun:
+    """Backtest every model on one asset (the unit of work of the process pool): one block, then scoring.
+
+    Parameters
+    ----------
+    source_spec : SourceSpec or MarketSource
+        Where the data comes from (a spec is opened, once per process).
+    asset : str
+    start, end : Timestamp
+        The period (dates, inclusive).
+    horizons : sequence of int
+        Days ahead.
+    models : sequence of WalkForwardModel
+        Distinct ``name``\\ s.
+    levels : sequence of float
+        Quantile levels, increasing.
+
+    Returns
+    -------
+    AssetRun
+    """
+    block = run_block(source_spec, asset, start, end, horizons, models, levels, WHOLE)
+    return finish_asset(source_spec, asset, start, end, horizons, models, levels, [block])
 
 
 def _why_unscored(close: pd.Series, start, end, counts: pd.DataFrame, notes: list[str]) -> str:

@@ -7,9 +7,12 @@ or before ``o`` (known at ``cutoff_for(o)``).
 * `EwmaNormal`: zero drift, RiskMetrics EWMA variance (lambda 0.94), the h-day
   quantile ``sigma * sqrt(h) * z_level``.
 * `GarchT`: GARCH(1,1) with Student-t innovations (``arch``), fitted on the
-  trailing 1000 daily log-returns, refitted every 7 origins (warm-started from the
-  previous fit); between refits the parameters are held and the conditional
-  variance is filtered forward on the new returns.  The h-day quantile is
+  trailing 1000 daily log-returns, refitted every 7 days on the calendar (the
+  first close with enough history, then every close on a day with
+  ``day_number % 7 == 0``: every 7 origins on a series without gaps), each fit
+  warm-started from the first fit of its 91-day calendar period (itself cold);
+  between refits the parameters are held and the conditional variance is
+  filtered forward on the new returns.  The h-day quantile is
   ``sqrt(V_h) * t_nu(level) * sqrt((nu - 2) / nu)`` where ``V_h`` is the sum of the
   analytic 1..h-step variance forecasts: the h-day sum is approximated by a
   scaled Student-t with the exact h-day variance (exact for h = 1).
@@ -23,6 +26,11 @@ under a random walk) and counts as one observation; the trailing 1000 returns
 are 1000 observations, whatever calendar span they cover.  The bootstrap needs no
 rule: it uses true h-day returns between two dated closes, and pairs with a
 missing end are simply absent.
+
+Any split of the origins.  Every baseline answers an origin the same whatever
+other origins are asked with it (the GARCH schedule and warm starts are tied to
+the calendar and the data, not to the first origin asked), so a backtest split into
+blocks of origins (`aetheris_ray.distributed.backtest`) gives the numbers of one call.
 
 Too little history.  An origin is skipped (its row is NaN) when the model has
 fewer than ``min_returns`` observations at it: 30 daily returns for EWMA, 250
@@ -165,7 +173,7 @@ class GarchFit:
         Window length.
     converged : bool
         Whether the optimiser reported success (a failed warm start is retried cold;
-        when both fail, the previous fit's parameters are kept).
+        when both fail, the parameters of the fit it warm-started from are kept).
     starting_values : ndarray or None
         The starting values given to `arch` (None: its own, a cold fit).
     """
@@ -275,57 +283,75 @@ class GarchT:
 
     def predict_detail(self, data: AssetData, origins: pd.DatetimeIndex, horizons: Sequence[int],
                        levels: Sequence[float]) -> tuple[FloatArray, list[GarchFit]]:
-        """`predict` plus the fits it used, in schedule order (for tests and diagnostics)."""
+        """`predict` plus the fits it computed (those used and their warm-start anchors), in schedule order."""
+        from aetheris_ray.calibration import day_number
+        from aetheris_ray.walkforward import fit_positions, warm_anchors
+
         h, lv = _check_request(horizons, levels)
         close = _closes(data)
         pos = origin_positions(close, origins)
         raw = daily_log_returns(close).to_numpy()
         r = raw * 100.0  # percent, exactly as `fit_garch_t` scales its window
-        n_ret = pos  # returns known at each origin
-        eligible = np.flatnonzero((pos >= 0) & (n_ret >= max(self.min_returns, 2)))
+        n_ret = pos  # returns known at each origin (and at each close position)
+        first = max(self.min_returns, 2)
+        eligible = np.flatnonzero((pos >= 0) & (n_ret >= first))
         out = np.full((len(pos), h.size, lv.size), np.nan)
-        fits: list[GarchFit] = []
-        prev: GarchFit | None = None
-        for b in range(0, eligible.size, self.refit_every):
-            block = eligible[b: b + self.refit_every]
-            fit = self._fit(raw, r, int(n_ret[block[0]]), prev)
-            if fit is None:
+        if eligible.size == 0:
+            return out, []
+        fp = fit_positions(day_number(close.index), first, self.refit_every)  # a fit at position p knows p returns
+        anchor = warm_anchors(day_number(close.index[fp]))
+        k_of = np.searchsorted(fp, n_ret[eligible], side="right") - 1
+        fits: dict[int, GarchFit | None] = {}
+
+        def fit(k: int) -> GarchFit | None:
+            if k not in fits:
+                a = int(anchor[k])
+                warm = fit(a) if a != k else None
+                fits[k] = self._fit(raw, r, int(fp[k]), warm)
+            return fits[k]
+
+        for k in np.unique(k_of).tolist():
+            f = fit(k)
+            if f is None:
                 continue
-            fits.append(fit)
-            prev = fit
-            omega, alpha, beta, nu = (float(x) for x in fit.params)
+            block = eligible[k_of == k]
+            omega, alpha, beta, nu = (float(x) for x in f.params)
             # filter the variance forward from the fit's window end to each origin of the block
             ends = n_ret[block]
-            s2 = np.empty(int(ends.max()) - fit.end + 1)
-            s2[0] = fit.sigma2_last  # variance of r[end - 1]
+            s2 = np.empty(int(ends.max()) - f.end + 1)
+            s2[0] = f.sigma2_last  # variance of r[end - 1]
             for i in range(1, s2.size):
-                t = fit.end - 1 + i
+                t = f.end - 1 + i
                 s2[i] = omega + alpha * r[t - 1] ** 2 + beta * s2[i - 1]
             last = ends - 1  # index of each origin's last return
-            s2_last = s2[ends - fit.end]
+            s2_last = s2[ends - f.end]
             sigma2_next = omega + alpha * r[last] ** 2 + beta * s2_last
-            v = garch_variance_sum(fit.params, sigma2_next, h)  # (n_block, n_h), percent^2
+            v = garch_variance_sum(f.params, sigma2_next, h)  # (n_block, n_h), percent^2
             z = standardized_t_ppf(lv, nu)
             out[block] = (np.sqrt(v)[:, :, None] * z[None, None, :]) / 100.0
-        return out, fits
+        return out, [fits[k] for k in sorted(fits) if fits[k] is not None]
 
-    def _fit(self, raw: FloatArray, r: FloatArray, end: int, prev: GarchFit | None) -> GarchFit | None:
+    def _fit(self, raw: FloatArray, r: FloatArray, end: int, warm: GarchFit | None) -> GarchFit | None:
+        """The fit on the window ending at ``end`` (warm-started from ``warm`` when allowed).
+
+        A failed warm start is retried cold; when that fails too, ``warm``'s parameters
+        are kept, the variance re-filtered to this window's end (None without ``warm``).
+        """
         start = max(0, end - self.window)
         w = raw[start:end]
-        tries = ([feasible_start(prev.params, w)] if (self.warm_start and prev is not None) else []) + [None]
+        tries = ([feasible_start(warm.params, w)] if (self.warm_start and warm is not None) else []) + [None]
         for sv in tries:
             res = fit_garch_t(w, starting_values=sv)
             if _good(res):
                 return GarchFit(np.asarray(res.params, dtype=float), float(res.conditional_volatility[-1] ** 2),
                                 end, end - start, True, sv)
-        if prev is None:
+        if warm is None:
             return None
-        # keep the previous parameters; re-filter the variance to this window's end
-        omega, alpha, beta = (float(x) for x in prev.params[:3])
-        s2 = prev.sigma2_last
-        for t in range(prev.end, end):
+        omega, alpha, beta = (float(x) for x in warm.params[:3])
+        s2 = warm.sigma2_last
+        for t in range(warm.end, end):
             s2 = omega + alpha * r[t - 1] ** 2 + beta * s2
-        return GarchFit(prev.params, float(s2), end, end - start, False, None)
+        return GarchFit(warm.params, float(s2), end, end - start, False, None)
 
 
 # -- Bootstrap ---------------------------------------------------------------------

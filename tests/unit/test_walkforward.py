@@ -15,8 +15,8 @@ from aetheris_ray.components.volatility import FittedGarch, GarchVolatility
 from aetheris_ray.data.schema import AssetData, bar_ts_from_dates
 from aetheris_ray.engine import ComponentChoice, EngineConfig
 from aetheris_ray.errors import InvalidInput
-from aetheris_ray.evaluation.protocol import WalkForwardModel
-from aetheris_ray.walkforward import EngineModel, quantiles_at, walk_forward
+from aetheris_ray.evaluation.protocol import BlockWalkForwardModel, WalkForwardModel
+from aetheris_ray.walkforward import EngineModel, combine_blocks, quantiles_at, raw_block, walk_forward
 
 LEVELS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 
@@ -66,6 +66,7 @@ def result(data, origins):
 def test_engine_model_is_a_walk_forward_model():
     m = EngineModel()
     assert isinstance(m, WalkForwardModel) and m.name == "engine"
+    assert isinstance(m, BlockWalkForwardModel)  # the harness may run it in blocks of origins
 
 
 def test_shapes_finite_and_monotone(result, origins):
@@ -96,6 +97,56 @@ def test_no_look_ahead(data, origins, result):
     assert before.sum() >= 20
     np.testing.assert_array_equal(altered.quantiles[before], result.quantiles[before])
     assert not np.array_equal(altered.quantiles[~before], result.quantiles[~before])
+
+
+@pytest.mark.parametrize("jumps", ["none", "poisson"])
+def test_walk_forward_over_origin_blocks_equals_one_walk_forward(jumps):
+    """Raw phase over blocks of days (as the Ray backtest runs it) + calibration pass == one walk-forward, bitwise.
+
+    Gaps in the data, edges inside the warm-up, between chunks, on a missing day and
+    at the last origin; the jump regression (poisson) trains on regime features.
+    """
+    cfg = FAST.model_copy(update={"jumps": ComponentChoice(name=jumps)})
+    d = asset_data(garch_path(1000, seed=4), drop=[520, 521, 700, 833])
+    idx = d.daily_close().index
+    origins = idx[650:900]
+    hz = [1, 3, 7]
+    whole = walk_forward(d, origins, hz, LEVELS, cfg, seed=5, keep_last=True)
+    assert np.isfinite(whole.quantiles).all()
+    for edges in ([idx[400], origins[100]], [origins[0], origins[60], origins[61], origins[-1]],
+                  [pd.Timestamp("2021-06-01"), pd.Timestamp("2021-06-02"), pd.Timestamp("2021-08-08")]):
+        spans = list(zip([None, *edges], [*edges, None]))
+        parts = [raw_block(d, origins, hz, cfg, span=s, seed=5, keep_last=True) for s in spans]
+        assert sum(p.req.size > 0 for p in parts) >= 2  # the requested origins really are split
+        got = combine_blocks(parts, origins, hz, LEVELS, cfg)
+        np.testing.assert_array_equal(got.quantiles, whole.quantiles)
+        np.testing.assert_array_equal(got.raw_quantiles, whole.raw_quantiles)
+        assert got.regimes == whole.regimes and got.info == whole.info
+        assert got.calibrator.version == whole.calibrator.version  # same pairs, raw and calibrated PITs
+        assert [s.origin for s in got.states] == [s.origin for s in whole.states]
+        assert got.last["origin"] == whole.last["origin"]
+        np.testing.assert_array_equal(got.last["fitted"].volatility.params["omega"],
+                                      whole.last["fitted"].volatility.params["omega"])
+    with pytest.raises(InvalidInput, match="not consecutive"):
+        combine_blocks(parts[::-1], origins, hz, LEVELS, cfg)
+
+
+def test_a_later_start_moves_no_fit_and_no_draw(data, origins, result):
+    """Fits and random streams are tied to the calendar, not to the first origin asked: a walk-forward
+    starting 20 days later computes the same raw PIT at every day both process, except in its first
+    calendar chunk (which holds fewer origins, hence other draws)."""
+    from aetheris_ray.calibration import day_number
+    from aetheris_ray.walkforward import chunk_days
+
+    later = walk_forward(data, origins[20:], [1, 3, 7], LEVELS, FAST, seed=5)
+    assert later.info["n_processed"] < result.info["n_processed"]
+    a, b = later.calibrator.pairs(), result.calibrator.pairs()
+    m = a.merge(b, on=["origin", "horizon"], suffixes=("_later", "_all"))
+    grid = chunk_days(300, 7)
+    first_chunk = day_number(pd.DatetimeIndex(m["origin"])) // grid == day_number(a["origin"].min()) // grid
+    assert first_chunk.sum() > 10 and (~first_chunk).sum() > 300
+    np.testing.assert_array_equal(m.loc[~first_chunk, "raw_pit_later"], m.loc[~first_chunk, "raw_pit_all"])
+    assert not np.array_equal(m.loc[first_chunk, "raw_pit_later"], m.loc[first_chunk, "raw_pit_all"])
 
 
 def test_rows_without_close_or_history_are_nan(data):

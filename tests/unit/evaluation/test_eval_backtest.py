@@ -10,7 +10,14 @@ import pytest
 
 from aetheris_ray.errors import DataQualityWarning, InvalidInput, UnknownAsset
 from aetheris_ray.evaluation.aggregate import merge_all
-from aetheris_ray.evaluation.backtest import SourceSpec, backtest, run_asset
+from aetheris_ray.evaluation.backtest import (
+    SourceSpec,
+    backtest,
+    finish_asset,
+    origin_blocks,
+    run_asset,
+    run_block,
+)
 from aetheris_ray.evaluation.baselines import Bootstrap, EwmaNormal, baseline_models
 from aetheris_ray.evaluation.report import (
     per_asset_table,
@@ -143,6 +150,52 @@ def test_run_asset_is_the_unit(result, data_dir):
     np.testing.assert_equal({k: v.get() for k, v in run.metrics.items()},
                             {k: v.get() for k, v in result.metrics.items() if k[1] == "AAA-USD"})
     assert run.note == ""
+
+
+def _small_engine():
+    from aetheris_ray.calibration import CalibrationConfig
+    from aetheris_ray.engine import EngineConfig
+    from aetheris_ray.walkforward import EngineModel
+
+    cfg = EngineConfig(refit_every=14, walkforward_paths=200, calibration=CalibrationConfig(window_days=60))
+    return EngineModel(cfg, seed=3)
+
+
+@pytest.mark.parametrize("asset", ["AAA-USD", "GAP-USD", "NEW-USD"])
+def test_blocks_of_origins_merge_to_the_one_block_run(data_dir, asset):
+    """Assets x blocks (what the Ray backtest runs) give the one-block run bitwise, engine and baselines."""
+    spec = SourceSpec(data=str(data_dir))
+    s, e = pd.Timestamp(START), pd.Timestamp(END)
+    models = [_small_engine(), *baseline_models()]
+    whole = run_asset(spec, asset, s, e, HORIZONS, models, LEVELS)
+    blocks = origin_blocks(s, e, HORIZONS, 45)
+    assert len(blocks) == 5
+    parts = [run_block(spec, asset, s, e, HORIZONS, models, LEVELS, b) for b in blocks]
+    got = finish_asset(spec, asset, s, e, HORIZONS, models, LEVELS, parts)
+    pd.testing.assert_frame_equal(got.frame, whole.frame, check_exact=True)
+    pd.testing.assert_frame_equal(got.counts, whole.counts, check_exact=True)
+    assert got.note == whole.note
+    np.testing.assert_equal({k: v.get() for k, v in got.metrics.items()},
+                            {k: v.get() for k, v in whole.metrics.items()})
+    if asset == "AAA-USD":  # the engine's raw phase really was split: every block simulated origins
+        assert set(got.frame["model"]) == {m.name for m in models}
+        assert all(p.parts["engine"].days.size > 0 for p in parts)
+        assert sum(p.parts["engine"].req.size > 0 for p in parts) >= 4
+    with pytest.raises(InvalidInput, match="not the consecutive blocks"):
+        finish_asset(spec, asset, s, e, HORIZONS, models, LEVELS, parts[:2] + parts[3:])
+
+
+def test_origin_blocks():
+    t = pd.Timestamp
+    # origins 2022-01-01 .. 2022-12-30: edges every 120 days from the start, open at both ends
+    assert origin_blocks("2022-01-01", "2022-12-31", [1, 7], 120) == [
+        (None, t("2022-05-01")), (t("2022-05-01"), t("2022-08-29")), (t("2022-08-29"), None)]
+    # a remainder shorter than half a block (here 4 days) joins the last full block
+    assert origin_blocks("2022-01-01", "2022-12-31", [1, 7], 180) == [(None, t("2022-06-30")), (t("2022-06-30"), None)]
+    assert origin_blocks("2022-01-01", "2022-12-31", [1], None) == [(None, None)]
+    assert origin_blocks("2022-01-01", "2022-12-31", [1], 400) == [(None, None)]
+    with pytest.raises(InvalidInput, match="block_days 0 must be a whole number"):
+        origin_blocks("2022-01-01", "2022-12-31", [1], 0)
 
 
 def test_harness_look_ahead_guard(tmp_path, data_dir):

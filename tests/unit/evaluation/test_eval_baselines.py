@@ -9,6 +9,7 @@ from arch import arch_model
 from arch.univariate import StudentsT
 from scipy import stats
 
+from aetheris_ray.calibration import day_number
 from aetheris_ray.engine import daily_log_returns
 from aetheris_ray.evaluation.baselines import Bootstrap, EwmaNormal, GarchT, baseline_models
 from aetheris_ray.evaluation.protocol import WalkForwardModel
@@ -69,12 +70,27 @@ def test_ewma_quantiles(long_close):
 # -- GARCH ------------------------------------------------------------------------------
 
 
+def _fit_at(fits, long_close, origin):
+    """The fit an origin uses: the latest fit on or before it (fits are on the calendar schedule)."""
+    n_ret = int(np.searchsorted(long_close.index, origin))
+    return max((f for f in fits if f.end <= n_ret), key=lambda f: f.end)
+
+
 def test_garch_params_equal_arch_on_the_same_window(garch_run, long_close):
     _, origins, _, fits = garch_run
     r = daily_log_returns(long_close).to_numpy()
-    assert len(fits) == int(np.ceil(len(origins) / 7))  # refitted every 7 origins
-    assert fits[0].starting_values is None and fits[1].starting_values is not None  # cold, then warm
-    for fit in (fits[0], fits[1], fits[-1]):
+    fit_days = day_number(long_close.index[[f.end for f in fits]])
+    assert np.all(fit_days % 7 == 0) and np.all(np.diff(fit_days) > 0)  # refitted every 7 days on the calendar
+    used = {_fit_at(fits, long_close, o).end for o in origins}
+    assert len(used) == len({d // 7 for d in day_number(origins)} | {day_number(origins[0]) // 7})
+    # warm starts: from the first fit of each 91-day calendar period, itself cold
+    periods = fit_days // 91
+    for f, p in zip(fits, periods):
+        anchor = fits[int(np.argmax(periods == p))]
+        assert (f.starting_values is None) == (f is anchor)
+    assert any(f.starting_values is not None for f in fits) and any(f.starting_values is None for f in fits)
+    warm = next(f for f in fits if f.starting_values is not None)
+    for fit in (fits[0], warm, fits[-1]):
         window = r[fit.end - fit.n_obs: fit.end]
         assert fit.n_obs == 1000
         res = arch_model(window * 100, mean="Zero", vol="GARCH", p=1, q=1, dist="t", rescale=False).fit(
@@ -82,16 +98,18 @@ def test_garch_params_equal_arch_on_the_same_window(garch_run, long_close):
         np.testing.assert_array_equal(fit.params, res.params.to_numpy())
         assert fit.sigma2_last == res.conditional_volatility[-1] ** 2
     # a warm start lands where a cold fit lands (same optimum, to optimiser tolerance)
-    cold = arch_model(r[fits[-1].end - 1000: fits[-1].end] * 100, mean="Zero", vol="GARCH", p=1, q=1, dist="t",
+    cold = arch_model(r[warm.end - 1000: warm.end] * 100, mean="Zero", vol="GARCH", p=1, q=1, dist="t",
                       rescale=False).fit(disp="off")
-    np.testing.assert_allclose(fits[-1].params, cold.params.to_numpy(), rtol=2e-2, atol=1e-3)
+    np.testing.assert_allclose(warm.params, cold.params.to_numpy(), rtol=2e-2, atol=1e-3)
 
 
 def test_garch_quantiles_match_arch_forecast_at_fit_origins(garch_run, long_close):
     _, origins, q, fits = garch_run
     r = daily_log_returns(long_close).to_numpy()
-    for k in (0, 3):
-        fit, i = fits[k], 7 * k  # fit k is made at origin 7k
+    at_fit = np.flatnonzero(day_number(origins) % 7 == 0)  # origins on a refit day use the fit made there
+    for i in (at_fit[0], at_fit[3]):
+        fit = _fit_at(fits, long_close, origins[i])
+        assert fit.end == int(np.searchsorted(long_close.index, origins[i]))
         res = arch_model(r[fit.end - fit.n_obs: fit.end] * 100, mean="Zero", vol="GARCH", p=1, q=1, dist="t",
                          rescale=False).fit(disp="off", starting_values=fit.starting_values)
         var = res.forecast(horizon=max(HORIZONS), reindex=False).variance.to_numpy()[0]  # percent^2, steps 1..14
@@ -106,14 +124,29 @@ def test_garch_variance_filtered_between_refits(garch_run, long_close):
     # parameters on the window ending at the origin gives the same forecast (backcast effect ~ beta**1000)
     _, origins, q, fits = garch_run
     r = daily_log_returns(long_close).to_numpy()
-    i = 7 * 2 + 5  # the 6th origin after fit 2
-    fit = fits[2]
+    i = int(np.flatnonzero(day_number(origins) % 7 == 5)[2])  # 5 days after a refit
+    fit = _fit_at(fits, long_close, origins[i])
     end = int(np.searchsorted(long_close.index, origins[i]))
+    assert end - fit.end == 5
     am = arch_model(r[end - 1000: end] * 100, mean="Zero", vol="GARCH", p=1, q=1, dist="t", rescale=False)
     var = am.fix(fit.params).forecast(horizon=max(HORIZONS), reindex=False).variance.to_numpy()[0]
     want = np.sqrt(np.cumsum(var)[np.array(HORIZONS) - 1])[:, None] * StudentsT().ppf(
         np.array(LEVELS), np.array([fit.params[3]]))[None, :] / 100
     np.testing.assert_allclose(q[i], want, rtol=1e-8)
+
+
+@pytest.mark.parametrize("model", baseline_models(), ids=lambda m: m.name)
+def test_any_split_of_the_origins_gives_the_same_forecasts(model, long_close):
+    """Origins asked in blocks (as the Ray backtest does) get bitwise the answers of one call."""
+    data = asset_data(with_hole(long_close, "2021-02-10", "2021-02-20"))
+    origins = _origins(long_close, "2021-01-01", "2021-04-30").difference(
+        pd.date_range("2021-02-10", "2021-02-20"))
+    whole = model.predict(data, origins, HORIZONS, LEVELS)
+    for cuts in ([1], [10, 11, 50], [33, 90]):
+        parts = np.split(np.arange(len(origins)), cuts)
+        got = np.concatenate([model.predict(data, origins[p], HORIZONS, LEVELS) for p in parts])
+        np.testing.assert_array_equal(got, whole)
+    assert np.isfinite(whole).all()
 
 
 def test_garch_short_history_skips_origins():

@@ -30,6 +30,8 @@ def _run(capsys, *args: str) -> tuple[int, str, str]:
     (["--no-baselines"], 2, "error: nothing to backtest: pass --model baseline and/or --baselines"),
     (["--out", "/no/such/folder/f.csv"], 2,
      "error: --out '/no/such/folder/f.csv': the folder '/no/such/folder' does not exist"),
+    (["--block-days", "90"], 2, "error: --block-days splits the work of a Ray run: add --ray (or --address)"),
+    (["--ray", "--block-days", "-5"], 2, "error: --block-days -5: give a number of days, e.g. 180, or 0 for one"),
 ])
 def test_errors_are_one_line(capsys, data_dir, args, code, message):
     base = {"--data": str(data_dir), "--assets": "AAA-USD", "--start": "2022-03-01", "--end": "2022-09-30"}
