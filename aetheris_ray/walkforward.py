@@ -146,8 +146,8 @@ class RawBlock:
         Its regime label.
     states : list of MarketState or None
         Its state (when ``keep_states``).
-    fits : dict day -> str
-        Day of each fit computed here and its fallback ("" when none).
+    fits : dict day -> tuple of str
+        Day of each fit computed here and the fallbacks its components took.
     last : dict or None
         See `WalkForwardResult.last` (the block holding the last processed origin, with ``keep_last``).
     """
@@ -413,15 +413,15 @@ def raw_block(
     out.labels = [states[i].regime_label for i in req_rows]
     if keep_states:
         out.states = [states[i] for i in req_rows]
-    out.fits = {int(days[fp[k]]): _fallback(fitted[k]) for k in fitted}
+    out.fits = {int(days[fp[k]]): _fallbacks(fitted[k]) for k in fitted}
     if keep_last and int(o_pos[-1]) == last:  # the block holding the walk-forward's last origin
         out.last = {"fitted": fitted[int(k_of[-1])], "state": states[-1], "origin": close.index[o_pos[-1]]}
     return out
 
 
-def _fallback(fm: FittedModel) -> str:
-    """The fallbacks of a fit, joined ("" when none)."""
-    return "; ".join(sorted({str(v.get("fallback")) for v in fm.info().values() if v.get("fallback")}))
+def _fallbacks(fm: FittedModel) -> tuple[str, ...]:
+    """The fallbacks a fit's components took (empty when none)."""
+    return tuple(sorted({str(v.get("fallback")) for v in fm.info().values() if v.get("fallback")}))
 
 
 def combine_blocks(
@@ -474,11 +474,11 @@ def combine_blocks(
     rep = [h for h in REP_HORIZONS if h <= blocks[0].h_sim] if cfg.calibrate else []
     if raw_pit.shape[1] != len(rep):
         raise InvalidInput("blocks: they were computed with another calibration setting")
-    fits: dict[int, str] = {}
+    fits: dict[int, tuple[str, ...]] = {}
     for b in blocks:
         fits.update(b.fits)
     result.info = {"n_processed": int(o_days.size), "n_fits": len(fits), "h_sim": blocks[0].h_sim,
-                   "n_paths": blocks[0].n_paths, "fallbacks": sorted({v for v in fits.values() if v})}
+                   "n_paths": blocks[0].n_paths, "fallbacks": sorted({x for v in fits.values() for x in v})}
     result.last = next((b.last for b in reversed(blocks) if b.last is not None), None)
     if o_days.size == 0:
         return result

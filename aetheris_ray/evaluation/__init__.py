@@ -5,9 +5,10 @@ fast to start):
 
 * scores: `pinball_quantile`, `crps_ensemble`, `coverage_interval`, `width`;
 * aggregation: `Sum`, `Mean`, `MetricSet`;
-* models: `WalkForwardModel` (the protocol), `EwmaNormal`, `GarchT`, `Bootstrap`,
-  `baseline_models`;
-* the run: `run_asset`, `BacktestResult`, `SourceSpec`, and the function
+* models: `WalkForwardModel` and `BlockWalkForwardModel` (the protocols), `EwmaNormal`,
+  `GarchT`, `Bootstrap`, `baseline_models`;
+* the run: `run_asset` (or `run_block` per block of `origin_blocks`, then
+  `finish_asset`), `BacktestResult`, `SourceSpec`, and the function
   ``aetheris_ray.evaluation.backtest.backtest`` (not re-exported here: the name is
   its module's);
 * reports: `render_report`, `pooled_table`, `score_export`, `read_export`.
@@ -27,12 +28,16 @@ _LAZY = {
     "Mean": "aggregate",
     "MetricSet": "aggregate",
     "WalkForwardModel": "protocol",
+    "BlockWalkForwardModel": "protocol",
     "EwmaNormal": "baselines",
     "GarchT": "baselines",
     "Bootstrap": "baselines",
     "baseline_models": "baselines",
     "BASELINES": "baselines",
     "run_asset": "backtest",
+    "run_block": "backtest",
+    "finish_asset": "backtest",
+    "origin_blocks": "backtest",
     "BacktestResult": "backtest",
     "SourceSpec": "backtest",
     "render_report": "report",

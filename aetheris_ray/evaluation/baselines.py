@@ -10,7 +10,8 @@ or before ``o`` (known at ``cutoff_for(o)``).
   trailing 1000 daily log-returns, refitted every 7 days on the calendar (the
   first close with enough history, then every close on a day with
   ``day_number % 7 == 0``: every 7 origins on a series without gaps), each fit
-  warm-started from the first fit of its 91-day calendar period (itself cold);
+  warm-started from the first fit of its 91-day calendar period (itself cold, or,
+  when the cold fit fails, warm-started from the previous period's first fit);
   between refits the parameters are held and the conditional variance is
   filtered forward on the new returns.  The h-day quantile is
   ``sqrt(V_h) * t_nu(level) * sqrt((nu - 2) / nu)`` where ``V_h`` is the sum of the
@@ -306,8 +307,10 @@ class GarchT:
         def fit(k: int) -> GarchFit | None:
             if k not in fits:
                 a = int(anchor[k])
-                warm = fit(a) if a != k else None
-                fits[k] = self._fit(raw, r, int(fp[k]), warm)
+                f = self._fit(raw, r, int(fp[k]), fit(a) if a != k else None)
+                if f is None and a == k and k > 0:  # a failed cold anchor: start from the previous period's
+                    f = self._fit(raw, r, int(fp[k]), fit(int(anchor[k - 1])), cold=False)
+                fits[k] = f
             return fits[k]
 
         for k in np.unique(k_of).tolist():
@@ -331,15 +334,18 @@ class GarchT:
             out[block] = (np.sqrt(v)[:, :, None] * z[None, None, :]) / 100.0
         return out, [fits[k] for k in sorted(fits) if fits[k] is not None]
 
-    def _fit(self, raw: FloatArray, r: FloatArray, end: int, warm: GarchFit | None) -> GarchFit | None:
+    def _fit(self, raw: FloatArray, r: FloatArray, end: int, warm: GarchFit | None,
+             cold: bool = True) -> GarchFit | None:
         """The fit on the window ending at ``end`` (warm-started from ``warm`` when allowed).
 
-        A failed warm start is retried cold; when that fails too, ``warm``'s parameters
-        are kept, the variance re-filtered to this window's end (None without ``warm``).
+        A failed warm start is retried cold (unless ``cold`` is False); when that fails
+        too, ``warm``'s parameters are kept, the variance re-filtered to this window's
+        end (None without ``warm``).
         """
         start = max(0, end - self.window)
         w = raw[start:end]
-        tries = ([feasible_start(warm.params, w)] if (self.warm_start and warm is not None) else []) + [None]
+        tries = ([feasible_start(warm.params, w)] if (self.warm_start and warm is not None) else []) + (
+            [None] if cold else [])
         for sv in tries:
             res = fit_garch_t(w, starting_values=sv)
             if _good(res):

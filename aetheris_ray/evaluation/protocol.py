@@ -14,7 +14,10 @@ forecasts for earlier origins) are what guard it.
 
 Block rule: the answer for an origin must not depend on which other origins are
 asked with it, because the harness may ask for an asset's origins in blocks (the Ray
-backtest does) and concatenates the answers.  A model whose work cannot be split
+backtest does) and concatenates the answers.  Errors likewise: a model that raises on
+any block is skipped on the whole asset, as when it raises on one call, so it should
+raise only for what no split changes (unusable data), and answer NaN rows for origins
+it cannot forecast.  A model whose work cannot be split
 that way by plain calls (the engine: its calibration pass runs over all origins in
 date order) implements `BlockWalkForwardModel` and merges its own blocks.
 """

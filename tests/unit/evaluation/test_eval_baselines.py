@@ -135,6 +135,38 @@ def test_garch_variance_filtered_between_refits(garch_run, long_close):
     np.testing.assert_allclose(q[i], want, rtol=1e-8)
 
 
+def test_garch_failed_cold_anchor_starts_from_the_previous_period(monkeypatch, long_close):
+    """A period's first fit that fails cold is warm-started from the previous period's first fit."""
+    from types import SimpleNamespace
+
+    import aetheris_ray.evaluation.baselines as bl
+
+    data = asset_data(long_close)
+    origins = _origins(long_close, "2021-01-01", "2021-06-30")
+    q0, fits = GarchT().predict_detail(data, origins, HORIZONS, LEVELS)
+    anchors = [f for f in fits if f.starting_values is None]
+    bad = anchors[1]  # its cold fit will fail
+    r = daily_log_returns(long_close).to_numpy()
+    real = bl.fit_garch_t
+
+    def flaky(window, starting_values=None):
+        res = real(window, starting_values=starting_values)
+        if starting_values is None and np.array_equal(window, r[bad.end - 1000: bad.end]):
+            return SimpleNamespace(params=res.params, convergence_flag=1,
+                                   conditional_volatility=res.conditional_volatility)
+        return res
+
+    monkeypatch.setattr(bl, "fit_garch_t", flaky)
+    q, fits = GarchT().predict_detail(data, origins, HORIZONS, LEVELS)
+    redo = next(f for f in fits if f.end == bad.end)
+    assert redo.converged and redo.starting_values is not None  # warm from the previous period's first fit
+    np.testing.assert_allclose(redo.params, bad.params, rtol=2e-2, atol=1e-3)  # the same optimum
+    assert np.isfinite(q).all()
+    parts = np.split(np.arange(len(origins)), [40, 100])
+    got = np.concatenate([GarchT().predict(data, origins[p], HORIZONS, LEVELS) for p in parts])
+    np.testing.assert_array_equal(got, q)
+
+
 @pytest.mark.parametrize("model", baseline_models(), ids=lambda m: m.name)
 def test_any_split_of_the_origins_gives_the_same_forecasts(model, long_close):
     """Origins asked in blocks (as the Ray backtest does) get bitwise the answers of one call."""
