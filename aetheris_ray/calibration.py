@@ -43,7 +43,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -129,6 +129,10 @@ class CalibrationConfig(BaseModel):
 # -- the level map -----------------------------------------------------------------------------
 
 
+#: Most (n_steps, levels) grids a `ConformalLevelMap` keeps.
+GRID_CACHE_SIZE = 64
+
+
 @dataclass(frozen=True)
 class ConformalLevelMap:
     """A monotone level map per representative horizon, interpolated in log-horizon between them.
@@ -142,6 +146,8 @@ class ConformalLevelMap:
 
     maps: np.ndarray
     version: str
+    #: `raw_level_grid` results by (n_steps, levels); bounded by `GRID_CACHE_SIZE`.
+    _grids: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     @classmethod
     def identity(cls, version: str = "uncalibrated") -> "ConformalLevelMap":
@@ -164,6 +170,23 @@ class ConformalLevelMap:
     def raw_levels(self, step: int, levels: FloatArray) -> FloatArray:
         """Raw-sample levels whose quantiles are the calibrated quantiles at ``levels``."""
         return np.interp(np.asarray(levels, dtype=float), KNOTS, self.table(step))
+
+    def raw_level_grid(self, n_steps: int, levels: Sequence[float]) -> FloatArray:
+        """`raw_levels` of steps ``0 .. n_steps - 1``, clipped to [0, 1]: shape (n_steps, n_levels).
+
+        Cached per (n_steps, levels): a served map answers the same question many
+        times, and the per-step interpolation is a fifth of a small forecast's compute.
+        The returned array is read-only.
+        """
+        lv = np.asarray(levels, dtype=float)
+        key = (int(n_steps), lv.tobytes())
+        grid = self._grids.get(key)
+        if grid is None:
+            grid = np.stack([np.clip(self.raw_levels(s, lv), 0.0, 1.0) for s in range(key[0])])
+            grid.setflags(write=False)
+            if len(self._grids) < GRID_CACHE_SIZE:
+                self._grids[key] = grid
+        return grid
 
     def calibrated_prob(self, step: int, p_raw: FloatArray) -> FloatArray:
         """Exact inverse of `raw_levels`: the calibrated probability of a raw one."""

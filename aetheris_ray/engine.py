@@ -696,11 +696,14 @@ def assemble(asset, origin, spot, paths, req: ForecastRequest, seed, model_versi
     importance sampling; without it every threshold is plain Monte Carlo.
     """
     cum = sim.cumulative(paths)
-    q_log = sim.cone(cum, req.quantiles, level_map)
-    grid_log = sim.cone(cum[:, -1:], sim.CDF_GRID, _LastStep(level_map, cum.shape[1]))[0]
+    srt = sim.sorted_steps(cum)
+    q_log = sim.cone(cum, req.quantiles, level_map, srt=srt)
+    last = srt[:, -1:] if srt is not None else None
+    grid_log = sim.cone(cum[:, -1:], sim.CDF_GRID, _LastStep(level_map, cum.shape[1]), srt=last)[0]
     thresholds = np.asarray(req.thresholds, dtype=float)
-    tp = threshold_probabilities(cum[:, -1], np.log(thresholds / spot), level_map, cum.shape[1] - 1,
-                                 sampler=tail_sampler, seed=seed, n_paths=req.paths)
+    tp = threshold_probabilities(cum[:, -1] if last is None else last[:, 0], np.log(thresholds / spot), level_map,
+                                 cum.shape[1] - 1, sampler=tail_sampler, seed=seed, n_paths=req.paths,
+                                 presorted=last is not None)
     metadata = extra.get("metadata", {})
     if tp.warnings or IMPORTANCE_SAMPLING in tp.estimator:
         metadata = {**metadata, "warnings": [*metadata.get("warnings", []), *tp.warnings]}
@@ -743,6 +746,12 @@ class _LastStep:
 
     def raw_levels(self, step, levels):
         return self.inner.raw_levels(self.step, levels)
+
+    def raw_level_grid(self, n_steps, levels):
+        grid = getattr(self.inner, "raw_level_grid", None)
+        if grid is None:
+            return np.stack([np.clip(self.raw_levels(s, levels), 0.0, 1.0) for s in range(n_steps)])
+        return grid(self.step + 1, levels)[-1:].repeat(n_steps, axis=0)
 
     def calibrated_prob(self, step, p_raw):
         return self.inner.calibrated_prob(self.step, p_raw)

@@ -103,7 +103,16 @@ def cumulative(logret: FloatArray) -> FloatArray:
     return np.cumsum(logret, axis=-1, dtype=np.float64)
 
 
-def cone(cum: FloatArray, levels: Sequence[float], level_map: LevelMap | None = None) -> FloatArray:
+def sorted_steps(cum: FloatArray) -> FloatArray | None:
+    """``np.sort(cum, axis=0)`` when `cone` would sort (at most `SORT_MAX_PATHS` paths), else None.
+
+    One sort serves the quantile cone, the last step's CDF grid and the thresholds.
+    """
+    return np.sort(cum, axis=0) if cum.shape[0] <= SORT_MAX_PATHS else None
+
+
+def cone(cum: FloatArray, levels: Sequence[float], level_map: LevelMap | None = None,
+         srt: FloatArray | None = None) -> FloatArray:
     """Calibrated quantiles of cumulative log-returns, per step.
 
     Parameters
@@ -111,6 +120,8 @@ def cone(cum: FloatArray, levels: Sequence[float], level_map: LevelMap | None = 
     cum : ndarray, shape (n_paths, n_steps)
         Cumulative log-returns.
     levels : sequence of float, increasing, in (0, 1)
+    srt : ndarray, optional
+        ``np.sort(cum, axis=0)`` if the caller has it (`sorted_steps`).
 
     Returns
     -------
@@ -122,10 +133,16 @@ def cone(cum: FloatArray, levels: Sequence[float], level_map: LevelMap | None = 
     n_steps = cum.shape[1]
     if isinstance(lm, IdentityLevelMap):
         out = np.quantile(cum, lv, axis=0).T
-    elif cum.shape[0] <= SORT_MAX_PATHS:
+        return np.maximum.accumulate(out, axis=1)
+    grid = getattr(lm, "raw_level_grid", None)
+    if grid is not None:
+        raw = grid(n_steps, lv)  # (n_steps, n_levels)
+    else:
+        raw = np.stack([np.clip(lm.raw_levels(s, lv), 0.0, 1.0) for s in range(n_steps)])
+    if cum.shape[0] <= SORT_MAX_PATHS:
         # one sort per step, then numpy's linear interpolation at each step's own raw levels
-        raw = np.stack([np.clip(lm.raw_levels(s, lv), 0.0, 1.0) for s in range(n_steps)])  # (n_steps, n_levels)
-        srt = np.sort(cum, axis=0)
+        if srt is None:
+            srt = np.sort(cum, axis=0)
         pos = raw * (srt.shape[0] - 1)
         lo = np.floor(pos).astype(np.intp)
         hi = np.minimum(lo + 1, srt.shape[0] - 1)
@@ -133,7 +150,6 @@ def cone(cum: FloatArray, levels: Sequence[float], level_map: LevelMap | None = 
         a, b = srt[lo, cols], srt[hi, cols]
         out = a + (pos - lo) * (b - a)
     else:
-        raw = np.stack([np.clip(lm.raw_levels(s, lv), 0.0, 1.0) for s in range(n_steps)])
         uniq = np.unique(raw)
         qs = np.quantile(cum, uniq, axis=0)  # (n_uniq, n_steps)
         pos = np.searchsorted(uniq, raw)
@@ -141,10 +157,16 @@ def cone(cum: FloatArray, levels: Sequence[float], level_map: LevelMap | None = 
     return np.maximum.accumulate(out, axis=1)
 
 
-def prob_below(cum_last: FloatArray, log_thresholds: FloatArray, level_map: LevelMap | None = None, step: int = -1) -> FloatArray:
-    """Calibrated P(cumulative log-return < log(K / spot)) at one step, per threshold."""
+def prob_below(cum_last: FloatArray, log_thresholds: FloatArray, level_map: LevelMap | None = None, step: int = -1,
+               *, presorted: bool = False) -> FloatArray:
+    """Calibrated P(cumulative log-return < log(K / spot)) at one step, per threshold.
+
+    ``presorted``: ``cum_last`` is already in increasing order (skips the sort).
+    """
     lm = level_map or IdentityLevelMap()
-    x = np.sort(np.asarray(cum_last, dtype=float))
+    x = np.asarray(cum_last, dtype=float)
+    if not presorted:
+        x = np.sort(x)
     raw = np.searchsorted(x, np.asarray(log_thresholds, dtype=float), side="left") / max(len(x), 1)
     return np.clip(lm.calibrated_prob(step, raw), 0.0, 1.0)
 

@@ -247,7 +247,7 @@ class ThresholdProbabilities:
 
 def threshold_probabilities(cum_last: FloatArray, log_thresholds: FloatArray, level_map: sim.LevelMap | None,
                             step: int, *, sampler: TiltedSampler | None = None, seed: int = 0,
-                            n_paths: int | None = None) -> ThresholdProbabilities:
+                            n_paths: int | None = None, presorted: bool = False) -> ThresholdProbabilities:
     """Calibrated P(X_h < u) and P(X_h >= u) per threshold, by plain MC or importance sampling.
 
     Parameters
@@ -264,6 +264,8 @@ def threshold_probabilities(cum_last: FloatArray, log_thresholds: FloatArray, le
     n_paths : int or None
         Tilted paths per threshold (default: the plain path count), clipped to
         [`IS_MIN_PATHS`, `IS_MAX_PATHS`].
+    presorted : bool
+        ``cum_last`` is already in increasing order (skips the sort).
 
     Returns
     -------
@@ -274,10 +276,12 @@ def threshold_probabilities(cum_last: FloatArray, log_thresholds: FloatArray, le
     """
     lm = level_map or sim.IdentityLevelMap()
     u = np.asarray(log_thresholds, dtype=float)
-    x = np.sort(np.asarray(cum_last, dtype=float))
+    x = np.asarray(cum_last, dtype=float)
+    if not presorted:
+        x = np.sort(x)
     n = max(x.size, 1)
     below = np.searchsorted(x, u, side="left")
-    p_below = sim.prob_below(x, u, lm, step=step)
+    p_below = sim.prob_below(x, u, lm, step=step, presorted=True)
     p_above = 1.0 - p_below
     n_is = int(np.clip(n_paths if n_paths is not None else n, IS_MIN_PATHS, IS_MAX_PATHS))
     can_tilt = sampler is not None and sampler.tiltable

@@ -5,7 +5,11 @@
 1. In-process ``api.forecast_request`` (1,000 paths x 7 days, engine cache warm) vs the
    served ``POST /v1/forecast`` at concurrency 1, 8 and 32 (aiohttp, request-count
    bounded): p50 / p99 latency, throughput, overhead ratio (served p50 / in-process p50).
-   Targets: served p50 < 30 ms and p99 < 150 ms at concurrency 8.
+   Targets: served p50 < 30 ms and p99 < 150 ms at concurrency 8.  The floor row is a
+   no-op FastAPI ingress on the same Serve (same request body, validated, a tiny JSON
+   back): what Serve's proxy and FastAPI cost before any forecasting.  A second table
+   splits the CPU time per request at concurrency 8 between the HTTP proxy, the
+   ingress replica, the client and the rest of Ray (``/proc``, Linux).
 2. Monte Carlo 1,000,000 paths x 14 days: in the caller, and sharded on a pool of 1
    and of 2 simulator actors (paths + ``engine.finish``), best of N.
 
@@ -13,14 +17,13 @@ The client shares the machine's cores with Ray; numbers vary about 2x run to run
 (RAY_NOTES.md).  Prints a markdown table.
 """
 
-from __future__ import annotations
-
 import argparse
 import asyncio
 import os
 import socket
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -86,21 +89,84 @@ async def _load(url: str, concurrency: int, n: int, timeout_s: float = 120.0) ->
     return {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "rps": len(lat) / wall, "n": len(lat), "errors": errors}
 
 
-def bench_served(levels: list[tuple[int, int]]) -> dict[int, dict]:
+def cpu_by_process() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process and each Ray process, by name (Linux /proc)."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(d.name) == os.getpid():
+            name = "client (this process)"
+        elif cmd.startswith("ray::"):
+            name = cmd.split()[0].split(".")[0]  # ray::ProxyActor(.method) -> ray::ProxyActor
+        elif "gcs_server" in cmd or "raylet" in cmd:
+            name = "Ray core (gcs, raylet)"
+        else:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _load_with_cpu(url: str, concurrency: int, n: int) -> dict:
+    """`_load`, plus each process's CPU milliseconds per request over the run (where /proc exists)."""
+    before = cpu_by_process() if Path("/proc/self/stat").exists() else {}
+    r = _load_sync(url, concurrency, n)
+    after = cpu_by_process() if before else {}
+    r["cpu_ms"] = {k: (after[k] - before.get(k, 0.0)) * 1e3 / max(r["n"], 1) for k in after}
+    return r
+
+
+def _load_sync(url: str, concurrency: int, n: int) -> dict:
+    return asyncio.run(_load(url, concurrency, n))
+
+
+def floor_app():
+    """A no-op ingress with the app's Serve settings: validates the body, answers ``{"ok": true}``.
+
+    (This module has no ``from __future__ import annotations``: the class is pickled by
+    value, and FastAPI must see the real ``ForecastRequest`` annotation in the replica.)
+    """
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+    from ray import serve
+
+    from aetheris_ray.contract import ForecastRequest
+    from deployments.models import NO_ACCESS_LOG
+
+    api = FastAPI()
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64, logging_config=NO_ACCESS_LOG)
+    @serve.ingress(api)
+    class Floor:
+        @api.post("/v1/forecast")
+        async def forecast(self, req: ForecastRequest):
+            return JSONResponse({"ok": True})
+
+    return Floor.bind()
+
+
+def bench_served(levels: list[tuple[int, int]], floor_levels: list[tuple[int, int]]) -> tuple[dict, dict]:
     from ray import serve
 
     from deployments.app import AppArgs, build_app
 
+    from aetheris_ray.distributed.serving import serve_logging
+
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=serve_logging())
     home = tempfile.mkdtemp(prefix="aetheris-bench-")
     serve.run(build_app(AppArgs(synthetic=True, home=home, api_keys=[])), name="aetheris", route_prefix="/")
     url = f"http://127.0.0.1:{port}/v1/forecast"
-    out = {}
-    for c, n in levels:
-        out[c] = asyncio.run(_load(url, c, n))
+    out = {c: _load_with_cpu(url, c, n) for c, n in levels}
     serve.delete("aetheris")
-    return out
+    serve.run(floor_app(), name="floor", route_prefix="/floor")
+    floor = {c: _load_with_cpu(f"http://127.0.0.1:{port}/floor/v1/forecast", c, n) for c, n in floor_levels}
+    serve.delete("floor")
+    return out, floor
 
 
 def bench_montecarlo(repeats: int) -> dict[str, float]:
@@ -144,11 +210,14 @@ def main() -> None:
     a = ap.parse_args()
     import ray
 
+    from aetheris_ray.distributed.serving import use_serve_env
+
+    use_serve_env()  # the environment `aetheris serve` gives the Ray it starts
     n_c1, n_c = (50, 200) if a.quick else (200, 2000)
     inproc = bench_in_process(n_c1)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        served = bench_served([(1, n_c1), (8, n_c), (32, n_c)])
+        served, floor = bench_served([(1, n_c1), (8, n_c), (32, n_c)], [(1, n_c1), (8, n_c)])
         mc = bench_montecarlo(2 if a.quick else 3)
     finally:
         from ray import serve
@@ -164,10 +233,33 @@ def main() -> None:
         err = f" ({r['errors']} errors)" if r["errors"] else ""
         print(f"| served | {c} | {r['n']}{err} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} | "
               f"{r['p50'] / inproc['p50']:.1f} |")
+    for c, r in floor.items():
+        err = f" ({r['errors']} errors)" if r["errors"] else ""
+        print(f"| served no-op (floor) | {c} | {r['n']}{err} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} | "
+              f"{r['p50'] / inproc['p50']:.1f} |")
     c8 = served[8]
     ok = c8["p50"] < 30 and c8["p99"] < 150
     print(f"\ntarget at concurrency 8 (p50 < 30 ms, p99 < 150 ms): {'met' if ok else 'NOT met'} "
           f"(p50 {c8['p50']:.1f} ms, p99 {c8['p99']:.1f} ms)")
+    if served[8].get("cpu_ms"):
+        print("\n## CPU per request at concurrency 8 (ms, from /proc; 2 cores = 2,000 ms per second)\n")
+        cols = ("HTTP proxy", "ingress replica", "client", "rest of Ray", "total")
+
+        def group(name: str) -> str:
+            if name == "ray::ProxyActor":
+                return cols[0]
+            if name in ("ray::ServeReplica:aetheris:Ingress", "ray::ServeReplica:floor:Floor"):
+                return cols[1]
+            return cols[2] if name.startswith("client") else cols[3]
+
+        print("| route | " + " | ".join(cols) + " | req/s |")
+        print("|---|" + "---|" * (len(cols) + 1))
+        for route, r in (("served forecast", served[8]), ("served no-op (floor)", floor[8])):
+            g = dict.fromkeys(cols, 0.0)
+            for k, ms in r["cpu_ms"].items():
+                g[group(k)] += ms
+                g["total"] += ms
+            print(f"| {route} | " + " | ".join(f"{g[c]:.2f}" for c in cols) + f" | {r['rps']:.0f} |")
     print("\n## Monte Carlo 1,000,000 paths x 14 days, paths + exact quantiles (best of runs)\n")
     print("| where | seconds | speed-up vs caller |")
     print("|---|---|---|")

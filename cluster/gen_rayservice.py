@@ -53,8 +53,11 @@ _Dumper.add_representer(str, _str)
 
 
 def manifest() -> dict:
+    from aetheris_ray.distributed.serving import SERVE_ENV
+
     env = [
         {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
+        *({"name": k, "value": v} for k, v in SERVE_ENV.items()),
         {"name": "AETHERIS_HOME", "value": "/state"},
         {"name": "AETHERIS_API_KEYS", "valueFrom": {"secretKeyRef": {"name": "aetheris-api-keys", "key": "keys"}}},
     ]

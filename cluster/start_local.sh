@@ -11,6 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAY_USAGE_STATS_ENABLED="${RAY_USAGE_STATS_ENABLED:-0}"
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
+# Serve's proxy hands requests to the ingress over gRPC; replicas run handlers on their own
+# event loop (aetheris_ray/distributed/serving.py SERVE_ENV says why)
+export RAY_SERVE_PROXY_USE_GRPC="${RAY_SERVE_PROXY_USE_GRPC:-1}"
+export RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD="${RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD:-0}"
 PY="${PYTHON:-.venv/bin/python}"
 RAY="$(dirname "$PY")/ray"
 

@@ -19,7 +19,7 @@ from typing import Any
 from ray import serve
 
 from aetheris_ray import engine
-from aetheris_ray.contract import ForecastRequest
+from aetheris_ray.contract import ForecastRequest, ForecastResponse
 
 log = logging.getLogger("ray.serve")
 
@@ -135,15 +135,15 @@ class Simulator:
         if "local_max_paths" in config:
             self.local_max_paths = int(config["local_max_paths"])
 
-    async def forecast(self, prep: engine.Prepared, n_shards: int | None = None) -> dict[str, Any]:
-        """The forecast of a prepared request, as the contract's JSON dict."""
+    async def forecast(self, prep: engine.Prepared, n_shards: int | None = None) -> ForecastResponse:
+        """The forecast of a prepared request, as the contract's response."""
         if prep.request.paths <= self.local_max_paths:
             fc = await asyncio.to_thread(self._mc.forecast_prepared, prep, None)
         else:
             async with self._large:
                 fc = await asyncio.to_thread(self._mc.forecast_prepared, prep, self._pool(),
                                              local_max_paths=self.local_max_paths, n_shards=n_shards)
-        return fc.to_response().model_dump(mode="json")
+        return fc.to_response()
 
     def pool_actors_handles(self) -> list:
         """The pool's actor handles (for operations and the fault-injection test)."""

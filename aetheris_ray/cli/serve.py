@@ -23,23 +23,26 @@ def serve_cmd(
                                           "Ray if there is one, else a new one started here; 'local': always a "
                                           "new one, stopped with the command)"),
     num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs of the local Ray this command starts"),
+    access_log: bool = typer.Option(False, "--access-log", help="log every request in Serve's proxy log "
+                                    "(costs about 0.6 ms of CPU per request)"),
 ) -> None:
     """Serve forecasts over HTTP (POST /v1/forecast, web page at /, OpenAPI at /docs) until Ctrl-C / SIGTERM."""
-    import os
     import signal
     import threading
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from aetheris_ray.distributed.serving import start_ray, start_serve, stop_serve, use_serve_env
+
+    use_serve_env()
     from aetheris_ray.config import load_settings
 
     settings = load_settings(store=store, host=host, port=port)
-    from aetheris_ray.distributed.serving import start_ray, start_serve, stop_serve
 
     started_ray = start_ray(address, num_cpus=num_cpus)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        url = start_serve(settings, data=data, store=store, synthetic=synthetic, name=APP_NAME)
+        url = start_serve(settings, data=data, store=store, synthetic=synthetic, name=APP_NAME,
+                          access_log=access_log)
         typer.echo(f"serving on {url}  (web page {url}/, API docs {url}/docs); Ctrl-C to stop", err=False)
         while not stop.wait(0.5):
             pass

@@ -32,6 +32,9 @@ def free_port() -> int:
 def ray_session():
     import ray
 
+    from aetheris_ray.distributed.serving import use_serve_env
+
+    use_serve_env()  # the Ray environment `aetheris serve` uses (gRPC proxy -> ingress)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         yield ray
@@ -85,8 +88,10 @@ def served(ray_session, tmp_path_factory) -> Served:
 
     from deployments.app import AppArgs
 
+    from aetheris_ray.distributed.serving import serve_logging
+
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=serve_logging())
     home = tmp_path_factory.mktemp("served_home")
     # reserve_cpus=False: the app stays up for the whole session and must not starve the
     # Tune / Data tests of whole CPUs (RAY_NOTES.md gotcha 3)

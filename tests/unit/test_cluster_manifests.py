@@ -115,3 +115,21 @@ def test_start_local_script_is_valid_bash():
     assert script.stat().st_mode & 0o111, "start_local.sh is not executable"
     r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_every_serve_cluster_start_sets_the_serve_env():
+    """The proxy reads SERVE_ENV when it starts: each way of starting a Ray for the Serve app sets it."""
+    from aetheris_ray.distributed.serving import SERVE_ENV
+
+    launcher = load(ROOT / "cluster" / "ray-cluster.yaml")
+    starts = [c for c in launcher["head_start_ray_commands"] + launcher["worker_start_ray_commands"] if "ray start" in c]
+    script = (ROOT / "cluster" / "start_local.sh").read_text(encoding="utf-8")
+    rayservice = load(ROOT / "cluster" / "kuberay" / "rayservice.yaml")["spec"]["rayClusterConfig"]
+    groups = [rayservice["headGroupSpec"], *rayservice["workerGroupSpecs"]]
+    envs = [{e["name"]: e.get("value") for e in c.get("env", [])}
+            for g in groups for c in g["template"]["spec"]["containers"]]
+    assert starts and envs
+    for k, v in SERVE_ENV.items():
+        assert all(f"{k}={v}" in c for c in starts), f"ray-cluster.yaml: a ray start lacks {k}={v}"
+        assert f'export {k}="${{{k}:-{v}}}"' in script, f"start_local.sh does not export {k}"
+        assert all(e.get(k) == v for e in envs), f"rayservice.yaml: a container lacks {k}={v}"

@@ -59,3 +59,39 @@ def test_prob_below_matches_path_frequency():
     ks = np.array([-0.05, 0.0, 0.03])
     p = sim.prob_below(last, ks)
     np.testing.assert_allclose(p, [(last < k).mean() for k in ks])
+
+
+class PerStep:
+    """A conformal map seen through `raw_levels` only (no cached `raw_level_grid`)."""
+
+    def __init__(self, inner):
+        self.inner, self.version = inner, inner.version
+
+    def raw_levels(self, step, levels):
+        return self.inner.raw_levels(step, levels)
+
+
+def test_cone_shared_sort_and_cached_grid_are_bitwise_the_per_step_cone():
+    from aetheris_ray.calibration import BUCKETS, GRID_CACHE_SIZE, KNOTS, ConformalLevelMap
+
+    rng = np.random.default_rng(3)
+    cum = sim.cumulative(gaussian(5_000, 20, rng))  # steps in 4 buckets, some between representative horizons
+    maps = np.stack([np.clip(KNOTS + 0.08 * np.sin(np.pi * KNOTS) * (k - 2.5), 0, 1) for k in range(len(BUCKETS))])
+    lm = ConformalLevelMap(maps, "t")
+    levels = [0.05, 0.25, 0.5, 0.75, 0.95]
+    ref = sim.cone(cum, levels, PerStep(lm))
+    np.testing.assert_array_equal(sim.cone(cum, levels, lm), ref)
+    np.testing.assert_array_equal(sim.cone(cum, levels, lm, srt=sim.sorted_steps(cum)), ref)
+    np.testing.assert_array_equal(sim.cone(cum, levels, lm), ref)  # from the cache
+    with pytest.raises(ValueError):
+        lm.raw_level_grid(20, levels)[0, 0] = 0.5  # cached grids are read-only
+    for n in range(1, GRID_CACHE_SIZE + 10):
+        lm.raw_level_grid(n, levels)
+    assert len(lm._grids) == GRID_CACHE_SIZE
+
+
+def test_thresholds_from_presorted_last_step_equal_unsorted():
+    rng = np.random.default_rng(4)
+    last = sim.cumulative(gaussian(3_000, 2, rng))[:, -1]
+    ks = np.array([-0.1, 0.0, 0.02])
+    np.testing.assert_array_equal(sim.prob_below(np.sort(last), ks, presorted=True), sim.prob_below(last, ks))
