@@ -221,7 +221,7 @@ class FittedModel:
 
     def simulate_tilted(self, cond: Mapping[str, dict], n_paths: int, horizon: int, eta: np.ndarray,
                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """`simulate` with the residuals' innovations under the tilt ``eta`` (importance sampling, `aetheris_ray.tails`).
+        """`simulate` with the innovations under the tilt ``eta`` (importance sampling, `aetheris_ray.tails`).
 
         The volatility component runs on the tilted innovations (its feedback
         included); drift and jumps are the model's own.  Returns the float64 paths

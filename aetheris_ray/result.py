@@ -95,7 +95,8 @@ class Forecast:
             if v is not None:
                 a = np.asarray(v, dtype=float)
                 if a.shape != pb.shape or np.any(~np.isfinite(a)) or np.any((a < 0) | (a > 1)):
-                    raise InvalidInput(f"forecast for {self.asset}: {name} must be finite, in [0, 1], one per threshold")
+                    raise InvalidInput(f"forecast for {self.asset}: {name} must be finite, in [0, 1], "
+                                       "one per threshold")
         if self.threshold_estimator and len(self.threshold_estimator) != pb.size:
             raise InvalidInput(f"forecast for {self.asset}: threshold_estimator needs one entry per threshold")
 

@@ -78,10 +78,11 @@ class TiltedSampler(Protocol):
     def tiltable(self) -> bool: ...
 
     def profile(self, horizon: int) -> tuple[float, FloatArray]:
-        """``(sum of the daily drift, sbar)``: the drift over the horizon and the expected daily vol, shape (horizon,)."""
+        """``(sum of the daily drift, sbar)``: drift over the horizon, expected daily vol shape (horizon,)."""
         ...
 
-    def sample(self, n_paths: int, horizon: int, eta: FloatArray, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+    def sample(self, n_paths: int, horizon: int, eta: FloatArray,
+               rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
         """``(X_h, log_lr)``, each shape (n_paths,): cumulative log-returns under the tilt ``eta`` (horizon,)."""
         ...
 
@@ -102,9 +103,10 @@ class ModelSampler:
         var = self.model.volatility.expected_variance(self.cond["volatility"], horizon)[0]
         return drift, np.sqrt(np.asarray(var, dtype=float))
 
-    def sample(self, n_paths: int, horizon: int, eta: FloatArray, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
-        paths, log_lr = self.model.simulate_tilted(self.cond, n_paths, horizon, np.asarray(eta, dtype=float)[None, :],
-                                                   rng)
+    def sample(self, n_paths: int, horizon: int, eta: FloatArray,
+               rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+        eta = np.asarray(eta, dtype=float)[None, :]
+        paths, log_lr = self.model.simulate_tilted(self.cond, n_paths, horizon, eta, rng)
         return paths[0].sum(axis=1), log_lr[0]
 
 

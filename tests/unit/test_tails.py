@@ -17,7 +17,7 @@ from aetheris_ray.components import residuals as res_mod
 from aetheris_ray.components.jumps import FittedNoJumps
 from aetheris_ray.components.residuals import FhsResiduals, FittedGaussian, FittedStudentT, unit_t
 from aetheris_ray.components.trend import FittedZeroTrend
-from aetheris_ray.components.volatility import EwmaVolatility, FittedEwma, FittedGarch
+from aetheris_ray.components.volatility import EwmaVolatility, FittedEwma
 from aetheris_ray.contract import ForecastRequest, ForecastResponse
 from aetheris_ray.data import CsvSource, SyntheticSource
 from aetheris_ray.data.schema import AssetData, bar_ts_from_dates
