@@ -50,12 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     except AetherisError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except click.exceptions.Exit as e:
+    except (click.exceptions.Exit, typer.Exit) as e:
         return e.exit_code
-    except click.ClickException as e:
+    except (click.ClickException, typer.TyperException) as e:  # typer >= 0.2x raises its own copy of click's
         e.show()
         return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - last resort: one line, never a traceback by default

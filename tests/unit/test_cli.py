@@ -97,6 +97,16 @@ def test_errors_are_one_line(capsys, argv, code, message):
 
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["forecast", "--bogus"], "No such option: --bogus"),
+    (["forecast", "--asset", "SYN-BTC", "--synthetic", "--format", "xml"], "Invalid value for '--format'"),
+    (["serve", "--proxy", "nginx"], "Invalid value for '--proxy'"),
+])
+def test_usage_errors_exit_2_with_the_option_named(capsys, argv, message):
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and message in err and "internal error" not in err and "Traceback" not in err
+
+
 def test_console_script_entry_point(tmp_path):
     proc = subprocess.run([*AETHERIS, "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "forecast" in proc.stdout
