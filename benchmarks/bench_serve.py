@@ -5,11 +5,14 @@
 1. In-process ``api.forecast_request`` (1,000 paths x 7 days, engine cache warm) vs the
    served ``POST /v1/forecast`` at concurrency 1, 8 and 32 (aiohttp, request-count
    bounded): p50 / p99 latency, throughput, overhead ratio (served p50 / in-process p50).
-   Targets: served p50 < 30 ms and p99 < 150 ms at concurrency 8.  The floor row is a
-   no-op FastAPI ingress on the same Serve (same request body, validated, a tiny JSON
-   back): what Serve's proxy and FastAPI cost before any forecasting.  A second table
-   splits the CPU time per request at concurrency 8 between the HTTP proxy, the
-   ingress replica, the client and the rest of Ray (``/proc``, Linux).
+   Targets: served p50 < 30 ms and p99 < 150 ms at concurrency 8.  The served rows come
+   once per HTTP front, each on a fresh local Ray in a subprocess (Serve reads the choice
+   when it starts): HAProxy, the default where its binary exists
+   (``aetheris_ray.distributed.serving.SERVE_ENV``), and Serve's Python proxy.  The floor
+   rows are a no-op FastAPI ingress on the same Serve (same request body, validated, a tiny
+   JSON back): what the front and FastAPI cost before any forecasting.  A second table
+   splits the CPU time per request at concurrency 8 between the HTTP front (HAProxy or
+   Serve's proxy actor), the ingress replica, the client and the rest of Ray (``/proc``, Linux).
 2. Monte Carlo 1,000,000 paths x 14 days: in the caller, and sharded on a pool of 1
    and of 2 simulator actors (paths + ``engine.finish``), best of N.
 
@@ -19,8 +22,11 @@ The client shares the machine's cores with Ray; numbers vary about 2x run to run
 
 import argparse
 import asyncio
+import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,22 +48,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_in_process(n: int) -> dict:
+def bench_in_process(n: int) -> dict[str, dict]:
+    """Two in-process rows: the Python API (`api.forecast_request`, settings loaded once:
+    it cuts the history at the origin and looks up the fitted model on every call), and
+    the ingress's own work (prepared state reused, `forecast_prepared`, response JSON)."""
+    from aetheris_ray import engine
     from aetheris_ray.api import forecast_request
+    from aetheris_ray.config import load_settings
     from aetheris_ray.contract import parse_request
     from aetheris_ray.data import SyntheticSource
+    from aetheris_ray.distributed.montecarlo import forecast_prepared
 
     src = SyntheticSource(seed=0)
     req = parse_request(REQ)
-    forecast_request(req, src)  # warm the engine's cache (fit + calibration buffers)
-    lat = []
-    t0 = time.perf_counter()
-    for _ in range(n):
-        t = time.perf_counter()
-        forecast_request(req, src).to_json()
-        lat.append((time.perf_counter() - t) * 1e3)
-    wall = time.perf_counter() - t0
-    return {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "rps": n / wall, "n": n}
+    settings = load_settings()
+    prep = engine.prepare(src.history(req.asset), req)
+
+    def timed(fn) -> dict:
+        fn()  # warm: the engine's fit and calibration caches
+        lat = []
+        t0 = time.perf_counter()
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            lat.append((time.perf_counter() - t) * 1e3)
+        wall = time.perf_counter() - t0
+        return {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "rps": n / wall, "n": n}
+
+    return {
+        "in-process API (`forecast_request`)": timed(lambda: forecast_request(req, src, settings).to_json()),
+        "in-process, prepared state reused (the ingress's work)":
+            timed(lambda: forecast_prepared(prep, None).to_response().model_dump_json()),
+    }
 
 
 async def _load(url: str, concurrency: int, n: int, timeout_s: float = 120.0) -> dict:
@@ -101,6 +123,8 @@ def cpu_by_process() -> dict[str, float]:
             continue
         if int(d.name) == os.getpid():
             name = "client (this process)"
+        elif cmd.split(" ", 1)[0].endswith("/haproxy"):
+            name = "haproxy"
         elif cmd.startswith("ray::"):
             name = cmd.split()[0].split(".")[0]  # ray::ProxyActor(.method) -> ray::ProxyActor
         elif "gcs_server" in cmd or "raylet" in cmd:
@@ -204,62 +228,101 @@ def bench_montecarlo(repeats: int) -> dict[str, float]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
-    a = ap.parse_args()
+FRONT_NAMES = {"haproxy": "HAProxy", "python": "Python proxy"}
+
+
+def served_in_subprocess(front: str, quick: bool) -> tuple[dict, dict]:
+    """`bench_served` on a fresh local Ray whose Serve uses ``front``, in a child process."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        cmd = [sys.executable, __file__, "--served", front, "--json", f.name] + (["--quick"] if quick else [])
+        subprocess.run(cmd, check=True)
+        out = json.loads(Path(f.name).read_text())
+    as_int = lambda d: {int(k): v for k, v in d.items()}  # noqa: E731 - JSON keys are strings
+    return as_int(out["served"]), as_int(out["floor"])
+
+
+def run_served(front: str, quick: bool, out: str) -> None:
+    """The child of `served_in_subprocess`: start Ray with ``front``, measure, write JSON."""
     import ray
 
     from aetheris_ray.distributed.serving import use_serve_env
 
-    use_serve_env()  # the environment `aetheris serve` gives the Ray it starts
-    n_c1, n_c = (50, 200) if a.quick else (200, 2000)
-    inproc = bench_in_process(n_c1)
+    if use_serve_env(front) != front:
+        raise SystemExit(f"no {FRONT_NAMES[front]} here")
+    n_c1, n_c = (50, 200) if quick else (200, 2000)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         served, floor = bench_served([(1, n_c1), (8, n_c), (32, n_c)], [(1, n_c1), (8, n_c)])
-        mc = bench_montecarlo(2 if a.quick else 3)
     finally:
         from ray import serve
 
         serve.shutdown()
         ray.shutdown()
+    Path(out).write_text(json.dumps({"served": served, "floor": floor}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
+    ap.add_argument("--served", choices=sorted(FRONT_NAMES), help=argparse.SUPPRESS)  # child process
+    ap.add_argument("--json", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.served:
+        return run_served(a.served, a.quick, a.json)
+    import ray
+
+    from aetheris_ray.distributed.serving import haproxy_binary
+
+    inproc = bench_in_process(50 if a.quick else 200)
+    fronts = (["haproxy"] if haproxy_binary() else []) + ["python"]
+    results = {front: served_in_subprocess(front, a.quick) for front in fronts}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        mc = bench_montecarlo(2 if a.quick else 3)
+    finally:
+        ray.shutdown()
 
     print("\n## Forecast 1,000 paths x 7 days (SYN-BTC)\n")
-    print("| route | concurrency | requests | p50 ms | p99 ms | req/s | p50 / in-process p50 |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| in-process | 1 | {inproc['n']} | {inproc['p50']:.2f} | {inproc['p99']:.2f} | {inproc['rps']:.0f} | 1.0 |")
-    for c, r in served.items():
-        err = f" ({r['errors']} errors)" if r["errors"] else ""
-        print(f"| served | {c} | {r['n']}{err} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} | "
-              f"{r['p50'] / inproc['p50']:.1f} |")
-    for c, r in floor.items():
-        err = f" ({r['errors']} errors)" if r["errors"] else ""
-        print(f"| served no-op (floor) | {c} | {r['n']}{err} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} | "
-              f"{r['p50'] / inproc['p50']:.1f} |")
-    c8 = served[8]
-    ok = c8["p50"] < 30 and c8["p99"] < 150
-    print(f"\ntarget at concurrency 8 (p50 < 30 ms, p99 < 150 ms): {'met' if ok else 'NOT met'} "
-          f"(p50 {c8['p50']:.1f} ms, p99 {c8['p99']:.1f} ms)")
-    if served[8].get("cpu_ms"):
+    same = inproc["in-process, prepared state reused (the ingress's work)"]["p50"]
+    print("| route | HTTP front | concurrency | requests | p50 ms | p99 ms | req/s | p50 / in-process (same work) p50 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for route, r in inproc.items():
+        print(f"| {route} | - | 1 | {r['n']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} | "
+              f"{r['p50'] / same:.1f} |")
+    for front, (served, floor) in results.items():
+        for route, rows in (("served", served), ("served no-op (floor)", floor)):
+            for c, r in rows.items():
+                err = f" ({r['errors']} errors)" if r["errors"] else ""
+                print(f"| {route} | {FRONT_NAMES[front]} | {c} | {r['n']}{err} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                      f"{r['rps']:.0f} | {r['p50'] / same:.1f} |")
+    print()
+    for front, (served, _) in results.items():
+        c8 = served[8]
+        ok = c8["p50"] < 30 and c8["p99"] < 150
+        default = " (the default)" if front == fronts[0] else ""
+        print(f"target at concurrency 8 (p50 < 30 ms, p99 < 150 ms), {FRONT_NAMES[front]}{default}: "
+              f"{'met' if ok else 'NOT met'} (p50 {c8['p50']:.1f} ms, p99 {c8['p99']:.1f} ms)")
+    if any(served[8].get("cpu_ms") for served, _ in results.values()):
         print("\n## CPU per request at concurrency 8 (ms, from /proc; 2 cores = 2,000 ms per second)\n")
-        cols = ("HTTP proxy", "ingress replica", "client", "rest of Ray", "total")
+        cols = ("front process", "ingress replica", "client", "rest of Ray", "total")
 
         def group(name: str) -> str:
-            if name == "ray::ProxyActor":
+            if name in ("ray::ProxyActor", "haproxy"):
                 return cols[0]
             if name in ("ray::ServeReplica:aetheris:Ingress", "ray::ServeReplica:floor:Floor"):
                 return cols[1]
             return cols[2] if name.startswith("client") else cols[3]
 
-        print("| route | " + " | ".join(cols) + " | req/s |")
-        print("|---|" + "---|" * (len(cols) + 1))
-        for route, r in (("served forecast", served[8]), ("served no-op (floor)", floor[8])):
-            g = dict.fromkeys(cols, 0.0)
-            for k, ms in r["cpu_ms"].items():
-                g[group(k)] += ms
-                g["total"] += ms
-            print(f"| {route} | " + " | ".join(f"{g[c]:.2f}" for c in cols) + f" | {r['rps']:.0f} |")
+        print("| route | HTTP front | " + " | ".join(cols) + " | req/s |")
+        print("|---|---|" + "---|" * (len(cols) + 1))
+        for front, (served, floor) in results.items():
+            for route, r in (("served forecast", served[8]), ("served no-op (floor)", floor[8])):
+                g = dict.fromkeys(cols, 0.0)
+                for k, ms in r["cpu_ms"].items():
+                    g[group(k)] += ms
+                    g["total"] += ms
+                print(f"| {route} | {FRONT_NAMES[front]} | " + " | ".join(f"{g[c]:.2f}" for c in cols)
+                      + f" | {r['rps']:.0f} |")
     print("\n## Monte Carlo 1,000,000 paths x 14 days, paths + exact quantiles (best of runs)\n")
     print("| where | seconds | speed-up vs caller |")
     print("|---|---|---|")

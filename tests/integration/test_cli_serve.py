@@ -1,4 +1,8 @@
-"""``aetheris serve`` end to end: starts its own local Ray (``--address local``), prints the URL, serves, stops on SIGTERM."""
+"""``aetheris serve`` end to end: starts its own local Ray (``--address local``), prints the URL, serves, stops on SIGTERM.
+
+It runs Serve's Python proxy (``--proxy python``); the session's app (conftest) runs the
+default, HAProxy where its binary exists.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ def test_aetheris_serve_starts_serves_and_stops(tmp_path):
     env.update(AETHERIS_HOME=str(tmp_path), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     exe = Path(sys.executable).with_name("aetheris")
     proc = subprocess.Popen([str(exe), "serve", "--synthetic", "--port", str(port), "--num-cpus", "1",
-                             "--address", "local"],  # its own Ray: never join (and redeploy over) the session's
+                             "--address", "local", "--proxy", "python"],  # its own Ray: never join (and redeploy over) the session's
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         url, lines = None, []
@@ -38,6 +42,7 @@ def test_aetheris_serve_starts_serves_and_stops(tmp_path):
             if m:
                 url = m.group(1)
         assert url == f"http://127.0.0.1:{port}", "".join(lines)[-3000:]
+        assert "Serve Python proxy" in lines[-1], lines[-1]
         r = requests.post(f"{url}/v1/forecast", json={"asset": "SYN-ETH", "horizon": 2, "paths": 500, "seed": 1},
                           timeout=60)
         assert r.status_code == 200 and r.json()["horizons"] == [1, 2]

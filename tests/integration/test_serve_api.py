@@ -142,6 +142,27 @@ def test_models_healthz_docs_page(served):
     assert page.status_code == 200 and "<svg" in page.text and "v1/forecast" in page.text
 
 
+def test_haproxy_is_the_http_front_where_its_binary_exists(served):
+    """`use_serve_env` puts HAProxy on the Serve port (SERVE_ENV); test_cli_serve covers Serve's Python proxy."""
+    import os
+    from pathlib import Path
+
+    from aetheris_ray.distributed.serving import HAPROXY
+
+    if os.environ.get(HAPROXY) != "1":
+        pytest.skip("this session runs Serve's Python proxy (no HAProxy binary, or RAY_SERVE_ENABLE_HA_PROXY=0)")
+    port = served.url.rsplit(":", 1)[1]
+    configs = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+            if argv[0].endswith(b"haproxy") and b"-f" in argv:
+                configs.append(Path(argv[argv.index(b"-f") + 1].decode()).read_text())
+        except OSError:
+            continue
+    assert any(f"127.0.0.1:{port}" in c for c in configs), f"no HAProxy process binds port {port}"
+
+
 def _coverage_n(resp: dict) -> int:
     return sum(v["n"] for v in resp["coverage"].values())
 

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 
-from aetheris_ray.distributed.serving import SERVE_ENV, serve_logging, use_serve_env
+import pytest
+
+from aetheris_ray.distributed.serving import HAPROXY, SERVE_ENV, haproxy_binary, serve_logging, use_serve_env
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    """Each test starts without the Serve variables; whatever it sets is undone afterwards."""
+    for k in (*SERVE_ENV, "RAY_USAGE_STATS_ENABLED", "RAY_SERVE_HAPROXY_BINARY_PATH"):
+        monkeypatch.delenv(k, raising=False)
 
 
 def test_use_serve_env_fills_gaps_and_keeps_what_is_set(monkeypatch):
-    for k in SERVE_ENV:
-        monkeypatch.delenv(k, raising=False)
     first, *_ = SERVE_ENV
     monkeypatch.setenv(first, "0")  # an operator's explicit choice wins
     use_serve_env()
@@ -21,3 +28,21 @@ def test_use_serve_env_fills_gaps_and_keeps_what_is_set(monkeypatch):
 def test_proxy_access_log_is_off_unless_asked():
     assert serve_logging() == {"enable_access_log": False}
     assert serve_logging(True) == {"enable_access_log": True}
+
+
+def test_proxy_choice_overrides_the_environment(monkeypatch):
+    monkeypatch.setenv(HAPROXY, "1")
+    assert use_serve_env("python") == "python" and os.environ[HAPROXY] == "0"
+    with pytest.raises(ValueError, match="proxy must be one of"):
+        use_serve_env("nginx")
+
+
+def test_haproxy_falls_back_to_the_python_proxy_without_a_binary(monkeypatch, tmp_path):
+    not_executable = tmp_path / "haproxy"
+    not_executable.write_text("")
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(not_executable))
+    assert haproxy_binary() is None
+    assert use_serve_env("haproxy") == "python" and os.environ[HAPROXY] == "0"
+    not_executable.chmod(0o755)
+    assert haproxy_binary() == str(not_executable)
+    assert use_serve_env("haproxy") == "haproxy" and os.environ[HAPROXY] == "1"
