@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,36 @@ def use_serve_env(proxy: str | None = None) -> str:
         os.environ.setdefault(k, v)
     if os.environ[HAPROXY] == "1" and haproxy_binary() is None:
         os.environ[HAPROXY] = "0"
-    return "haproxy" if os.environ[HAPROXY] == "1" else "python"
+    if os.environ[HAPROXY] != "1":
+        return "python"
+    for name, default in HAPROXY_PORTS.items():  # a second HAProxy-mode Serve on this host
+        if name not in os.environ and not _bindable(default):
+            os.environ[name] = str(_free_port())
+    return "haproxy"
+
+
+#: Fixed ports of Serve's HAProxy mode besides the Serve port (Serve's defaults): HAProxy's
+#: stats page and Prometheus metrics (on every interface), and the Python proxy HAProxy
+#: falls back to while no ingress replica is up (on the Serve host).  `use_serve_env` moves
+#: them to free ports when they are taken (another HAProxy-mode Serve on this host), unless
+#: they are set.
+HAPROXY_PORTS = {"RAY_SERVE_HAPROXY_STATS_PORT": 8404, "RAY_SERVE_HAPROXY_METRICS_PORT": 9101,
+                 "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": 8500}
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+            return True
+        except OSError:
+            return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
 
 
 def serve_logging(access_log: bool = False) -> dict[str, Any]:

