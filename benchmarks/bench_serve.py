@@ -182,11 +182,11 @@ def bench_served(levels: list[tuple[int, int]], floor_levels: list[tuple[int, in
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=serve_logging())
-    home = tempfile.mkdtemp(prefix="aetheris-bench-")
-    serve.run(build_app(AppArgs(synthetic=True, home=home, api_keys=[])), name="aetheris", route_prefix="/")
-    url = f"http://127.0.0.1:{port}/v1/forecast"
-    out = {c: _load_with_cpu(url, c, n) for c, n in levels}
-    serve.delete("aetheris")
+    with tempfile.TemporaryDirectory(prefix="aetheris-bench-") as home:
+        serve.run(build_app(AppArgs(synthetic=True, home=home, api_keys=[])), name="aetheris", route_prefix="/")
+        url = f"http://127.0.0.1:{port}/v1/forecast"
+        out = {c: _load_with_cpu(url, c, n) for c, n in levels}
+        serve.delete("aetheris")
     serve.run(floor_app(), name="floor", route_prefix="/floor")
     floor = {c: _load_with_cpu(f"http://127.0.0.1:{port}/floor/v1/forecast", c, n) for c, n in floor_levels}
     serve.delete("floor")
