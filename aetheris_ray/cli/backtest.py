@@ -74,6 +74,8 @@ def backtest_cmd(
                                           "or ray://head:10001 (implies --ray)"),
     block_days: Optional[int] = typer.Option(None, "--block-days", help="with --ray: origin days per task "
                                              "(default 180; 0: one task per asset)"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="block-bootstrap resamples for the standard errors of "
+                                  "the pooled figures and the QL ratios' intervals (0: skip; at least 100)"),
 ) -> None:
     """Walk-forward backtest (EVALUATION.md): QL, coverage and width per horizon, per asset and pooled.
 
@@ -92,6 +94,8 @@ def backtest_cmd(
     hz = parse_horizons(horizons)
     if block_days is not None and not (ray or address):
         raise InvalidInput("--block-days splits the work of a Ray run: add --ray (or --address)")
+    if bootstrap != 0 and bootstrap < 100:
+        raise InvalidInput(f"--bootstrap {bootstrap}: give at least 100 resamples (default 1000), or 0 to skip")
     if block_days is not None and block_days < 0:
         raise InvalidInput(f"--block-days {block_days}: give a number of days, e.g. 180, or 0 for one task per asset")
     models = build_models(model, baselines)
@@ -134,8 +138,9 @@ def backtest_cmd(
                        workers=workers)
     if out is not None:
         res.write(out)
+    unc = res.uncertainty(bootstrap) if bootstrap else None
     if report is not None:
-        report.write_text(res.report(), encoding="utf-8")
+        report.write_text(res.report(bootstrap, uncertainty=unc), encoding="utf-8")
     pooled = res.pooled()
     n_scored = len(res.assets) - len(res.unscored)
     typer.echo(f"backtest {res.start.date()} to {res.end.date()}: {n_scored}/{len(res.assets)} assets scored, "
@@ -145,7 +150,7 @@ def backtest_cmd(
     typer.echo("")
     typer.echo("pooled (stablecoins and gold tokens left out):")
     typer.echo(markdown_table(pooled))
-    for line in best_baseline_lines(pooled):
+    for line in best_baseline_lines(pooled, unc):
         typer.echo(line)
     if out is not None:
         typer.echo(f"forecasts: {out}")

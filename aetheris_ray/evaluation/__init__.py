@@ -11,7 +11,8 @@ fast to start):
   `finish_asset`), `BacktestResult`, `SourceSpec`, and the function
   ``aetheris_ray.evaluation.backtest.backtest`` (not re-exported here: the name is
   its module's);
-* reports: `render_report`, `pooled_table`, `score_export`, `read_export`.
+* reports: `render_report`, `pooled_table`, `score_export`, `read_export`;
+* sampling uncertainty: `block_bootstrap` (standard errors of pooled figures).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ _LAZY = {
     "pooled_table": "report",
     "score_export": "report",
     "read_export": "report",
+    "block_bootstrap": "uncertainty",
 }
 
 __all__ = sorted(_LAZY)

@@ -540,12 +540,28 @@ class BacktestResult:
 
         return pooled_table(self.metrics, scaled=scaled, models=self.models)
 
-    def report(self) -> str:
-        """The markdown report."""
+    def uncertainty(self, resamples: int | None = None, block_days: int | None = None, seed: int = 0) -> pd.DataFrame:
+        """Bootstrap standard errors of the pooled figures and each model's QL ratio to the best
+        baseline (`uncertainty.block_bootstrap`; ``resamples`` default `uncertainty.RESAMPLES`)."""
+        from aetheris_ray.evaluation.baselines import BASELINES
+        from aetheris_ray.evaluation.uncertainty import RESAMPLES, block_bootstrap
+
+        return block_bootstrap(self.frame, self.levels, self.models,
+                               baselines=[m for m in self.models if m in BASELINES], block_days=block_days,
+                               resamples=RESAMPLES if resamples is None else resamples, seed=seed)
+
+    def report(self, bootstrap: int | None = None, uncertainty: pd.DataFrame | None = None) -> str:
+        """The markdown report.
+
+        Its sampling-uncertainty section uses ``uncertainty`` when given, else a fresh
+        `uncertainty` with ``bootstrap`` resamples (default 1000; 0: no section).
+        """
         from aetheris_ray.evaluation.report import render_report
 
+        if uncertainty is None and bootstrap != 0:
+            uncertainty = self.uncertainty(bootstrap)
         return render_report(self.metrics, counts=self.counts, unscored=self.unscored, models=self.models,
-                             meta=self.meta())
+                             meta=self.meta(), uncertainty=uncertainty)
 
     def meta(self) -> dict[str, Any]:
         return {

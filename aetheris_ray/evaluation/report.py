@@ -24,6 +24,7 @@ __all__ = [
     "pooled_table",
     "hit_table",
     "best_baseline_lines",
+    "uncertainty_tables",
     "render_report",
     "markdown_table",
     "score_export",
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 _PARQUET = (".parquet", ".pq")
+#: Fewer bootstrap blocks than this and the report says its standard errors are rough.
+FEW_BLOCKS = 20
 
 
 def _headline(names: Sequence[str]) -> list[str]:
@@ -114,12 +117,16 @@ def _baseline_names() -> set[str]:
     return set(BASELINES)
 
 
-def best_baseline_lines(pooled: pd.DataFrame) -> list[str]:
+def best_baseline_lines(pooled: pd.DataFrame, uncertainty: pd.DataFrame | None = None) -> list[str]:
     """One line per horizon: the best baseline's QL, and each other model's QL and ratio to it.
 
-    ``pooled`` is `pooled_table` output (display units).
+    ``pooled`` is `pooled_table` output (display units).  With ``uncertainty``
+    (`uncertainty.block_bootstrap` output) each ratio gets its 90 % bootstrap interval
+    and the share of resamples in which the model's QL is the lower.
     """
     base = _baseline_names()
+    ratios = {} if uncertainty is None or uncertainty.empty else {
+        (r.model, int(r.horizon)): r for r in uncertainty.itertuples() if r.best_baseline is not None}
     lines = []
     for h, g in pooled.groupby("horizon", sort=True):
         b = g[g["model"].isin(base)]
@@ -129,19 +136,40 @@ def best_baseline_lines(pooled: pd.DataFrame) -> list[str]:
         parts = [f"h={int(h)}: best baseline {best['model']} QL {best['ql']:.3f}"]
         for _, r in g[~g["model"].isin(base)].iterrows():
             cov = f", cov80 {r['coverage[0.80]']:.1f}%" if "coverage[0.80]" in r else ""
-            parts.append(f"{r['model']} QL {r['ql']:.3f}, ratio {r['ql'] / best['ql']:.3f}"
+            u = ratios.get((r["model"], int(h)))
+            ci = (f" [90% {u.ratio_lo:.3f}-{u.ratio_hi:.3f}, lower in {100 * u.p_lower:.0f}% of resamples]"
+                  if u is not None else "")
+            parts.append(f"{r['model']} QL {r['ql']:.3f}, ratio {r['ql'] / best['ql']:.3f}{ci}"
                          f" ({'beats' if r['ql'] < best['ql'] else 'does not beat'} it{cov})")
         lines.append("; ".join(parts))
     return lines
 
 
-_HEADERS = {"ql": "QL x100", "n": "n", "horizon": "h"}
+def uncertainty_tables(uncertainty: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Display forms of `uncertainty.block_bootstrap` output.
+
+    Returns the standard errors (model, horizon, blocks, QL and coverages each with
+    its SE, x100) and the ratios to the best baseline (non-baseline models only).
+    """
+    u = uncertainty
+    se_cols = [c for c in u.columns if c == "ql" or c.startswith(("coverage[", "coverage_se[")) or c == "ql_se"]
+    ses = u[["model", "horizon", "blocks", *se_cols]].copy()
+    for c in se_cols:
+        ses[c] = ses[c] * 100.0
+    ratios = u[u["best_baseline"].notna()][["model", "horizon", "best_baseline", "ql_ratio", "ratio_lo",
+                                            "ratio_hi", "p_lower"]].copy()
+    ratios["p_lower"] = (ratios["p_lower"] * 100.0).round().astype(int)
+    return ses.reset_index(drop=True), ratios.reset_index(drop=True)
+
+
+_HEADERS = {"ql": "QL x100", "n": "n", "horizon": "h", "ql_se": "se", "best_baseline": "best baseline",
+            "ql_ratio": "QL ratio", "ratio_lo": "5%", "ratio_hi": "95%", "p_lower": "lower in % of resamples"}
 
 
 def _header(c: str) -> str:
     if c in _HEADERS:
         return _HEADERS[c]
-    for pre, fmt in (("coverage[", "cov{} %"), ("width[", "width{} x100"), ("hit[", "hit{} %"),
+    for pre, fmt in (("coverage[", "cov{} %"), ("coverage_se[", "se"), ("width[", "width{} x100"), ("hit[", "hit{} %"),
                      ("tail_low[", "below q{} %"), ("tail_high[", "above q{} %")):
         if c.startswith(pre):
             lv = float(c[len(pre):-1])
@@ -177,8 +205,10 @@ def render_report(
     unscored: Mapping[str, str] | None = None,
     models: Sequence[str] | None = None,
     meta: Mapping[str, Any] | None = None,
+    uncertainty: pd.DataFrame | None = None,
 ) -> str:
-    """The markdown report: pooled table, best-baseline comparison, hit rates, counts, per-asset figures."""
+    """The markdown report: pooled table, best-baseline comparison, sampling uncertainty (when
+    ``uncertainty``, `uncertainty.block_bootstrap` output, is given), hit rates, counts, per-asset figures."""
     pooled = pooled_table(metrics, models=models)
     out = ["# Walk-forward backtest", ""]
     if meta:
@@ -194,9 +224,25 @@ def render_report(
         markdown_table(pooled),
         "",
     ]
-    lines = best_baseline_lines(pooled)
+    lines = best_baseline_lines(pooled, uncertainty)
     if lines:
         out += ["## Against the best baseline", ""] + [f"- {x}" for x in lines] + [""]
+    if uncertainty is not None and not uncertainty.empty:
+        ses, ratios = uncertainty_tables(uncertainty)
+        days = int(uncertainty["block_days"].iloc[0])
+        few = int(uncertainty["blocks"].min())
+        warn = ([f"Only {few} blocks: with fewer than {FEW_BLOCKS} these standard errors are rough (a longer "
+                 "period gives better ones).", ""] if few < FEW_BLOCKS else [])
+        out += ["## Sampling uncertainty (block bootstrap)", "", *warn,
+                f"Pooled figures rest on far fewer independent outcomes than forecasts: targets of nearby origins "
+                f"overlap and assets move together.  Standard errors (se) from resampling whole blocks of {days} "
+                f"calendar days of origins, every asset together (the rows of the pooled table; one set of "
+                f"resamples for all models, so ratios are paired).  A coverage within about 2 se of nominal is "
+                f"consistent with a calibrated model.", "", markdown_table(ses), ""]
+        if not ratios.empty:
+            out += ["QL ratio to the best baseline (below 1: the model is better), its 5-95 % bootstrap interval "
+                    "and the share of resamples in which the model has the lower QL:", "",
+                    markdown_table(ratios, digits=3), ""]
     out += ["## Per-quantile hit rates and tail misses (pooled, percent)", "",
             "hitNN: share of outcomes below the qNN forecast (nominal NN%); below/above: outside the "
             "outermost quantiles.", "", markdown_table(hit_table(metrics, models=models), digits=1), ""]
