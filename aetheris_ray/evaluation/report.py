@@ -138,7 +138,7 @@ def best_baseline_lines(pooled: pd.DataFrame, uncertainty: pd.DataFrame | None =
             cov = f", cov80 {r['coverage[0.80]']:.1f}%" if "coverage[0.80]" in r else ""
             u = ratios.get((r["model"], int(h)))
             ci = (f" [90% {u.ratio_lo:.3f}-{u.ratio_hi:.3f}, lower in {100 * u.p_lower:.0f}% of resamples]"
-                  if u is not None else "")
+                  if u is not None and np.isfinite(u.ratio_lo) else "")
             parts.append(f"{r['model']} QL {r['ql']:.3f}, ratio {r['ql'] / best['ql']:.3f}{ci}"
                          f" ({'beats' if r['ql'] < best['ql'] else 'does not beat'} it{cov})")
         lines.append("; ".join(parts))
@@ -158,7 +158,7 @@ def uncertainty_tables(uncertainty: pd.DataFrame) -> tuple[pd.DataFrame, pd.Data
         ses[c] = ses[c] * 100.0
     ratios = u[u["best_baseline"].notna()][["model", "horizon", "best_baseline", "ql_ratio", "ratio_lo",
                                             "ratio_hi", "p_lower"]].copy()
-    ratios["p_lower"] = (ratios["p_lower"] * 100.0).round().astype(int)
+    ratios["p_lower"] = [f"{100 * v:.0f}" if np.isfinite(v) else "" for v in ratios["p_lower"].astype(float)]
     return ses.reset_index(drop=True), ratios.reset_index(drop=True)
 
 
@@ -231,8 +231,13 @@ def render_report(
         ses, ratios = uncertainty_tables(uncertainty)
         days = int(uncertainty["block_days"].iloc[0])
         few = int(uncertainty["blocks"].min())
-        warn = ([f"Only {few} blocks: with fewer than {FEW_BLOCKS} these standard errors are rough (a longer "
-                 "period gives better ones).", ""] if few < FEW_BLOCKS else [])
+        if few < 2:
+            warn = [f"The period is shorter than two blocks of {days} days: too short for standard errors.", ""]
+        elif few < FEW_BLOCKS:
+            warn = [f"Only {few} blocks: with fewer than {FEW_BLOCKS} these standard errors are rough (a longer "
+                    "period gives better ones).", ""]
+        else:
+            warn = []
         out += ["## Sampling uncertainty (block bootstrap)", "", *warn,
                 f"Pooled figures rest on far fewer independent outcomes than forecasts: targets of nearby origins "
                 f"overlap and assets move together.  Standard errors (se) from resampling whole blocks of {days} "

@@ -86,11 +86,12 @@ def block_bootstrap(
     Returns
     -------
     DataFrame
-        One row per model x horizon: ``model, horizon, n, blocks, block_days, ql,
-        ql_se``, ``coverage[p]`` and ``coverage_se[p]`` for each central interval
+        One row per model x horizon: ``model, horizon, n, blocks`` (whole blocks in
+        the span of its scored origins), ``block_days, ql, ql_se``, ``coverage[p]`` and ``coverage_se[p]`` for each central interval
         scored, and ``best_baseline, ql_ratio, ratio_lo, ratio_hi`` (5 % and 95 %
         of the resampled ratios) and ``p_lower`` (share of resamples in which the
-        model's QL is below the best baseline's), NaN for baselines.  Raw units
+        model's QL is below the best baseline's), NaN for baselines.  Standard
+        errors and intervals are NaN where the span is shorter than two blocks.  Raw units
         (log-return QL, coverage as a share).  Empty when no row is scored.
     """
     if resamples < 100:
@@ -130,14 +131,18 @@ def block_bootstrap(
     for gi, (m, h) in enumerate(groups):
         total = daily[:, gi * k:(gi + 1) * k].sum(axis=0)
         nb = boot[:, gi * k]
-        n_days = int((daily[:, gi * k] > 0).sum())
-        row = {"model": m, "horizon": int(h), "n": int(total[0]), "blocks": int(np.ceil(n_days / days)),
-               "block_days": days}
+        scored = np.flatnonzero(daily[:, gi * k] > 0)
+        blocks = (int(scored[-1] - scored[0]) + 1) // days  # whole blocks in the span of scored origins
+        if blocks < 2:
+            # shorter than two blocks: every resample is about a rotation of it, its spread means nothing
+            boot[:, gi * k:(gi + 1) * k] = np.nan
+        row = {"model": m, "horizon": int(h), "n": int(total[0]), "blocks": blocks, "block_days": days}
         for j, c in enumerate(stats, start=1):
             with np.errstate(invalid="ignore", divide="ignore"):
                 b = boot[:, gi * k + j] / nb
             row[c] = float(total[j] / total[0])
-            row["ql_se" if c == "ql" else c.replace("[", "_se[")] = float(np.nanstd(b, ddof=1))
+            row["ql_se" if c == "ql" else c.replace("[", "_se[")] = (
+                float(np.nanstd(b, ddof=1)) if np.isfinite(b).any() else np.nan)
             if c == "ql":
                 boot_ql[(m, int(h))] = b
         rows.append(row)
@@ -164,5 +169,7 @@ def _add_ratios(out: pd.DataFrame, boot_ql: dict, baselines: set[str]) -> None:
             ratio = ratio[np.isfinite(ratio)]
             out.at[i, "best_baseline"] = best["model"]
             out.at[i, "ql_ratio"] = r["ql"] / best["ql"]
+            if not ratio.size:
+                continue
             out.at[i, "ratio_lo"], out.at[i, "ratio_hi"] = np.quantile(ratio, [0.05, 0.95])
             out.at[i, "p_lower"] = float(np.mean(ratio < 1.0))

@@ -10,7 +10,7 @@ from scipy import stats
 from aetheris_ray.cli import main
 from aetheris_ray.errors import InvalidInput
 from aetheris_ray.evaluation.backtest import SourceSpec, backtest
-from aetheris_ray.evaluation.baselines import baseline_models
+from aetheris_ray.evaluation.baselines import EwmaNormal, baseline_models
 from aetheris_ray.evaluation.uncertainty import block_bootstrap, default_block_days
 from evalkit import LEVELS
 
@@ -84,7 +84,7 @@ def test_point_figures_equal_the_pooled_table(data_dir):
     np.testing.assert_array_equal(merged["n_boot"], merged["n"])  # stablecoin out, common origins only
     assert u["best_baseline"].isna().all()  # baselines only: no ratios
     md = res.report(bootstrap=200)
-    assert "## Sampling uncertainty (block bootstrap)" in md and "Only 8 blocks" in md
+    assert "## Sampling uncertainty (block bootstrap)" in md and "Only 7 blocks" in md
     assert "## Sampling uncertainty" not in res.report(bootstrap=0)
 
 
@@ -120,6 +120,20 @@ def test_common_origins_and_gaps():
     assert (u["n"] == gap.sum() - 2).all()
     assert np.isfinite(u["coverage_se[0.50]"]).all()
     assert block_bootstrap(a.iloc[:0], LEVELS).empty
+
+
+def test_a_period_shorter_than_two_blocks_gets_no_standard_error(data_dir):
+    y = np.random.default_rng(7).standard_normal(40)
+    u = block_bootstrap(pd.concat([_frame(y, 1.0, "eng"), _frame(y, 1.2, "base")]), LEVELS, baselines=["base"])
+    r = _row(u, "eng")
+    assert r["blocks"] == 1 and np.isnan(r["coverage_se[0.50]"]) and np.isnan(r["ql_se"])
+    assert r["ql_ratio"] < 1 and np.isnan(r["ratio_lo"]) and np.isnan(r["p_lower"])
+    wide = EwmaNormal(name="engine", lam=0.97)
+    res = backtest(SourceSpec(data=str(data_dir)), ["AAA-USD"], "2022-03-01", "2022-04-15", [1],
+                   [wide, *baseline_models()], progress=False, workers=1)
+    md = res.report(bootstrap=100)
+    assert "too short for standard errors" in md and "nan" not in md
+    assert "| engine | 1 | " in md.split("QL ratio to the best baseline")[1]
 
 
 @pytest.mark.parametrize("kwargs, match", [
