@@ -87,11 +87,12 @@ def block_bootstrap(
     -------
     DataFrame
         One row per model x horizon: ``model, horizon, n, blocks`` (whole blocks in
-        the span of its scored origins), ``block_days, ql, ql_se``, ``coverage[p]`` and ``coverage_se[p]`` for each central interval
-        scored, and ``best_baseline, ql_ratio, ratio_lo, ratio_hi`` (5 % and 95 %
-        of the resampled ratios) and ``p_lower`` (share of resamples in which the
-        model's QL is below the best baseline's), NaN for baselines.  Standard
-        errors and intervals are NaN where the span is shorter than two blocks.  Raw units
+        the span of its scored origins), ``block_days, ql, ql_se``, ``coverage[p]``
+        and ``coverage_se[p]`` for each central interval scored, and
+        ``best_baseline, ql_ratio, ratio_lo, ratio_hi`` (5 % and 95 % of the
+        resampled ratios) and ``p_lower`` (share of resamples in which the model's QL
+        is below the best baseline's), NaN for baselines.  Standard errors and
+        intervals are NaN where the span is shorter than two blocks.  Raw units
         (log-return QL, coverage as a share).  Empty when no row is scored.
     """
     if resamples < 100:
