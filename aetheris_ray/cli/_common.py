@@ -20,3 +20,24 @@ def not_yet(command: str, issue: str) -> None:
 
 
 OptPath = Optional[Path]
+
+BootstrapOpt = typer.Option(1000, "--bootstrap", help="block-bootstrap resamples for the standard errors of the "
+                            "pooled figures and the QL ratios' intervals (0: skip; at least 100)")
+
+
+def check_bootstrap(resamples: int) -> None:
+    from aetheris_ray.errors import InvalidInput
+
+    if resamples != 0 and resamples < 100:
+        raise InvalidInput(f"--bootstrap {resamples}: give at least 100 resamples (default 1000), or 0 to skip")
+
+
+def echo_pooled(pooled, uncertainty) -> None:
+    """The pooled table and one line per horizon against the best baseline (with bootstrap intervals)."""
+    from aetheris_ray.evaluation.report import best_baseline_lines, markdown_table
+
+    typer.echo("")
+    typer.echo("pooled (stablecoins and gold tokens left out):")
+    typer.echo(markdown_table(pooled))
+    for line in best_baseline_lines(pooled, uncertainty):
+        typer.echo(line)

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from aetheris_ray.cli import app
-from aetheris_ray.cli._common import OptPath
+from aetheris_ray.cli._common import BootstrapOpt, OptPath, check_bootstrap, echo_pooled
 
 def parse_horizons(text: str) -> list[int]:
     """``"1,3,7,14"`` -> ``[1, 3, 7, 14]``; anything else raises `InvalidInput` naming the flag."""
@@ -74,8 +74,7 @@ def backtest_cmd(
                                           "or ray://head:10001 (implies --ray)"),
     block_days: Optional[int] = typer.Option(None, "--block-days", help="with --ray: origin days per task "
                                              "(default 180; 0: one task per asset)"),
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="block-bootstrap resamples for the standard errors of "
-                                  "the pooled figures and the QL ratios' intervals (0: skip; at least 100)"),
+    bootstrap: int = BootstrapOpt,
 ) -> None:
     """Walk-forward backtest (EVALUATION.md): QL, coverage and width per horizon, per asset and pooled.
 
@@ -94,8 +93,7 @@ def backtest_cmd(
     hz = parse_horizons(horizons)
     if block_days is not None and not (ray or address):
         raise InvalidInput("--block-days splits the work of a Ray run: add --ray (or --address)")
-    if bootstrap != 0 and bootstrap < 100:
-        raise InvalidInput(f"--bootstrap {bootstrap}: give at least 100 resamples (default 1000), or 0 to skip")
+    check_bootstrap(bootstrap)
     if block_days is not None and block_days < 0:
         raise InvalidInput(f"--block-days {block_days}: give a number of days, e.g. 180, or 0 for one task per asset")
     models = build_models(model, baselines)
@@ -122,8 +120,6 @@ def backtest_cmd(
         if not kept:
             raise InvalidInput(f"--listed-before {listed_before}: no asset has a close before that date")
         assets = ",".join(kept)
-    from aetheris_ray.evaluation.report import best_baseline_lines, markdown_table
-
     # data-quality notes as one line each (worker processes inherit this)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"note: {msg}\n"  # type: ignore[assignment]
     warnings.simplefilter("once", DataQualityWarning)
@@ -147,11 +143,7 @@ def backtest_cmd(
                f"models {', '.join(res.models)}, {len(res.frame):,} forecasts, wall {res.wall_s:.1f} s")
     for a, why in res.unscored.items():
         typer.echo(f"not scored: {a}: {why}")
-    typer.echo("")
-    typer.echo("pooled (stablecoins and gold tokens left out):")
-    typer.echo(markdown_table(pooled))
-    for line in best_baseline_lines(pooled, unc):
-        typer.echo(line)
+    echo_pooled(pooled, unc)
     if out is not None:
         typer.echo(f"forecasts: {out}")
     if report is not None:

@@ -28,6 +28,7 @@ __all__ = [
     "render_report",
     "markdown_table",
     "score_export",
+    "export_frame",
     "write_export",
     "read_export",
 ]
@@ -303,6 +304,48 @@ def _export_levels(df: pd.DataFrame) -> tuple[float, ...]:
     return lv
 
 
+def export_frame(export: pd.DataFrame, source: Any) -> tuple[pd.DataFrame, pd.DataFrame, tuple[float, ...]]:
+    """An export frame made ready to score: ``spot`` and ``y`` read from the price data.
+
+    ``y`` and the origin close come from ``source`` (the export's own ``y`` is not
+    used); a missing ``model`` column becomes ``model``.
+
+    Returns
+    -------
+    (frame, unscorable, levels)
+        The rows with a close at the origin and the target (with ``spot`` and ``y``),
+        the rows without one, and the export's quantile levels.
+    """
+    from aetheris_ray.evaluation.backtest import _daily_close, _resolve
+
+    df = export.copy()
+    if "model" not in df.columns:
+        df.insert(0, "model", "model")
+    missing = [c for c in EXPORT_COLUMNS if c not in df.columns]
+    if missing:
+        raise InvalidInput(f"export: missing column(s) {', '.join(missing)}")
+    lv = _export_levels(df.drop(columns=["y", "spot"], errors="ignore"))
+    try:
+        origin = pd.to_datetime(df["origin"].astype(str), format="%Y-%m-%d")
+        horizon = df["horizon"].astype(int)
+    except (ValueError, TypeError) as e:
+        raise InvalidInput(f"export: origin must be YYYY-MM-DD and horizon a whole number of days ({e})") from None
+    src = _resolve(source)
+    target = origin + pd.to_timedelta(horizon, unit="D")
+    spot = np.full(len(df), np.nan)
+    tgt = np.full(len(df), np.nan)
+    for asset, idx in df.groupby("asset", sort=False).indices.items():
+        close = _daily_close(src.history(str(asset)))
+        spot[idx] = close.reindex(origin.iloc[idx]).to_numpy()
+        tgt[idx] = close.reindex(target.iloc[idx]).to_numpy()
+    df["origin"] = origin.dt.strftime("%Y-%m-%d")
+    df["horizon"] = horizon
+    df["spot"] = spot
+    df["y"] = np.log(tgt / spot)
+    bad = ~(np.isfinite(spot) & np.isfinite(tgt))
+    return df[~bad].reset_index(drop=True), df[bad].reset_index(drop=True), lv
+
+
 def score_export(export: pd.DataFrame, source: Any, models: Sequence[str] | None = None
                  ) -> dict[MetricKey, MetricSet]:
     """Recompute every metric from an export frame and the price data alone.
@@ -320,30 +363,15 @@ def score_export(export: pd.DataFrame, source: Any, models: Sequence[str] | None
     source : MarketSource, SourceSpec or a data directory
     models : sequence of str, optional
         The run's models (default: those in the file).
-    """
-    from aetheris_ray.evaluation.backtest import _daily_close, _resolve
 
-    df = export.copy()
-    if "model" not in df.columns:
-        df.insert(0, "model", "model")
-    missing = [c for c in EXPORT_COLUMNS if c not in df.columns]
-    if missing:
-        raise InvalidInput(f"export: missing column(s) {', '.join(missing)}")
-    lv = _export_levels(df.drop(columns=["y"], errors="ignore"))
-    src = _resolve(source)
-    origin = pd.to_datetime(df["origin"].astype(str), format="%Y-%m-%d")
-    target = origin + pd.to_timedelta(df["horizon"].astype(int), unit="D")
-    spot = np.full(len(df), np.nan)
-    tgt = np.full(len(df), np.nan)
-    for asset, idx in df.groupby("asset", sort=False).indices.items():
-        close = _daily_close(src.history(str(asset)))
-        spot[idx] = close.reindex(origin.iloc[idx]).to_numpy()
-        tgt[idx] = close.reindex(target.iloc[idx]).to_numpy()
-    bad = ~(np.isfinite(spot) & np.isfinite(tgt))
-    if bad.any():
-        r = df[bad].iloc[0]
+    Raises
+    ------
+    DataError
+        A row has no close at its origin or target in the price data.
+    """
+    df, bad, lv = export_frame(export, source)
+    if len(bad):
+        r = bad.iloc[0]
         raise DataError(f"export row {r['model']} {r['asset']} {r['origin']} h={r['horizon']}: no close at the "
-                        f"origin or the target in the price data ({int(bad.sum())} such row(s))")
-    df["spot"] = spot
-    df["y"] = np.log(tgt / spot)
+                        f"origin or the target in the price data ({len(bad)} such row(s))")
     return score_frame(df, lv, models=models)
