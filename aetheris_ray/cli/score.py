@@ -31,7 +31,7 @@ def score_cmd(
     """
     import pandas as pd
 
-    from aetheris_ray.errors import InvalidInput
+    from aetheris_ray.errors import DataError, InvalidInput
 
     if data is None:
         raise InvalidInput("--data DIR is required: the prices to score against, laid out like shared/data")
@@ -58,14 +58,15 @@ def score_cmd(
         export.insert(0, "model", file.stem)
     source = SourceSpec(data=str(data))
     frame, unscorable, levels = export_frame(export, source)
+    if frame.empty:
+        raise DataError(f"{file.name}: none of its {len(unscorable):,} rows has a close at its origin and target in "
+                        f"{data}; nothing to score")
     names = list(dict.fromkeys(frame["model"]))
     if baselines:
         taken = sorted(set(names) & set(BASELINES))
         if taken:
             raise InvalidInput(f"{file.name} already holds {', '.join(taken)} rows: drop --baselines or rename "
                                "that model")
-        if frame.empty:
-            raise InvalidInput(f"{file.name}: no row has a close at its origin and target, nothing to compare")
         origin = pd.to_datetime(frame["origin"], format="%Y-%m-%d")
         end = (origin + pd.to_timedelta(frame["horizon"], unit="D")).max()
         hz = sorted(int(h) for h in frame["horizon"].unique())

@@ -84,6 +84,7 @@ def test_the_files_own_y_is_not_trusted(capsys, run, data_dir, tmp_path):
     ("full", ["--baselines"], "error: f.csv already holds bootstrap, ewma_normal, garch_t rows"),
     ("full", ["--bootstrap", "10"], "error: --bootstrap 10: give at least 100 resamples"),
     ("unknown", [], "error: unknown asset 'ZZZ-USD'"),
+    ("future", [], "error: f.csv: none of its"),
 ])
 def test_bad_files_get_one_line(capsys, run, data_dir, tmp_path, make, extra, message):
     path = tmp_path / ("nope.csv" if make is None else "f.csv")
@@ -98,6 +99,8 @@ def test_bad_files_get_one_line(capsys, run, data_dir, tmp_path, make, extra, me
         ex.iloc[:0].to_csv(path, index=False)
     elif make == "full":
         ex.to_csv(path, index=False)
+    elif make == "future":
+        ex.assign(origin="2031-05-05").to_csv(path, index=False)
     elif make == "unknown":
         ex.assign(asset="ZZZ-USD").to_csv(path, index=False)
     code, _, err = _score(capsys, str(path), "--data", str(data_dir), *extra)
