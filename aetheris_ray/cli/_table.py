@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import pandas as pd
 
 from aetheris_ray.quantiles import labels
@@ -17,6 +19,46 @@ def _prob(p: float) -> str:
     if 0.001 <= p <= 0.999 or p in (0.0, 1.0):
         return f"{p:.3f}"
     return f"{p:.3g}" if p < 0.001 else f"{p:.6f}"
+
+
+_DIRECTION = {"+": "raises it", "-": "lowers it"}
+_TARGET = {"upside": "upside risk (q95 - q50)", "downside": "downside risk (q50 - q05)", "trend": "trend (q50)"}
+
+
+def drivers_table(drivers: Mapping[str, Any]):
+    """The drivers of ``--explain`` as a rich table (one row per target x rank) and its legend.
+
+    ``drivers`` is `aetheris_ray.explain.explain`'s dict: ``upside`` / ``downside`` /
+    ``trend`` lists of ``{"driver", "importance", "direction"}``, ``method`` and
+    ``fit_r2`` (the surrogate's in-sample R^2 per target).
+
+    Returns
+    -------
+    (rich.table.Table, list of str)
+        The table and the lines that explain its columns.
+    """
+    from rich.table import Table
+
+    method = drivers.get("method")
+    table = Table(title="drivers" + (f" ({method})" if method else ""))
+    for name, justify in (("target", "left"), ("#", "right"), ("driver block", "left"), ("importance", "right"),
+                          ("direction", "left")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    targets = [k for k, v in drivers.items() if isinstance(v, list)]
+    for target in targets:
+        items = drivers[target]
+        for rank, item in enumerate(items, start=1):
+            imp = item.get("importance")
+            table.add_row(_TARGET.get(target, target) if rank == 1 else "", str(rank), str(item.get("driver", "?")),
+                          "" if imp is None else f"{100 * float(imp):.1f} %",
+                          _DIRECTION.get(str(item.get("direction")), str(item.get("direction", ""))),
+                          end_section=rank == len(items))
+    legend = ["importance: the block's share of the total importance for that target; direction: how the "
+              "block's current value moves the target against typical past values"]
+    fit = drivers.get("fit_r2")
+    if isinstance(fit, Mapping) and fit:
+        legend.append("surrogate fit R^2: " + ", ".join(f"{k} {float(v):.2f}" for k, v in fit.items()))
+    return table, legend
 
 
 def print_forecast(fc: Forecast) -> None:
@@ -49,8 +91,10 @@ def print_forecast(fc: Forecast) -> None:
             line += f"   (importance sampling, std error {row['std_error']:.2g})"
         console.print(line)
     if fc.drivers:
-        for side, items in fc.drivers.items():
-            console.print(f"drivers of {side}: {items}")
+        table, legend = drivers_table(fc.drivers)
+        console.print(table)
+        for line in legend:
+            console.print(line, markup=False)
     scenario = fc.metadata.get("scenario")
     if scenario:
         mult = ", ".join(f"{k}d x{v:.3g}" for k, v in scenario["channel_vol_multiplier"].items())

@@ -122,3 +122,20 @@ def test_forecast_table_shows_the_scenario_effect(capsys, synthetic_store):
     assert "[CONDITIONAL scenario]" in out
     assert "scenario volatility multiplier: 1d x" in out and "implied_vol " in out and "(data)" in out
     assert "note: scenario skew: no estimated effect on the cone" in " ".join(out.split())
+
+
+def test_forecast_explain_table_shows_drivers_not_dicts(capsys, synthetic_store):
+    code, out, err = run(capsys, "forecast", "--store", str(synthetic_store), "--asset", "SYN-BTC", "--horizon", "7",
+                         "--paths", "500", "--seed", "1", "--explain", "--format", "table")
+    assert code == 0, err
+    assert "{" not in out and "}" not in out and "'driver'" not in out, out
+    from aetheris_ray.explain import BLOCKS
+
+    for target in ("upside risk (q95 - q50)", "downside risk (q50 - q05)", "trend (q50)"):
+        assert target in out
+    tail = out[out.index("drivers (surrogate-permutation)"):]
+    rows = [ln for ln in tail.splitlines() if " %" in ln]
+    assert len(rows) == 9  # top 3 drivers x 3 targets, each with its importance
+    assert all(any(f" {b} " in ln for b in BLOCKS) for ln in rows) and all("raises it" in ln or "lowers it" in ln
+                                                                           for ln in rows)
+    assert "surrogate fit R^2: upside 0." in out
