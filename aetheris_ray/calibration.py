@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -51,6 +49,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from aetheris_ray import atomic
 from aetheris_ray._typing import FloatArray
 from aetheris_ray.errors import InvalidInput, ModelNotFound
 from aetheris_ray.features.state import REGIME_LABELS
@@ -489,17 +488,7 @@ class Calibrator:
 
     def save(self, path: str | Path) -> Path:
         """Write the state as JSON, atomically (replace)."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, separators=(",", ":"))
-            os.replace(tmp, p)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return p
+        return atomic.write_json(path, self.to_dict(), separators=(",", ":"))
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibrator":

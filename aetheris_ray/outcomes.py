@@ -2,8 +2,8 @@
 
 Each outcome is ``{asset, origin, horizon, price}``: the close of ``asset`` observed
 ``horizon`` days after the forecast origin.  The log lives in one JSON file under
-``Settings.state_path`` and every change rewrites it atomically (write a temporary
-file in the same directory, fsync, ``os.replace``, fsync the directory), so a Serve
+``Settings.state_path`` and every change rewrites it atomically (`aetheris_ray.atomic`:
+a temporary file in the same directory, fsync, ``os.replace``, fsync the directory), so a Serve
 restart or a crash mid-write loses nothing that was acknowledged: the file holds
 either the old or the new log, never a torn one.  Re-posting an outcome with the
 same ``(asset, origin, horizon)`` replaces the stored price (idempotent retries).
@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, AliasChoices
+
+from aetheris_ray import atomic
 
 SCHEMA_VERSION = 1
 FILE_NAME = "outcomes.json"
@@ -44,26 +44,6 @@ class OutcomeBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     outcomes: list[Outcome] = Field(min_length=1, max_length=10_000)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically (same-directory temp file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class OutcomeLog:
@@ -92,7 +72,7 @@ class OutcomeLog:
             rows[key] = float(o.price)
         doc = {"schema_version": SCHEMA_VERSION, "outcomes": [
             {"asset": a, "origin": d, "horizon": h, "price": p} for (a, d, h), p in sorted(rows.items())]}
-        atomic_write_text(self.path, json.dumps(doc, indent=1, allow_nan=False))
+        atomic.write_json(self.path, doc, indent=1, allow_nan=False)
         self._rows = rows
         return new
 

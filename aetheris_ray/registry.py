@@ -9,8 +9,9 @@ Layout (one folder under ``Settings.registry_path`` = ``$AETHERIS_HOME/registry`
                              (its manifest.json + weights / params.npz)
 
 A version is written into a temporary directory next to its final place and
-moved with ``os.replace``, so a reader never sees half an artefact; an existing
-version is never overwritten unless asked.  `load` raises `ModelNotFound` naming
+renamed into place (`aetheris_ray.atomic.move_into_place`), so a reader never sees
+half an artefact; an existing version is never overwritten unless asked, and when
+it is, the old version is removed only after the new one is in place.  `load` raises `ModelNotFound` naming
 the problem; `load_or_fallback` never raises for a missing or corrupt artefact:
 it returns the baseline spec instead, issues a `FallbackWarning` and returns the
 message for the forecast's metadata.
@@ -27,8 +28,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -36,6 +35,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
+from aetheris_ray.atomic import move_into_place, staging_dir
 from aetheris_ray.errors import FallbackWarning, InvalidInput, ModelNotFound
 
 __all__ = [
@@ -224,9 +224,7 @@ class Registry:
                 hyperparameters = {}
         if version is not None and (not version or "/" in version or version.startswith(".")):
             raise InvalidInput(f"version={version!r}: a version id is a plain name without '/' or a leading '.'")
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".register.", dir=self.root))
-        try:
+        with staging_dir(self.root, prefix=".register.") as tmp:
             fitted.save(tmp / MODEL_DIR)
             created = datetime.now(timezone.utc)
             version = version or f"{component}-{created:%Y%m%dT%H%M%S}Z-{_hash_dir(tmp / MODEL_DIR)}"
@@ -251,16 +249,7 @@ class Registry:
             stored.pop("path")
             stored.pop("status")
             (tmp / MANIFEST).write_text(json.dumps(stored, indent=2, sort_keys=True))
-            if final.exists():
-                old = self.root / f".{version}.old.{os.getpid()}"
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            move_into_place(tmp, final, overwrite=overwrite, what="register")
         return dataclasses.replace(record, path=str(final))
 
     # -- reading ---------------------------------------------------------------------------

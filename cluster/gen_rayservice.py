@@ -2,6 +2,7 @@
 
     python cluster/gen_rayservice.py            # rewrite the manifest
     python cluster/gen_rayservice.py --check    # exit 1 when the manifest is stale
+    python cluster/gen_rayservice.py --help     # usage; writes nothing
 
 The RayService's serveConfigV2 is the Serve config with two changes: the HTTP host
 is 0.0.0.0 (inside a pod the proxy must listen on the pod IP; the Service fronts it)
@@ -10,6 +11,7 @@ and the app reads the Parquet store on the state volume instead of the synthetic
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -102,9 +104,23 @@ def render() -> str:
     return HEADER + yaml.dump(manifest(), Dumper=_Dumper, sort_keys=False, width=120)
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line (``--help`` prints the usage and exits 0 before anything is written)."""
+    parser = argparse.ArgumentParser(
+        prog="python cluster/gen_rayservice.py",
+        description=f"Generate {RAYSERVICE.relative_to(ROOT)} from {SERVE_CONFIG.relative_to(ROOT)} "
+                    "(HTTP host 0.0.0.0, the Parquet store on the state volume). Without options it rewrites "
+                    "the manifest.",
+    )
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when the manifest differs from what would be generated")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
+    args = parse_args(argv)
     text = render()
-    if "--check" in argv:
+    if args.check:
         ok = RAYSERVICE.is_file() and RAYSERVICE.read_text(encoding="utf-8") == text
         print("up to date" if ok else f"{RAYSERVICE} is stale: run python cluster/gen_rayservice.py")
         return 0 if ok else 1

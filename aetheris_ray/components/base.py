@@ -33,9 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
@@ -44,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from aetheris_ray._typing import BoolArray, FloatArray
+from aetheris_ray.atomic import replace_dir
 from aetheris_ray.errors import InvalidInput, ModelNotFound
 from aetheris_ray.features.state import REGIME_LABELS, MarketState
 
@@ -407,22 +405,8 @@ class FittedBase:
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write ``manifest.json`` + ``params.npz`` (+ ``child_<i>/``) atomically; refuse to overwrite unless asked."""
         target = Path(directory)
-        if target.exists() and not overwrite:
-            raise InvalidInput(f"save: {target} exists; pass overwrite=True to replace it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with replace_dir(target, overwrite=overwrite, what="save") as tmp:
             self._write(tmp)
-            if target.exists():
-                old = target.with_name(f".{target.name}.old.{os.getpid()}")
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         return target
 
     def _write(self, d: Path) -> None:

@@ -21,25 +21,24 @@ Rules:
   report says so) -- history that forecasts were made on never changes silently;
 * a partition is rewritten only when rows are added, by writing a temporary
   file in the same directory, fsyncing it and ``os.replace``-ing it over
-  ``part.parquet``; readers only ever open ``part.parquet``, so they see the old
-  file or the new one, never a half-written one.  One writer at a time.
+  ``part.parquet`` (`aetheris_ray.atomic.open_atomic`); readers only ever open
+  ``part.parquet``, so they see the old file or the new one, never a half-written
+  one.  One writer at a time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from aetheris_ray import atomic
 from aetheris_ray.data.schema import (
     BAR_COLUMNS,
     SERIES_COLUMNS,
@@ -341,13 +340,14 @@ class ParquetStore:
         schema_meta = dict(table.schema.metadata or {})
         schema_meta[META_KEY] = json.dumps(meta, sort_keys=True).encode()
         table = table.replace_schema_metadata(schema_meta)
-        _atomic_write(self._part(asset, series), lambda fh: pq.write_table(table, fh))
+        with atomic.open_atomic(self._part(asset, series)) as fh:  # 0o644, fsynced, renamed over part.parquet
+            pq.write_table(table, fh)
 
     def _write_marker(self) -> None:
         marker = self.path / "_store.json"
         if not marker.exists():
             body = json.dumps({"format": STORE_FORMAT, "version": STORE_VERSION}, indent=1).encode()
-            _atomic_write(marker, lambda fh: fh.write(body))
+            atomic.write_bytes(marker, body)
 
 
 def _meta(raw: dict[bytes, bytes] | None, path: Path) -> dict[str, Any]:
@@ -355,35 +355,3 @@ def _meta(raw: dict[bytes, bytes] | None, path: Path) -> dict[str, Any]:
         return dict(json.loads((raw or {})[META_KEY]))
     except (KeyError, ValueError) as exc:
         raise DataError(f"{path}: no aetheris_ray metadata; the file was not written by ParquetStore") from exc
-
-
-def _atomic_write(final: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write ``final`` through a temp file in the same directory, fsync and ``os.replace``.
-
-    On any failure (including a crash inside ``write``) the temp file is removed
-    and ``final`` keeps its previous content.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}-", suffix=".tmp", dir=final.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; store files are ordinary data files
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(final.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Persist a rename (a no-op where directories cannot be opened, e.g. Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -87,6 +87,38 @@ def test_rayservice_is_generated_from_serve_config():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def _files(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("argv, code, says", [(["--help"], 0, "usage:"), (["-h"], 0, "--check"),
+                                              (["--chek"], 2, "unrecognized arguments: --chek")])
+def test_gen_rayservice_help_and_bad_flags_write_nothing(tmp_path, argv, code, says):
+    # the script writes next to itself (ROOT from __file__): run a copy in a scratch tree, from another cwd
+    fake, cwd = tmp_path / "repo", tmp_path / "cwd"
+    (fake / "cluster" / "kuberay").mkdir(parents=True)
+    (fake / "deployments").mkdir()
+    cwd.mkdir()
+    (fake / "cluster" / "gen_rayservice.py").write_bytes((ROOT / "cluster" / "gen_rayservice.py").read_bytes())
+    (fake / "deployments" / "serve_config.yaml").write_bytes((ROOT / "deployments" / "serve_config.yaml").read_bytes())
+    real = ROOT / "cluster" / "kuberay" / "rayservice.yaml"
+    before, real_before = _files(tmp_path), (real.stat().st_mtime_ns, real.read_bytes())
+    env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
+    for script in (fake / "cluster" / "gen_rayservice.py", ROOT / "cluster" / "gen_rayservice.py"):
+        r = subprocess.run([sys.executable, str(script), *argv], cwd=cwd, env=env, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == code, r.stdout + r.stderr
+        assert says in r.stdout + r.stderr
+        assert _files(tmp_path) == before, "the script wrote a file"
+    assert (real.stat().st_mtime_ns, real.read_bytes()) == real_before
+    # the control: without options the copy does write its manifest (so the checks above can fail)
+    r = subprocess.run([sys.executable, str(fake / "cluster" / "gen_rayservice.py")], cwd=cwd, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert set(_files(tmp_path)) - set(before) == {"repo/cluster/kuberay/rayservice.yaml"}
+    assert (fake / "cluster" / "kuberay" / "rayservice.yaml").read_bytes() == real.read_bytes()
+
+
 def test_rayjob_entrypoint_is_a_cli_command():
     doc = load(ROOT / "cluster" / "kuberay" / "rayjob-backtest.yaml")
     argv = shlex.split(doc["spec"]["entrypoint"])
