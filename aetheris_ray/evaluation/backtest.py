@@ -522,6 +522,10 @@ class BacktestResult:
         """The export frame: ``model, asset, origin, horizon, q05 .. q95, y`` (price quantiles)."""
         return self.frame[[*EXPORT_COLUMNS, *labels(self.levels), "y"]].reset_index(drop=True)
 
+    def to_frame(self) -> pd.DataFrame:
+        """The forecasts as one long frame: `export` (``model, asset, origin, horizon, q05 .. q95, y``)."""
+        return self.export()
+
     def write(self, path: str | Path) -> Path:
         """Write the export as CSV, or Parquet when ``path`` ends in ``.parquet``/``.pq``."""
         from aetheris_ray.evaluation.report import write_export
