@@ -20,6 +20,8 @@ import math
 import torch
 from torch import nn
 
+from aetheris_ray.components.torch_utils import SeededDropout, init_module
+
 __all__ = ["RoughVolNet", "rfou_moments", "gaussian_nll"]
 
 #: Upper bound of the per-day mean reversion ``kappa``.
@@ -34,7 +36,13 @@ class RoughVolNet(nn.Module):
     n_features : int
     hidden : int
     layers : int, >= 1 hidden layers
-    dropout : float
+    dropout : float; the masks come from a generator the training loop sets
+        (`aetheris_ray.components.torch_utils.set_dropout_generator`)
+    generator : torch.Generator, optional
+        Draws the initial hidden-layer weights (`torch_utils.init_module`); the head
+        starts at fixed values.  None = PyTorch's global generator, for a network
+        whose weights are loaded right after (a seeded initial network needs one:
+        ``generator=make_generator(seed)``).
 
     Forward
     -------
@@ -45,16 +53,19 @@ class RoughVolNet(nn.Module):
     Returns a dict of tensors of shape (batch,): ``x0``, ``m``, ``nu`` (> 0), ``kappa`` in (0, KAPPA_MAX).
     """
 
-    def __init__(self, n_features: int, hidden: int = 32, layers: int = 2, dropout: float = 0.0) -> None:
+    def __init__(self, n_features: int, hidden: int = 32, layers: int = 2, dropout: float = 0.0,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
         width = n_features
         for _ in range(max(1, int(layers))):
             blocks += [nn.Linear(width, hidden), nn.SiLU()]
             if dropout > 0:
-                blocks.append(nn.Dropout(dropout))
+                blocks.append(SeededDropout(dropout))
             width = hidden
         self.body = nn.Sequential(*blocks)
+        if generator is not None:
+            init_module(self.body, generator)
         self.head = nn.Linear(width, 4)
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():  # start at nu ~ 0.3, kappa ~ 0.05, no offsets

@@ -8,7 +8,11 @@ training step that both ``RoughVolatility.fit`` and the Ray Tune trainable call:
   log-returns at every step of the horizon, x100, EVALUATION.md's QL), plus the
   same QL for EWMA(0.94)-Normal on the same windows (``val_ql_ewma``) for reference;
 * ``state_dict()`` / ``load_state_dict()`` -- for checkpoints (restore continues the
-  same batch sequence: batch ``s`` is drawn from ``default_rng([seed, s])``).
+  same batch sequence: batch ``s`` is drawn from ``default_rng([seed, s])``, its
+  dropout masks from ``make_generator([seed, s, 1])``).
+
+Randomness is explicit (no global ``torch.manual_seed``): the initial weights come
+from ``make_generator(spec.seed)`` (`aetheris_ray.components.torch_utils`).
 
 Validation windows are the latest origins; training windows end ``horizon`` days
 before the first validation origin, so no training target overlaps a validation one.
@@ -32,6 +36,7 @@ from aetheris_ray.components.rough_vol.component import (
 )
 from aetheris_ray.components.rough_vol.fbm import estimate_hurst, fgn_autocovariance
 from aetheris_ray.components.rough_vol.module import RoughVolNet, gaussian_nll, rfou_moments
+from aetheris_ray.components.torch_utils import make_generator, set_dropout_generator
 from aetheris_ray.errors import DataError
 
 __all__ = ["Trainer", "split_windows", "estimate_hurst_windows", "resolve_device", "LEVELS"]
@@ -124,8 +129,9 @@ class Trainer:
         self.train_np, self.val_np = train, val
         feats, anchors = self._inputs(train)
         self.feat_mean, self.feat_std = feature_scale(feats)
-        torch.manual_seed(spec.seed)
-        self.net = RoughVolNet(feats.shape[1], spec.hidden, spec.layers, spec.dropout).to(self.device)
+        # initial weights from a generator seeded by the spec (the values the old global seeding gave)
+        self.net = RoughVolNet(feats.shape[1], spec.hidden, spec.layers, spec.dropout,
+                               generator=make_generator(spec.seed)).to(self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
         self.fgn_cov = torch.as_tensor(self._fgn_cov(), dtype=torch.float32, device=self.device)
         self.train_t = self._tensors(train)
@@ -173,6 +179,8 @@ class Trainer:
         for _ in range(int(n_steps)):
             rng = np.random.default_rng([self.spec.seed, self.step])
             idx = torch.as_tensor(rng.choice(n, size=bs, replace=False), device=self.device)
+            if self.spec.dropout > 0:  # dropout masks of step s: their own stream, so a restore replays them
+                set_dropout_generator(self.net, make_generator([self.spec.seed, self.step, 1], self.device))
             loss = self._loss(self.train_t, idx)
             self.opt.zero_grad()
             loss.backward()
