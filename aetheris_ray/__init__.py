@@ -11,11 +11,14 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["forecast", "Forecast", "ForecastRequest", "Settings", "load_settings", "__version__"]
+__all__ = ["forecast", "backtest", "Forecast", "BacktestResult", "ForecastRequest", "Settings", "load_settings",
+           "__version__"]
 
 _LAZY = {
     "forecast": ("aetheris_ray.api", "forecast"),
+    "backtest": ("aetheris_ray.api", "backtest"),
     "Forecast": ("aetheris_ray.result", "Forecast"),
+    "BacktestResult": ("aetheris_ray.evaluation.backtest", "BacktestResult"),
     "ForecastRequest": ("aetheris_ray.contract", "ForecastRequest"),
     "Settings": ("aetheris_ray.config", "Settings"),
     "load_settings": ("aetheris_ray.config", "load_settings"),

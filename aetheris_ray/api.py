@@ -104,3 +104,186 @@ def forecast_request(req: ForecastRequest, source: MarketSource, settings: Setti
     history = source.history(req.asset, until=req.as_of)
     return engine.forecast(history, req, settings=settings,
                            outcomes=stored_outcomes(settings.state_path, req.asset))
+
+
+#: ``model="none"`` (``--model none``): no engine model in a backtest (baselines alone).
+NO_MODEL = "none"
+
+
+def backtest_models(model: str | None, baselines: bool, settings: Settings | None = None) -> list:
+    """The models of a backtest: the engine models first, then the baselines.
+
+    Parameters
+    ----------
+    model : str, optional
+        Engine model names, comma-separated (``"baseline"``, ``"rough_vol"``,
+        ``NAME@VERSION``); ``None`` means the settings' ``model`` (``"baseline"`` unless
+        configured), the model ``aetheris forecast`` uses; ``"none"``: no engine model.
+    baselines : bool
+        Also the EVALUATION.md baselines (EWMA-Normal, GARCH(1,1)-t, Bootstrap).
+
+    Raises
+    ------
+    InvalidInput
+        An unknown model name, or nothing to run.
+    """
+    from aetheris_ray.errors import InvalidInput
+
+    flag = "--model"
+    if model is None:
+        settings = settings or load_settings()
+        model, flag = settings.model, "settings model (AETHERIS_MODEL)"
+    names = list(dict.fromkeys(n.strip() for n in model.split(",") if n.strip()))
+    if NO_MODEL in names and len(names) > 1:
+        raise InvalidInput(f"--model {model!r}: 'none' (no engine model) cannot be combined with model names")
+    models = []
+    if names != [NO_MODEL]:
+        from aetheris_ray.model import PRESETS, model_config
+        from aetheris_ray.errors import ModelNotFound
+        from aetheris_ray.walkforward import EngineModel
+
+        for name in names:
+            try:
+                cfg, _ = model_config(name)
+            except ModelNotFound:
+                raise InvalidInput(f"{flag} {name!r} is not known; valid: {', '.join(PRESETS)} "
+                                   "(NAME@VERSION pins a registered version), or 'none' for the baselines "
+                                   "alone") from None
+            models.append(EngineModel(cfg, name="engine" if name == "baseline" else f"engine_{name}"))
+    if baselines:
+        from aetheris_ray.evaluation.baselines import baseline_models
+
+        models += baseline_models()
+    if not models:
+        raise InvalidInput("nothing to backtest: --model none leaves no engine model; add --baselines, "
+                           "or name a model (e.g. --model baseline)")
+    return models
+
+
+def backtest_source(
+    settings: Settings,
+    *,
+    data: str | Path | None = None,
+    store: str | Path | None = None,
+    synthetic: bool = False,
+):
+    """The picklable source recipe (`SourceSpec`) of a backtest: as `resolve_source`, home store by default."""
+    from aetheris_ray.errors import InvalidInput
+    from aetheris_ray.evaluation.backtest import SourceSpec
+
+    if data is not None and not Path(data).exists():
+        raise InvalidInput(f"--data {str(data)!r} does not exist; pass a directory laid out like shared/data")
+    if data is None and store is None and not synthetic:
+        resolve_source(settings)  # an empty home store: one error that says how to fill it
+        store = settings.store_path
+    spec = SourceSpec(data=None if data is None else str(data), store=None if store is None else str(store),
+                      synthetic=synthetic)
+    spec.open()  # exactly one source named (else InvalidInput)
+    return spec
+
+
+def backtest(
+    assets: str | Sequence[str],
+    start: Any,
+    end: Any,
+    horizons: Sequence[int] | str = (1, 3, 7, 14),
+    *,
+    data: str | Path | None = None,
+    store: str | Path | None = None,
+    synthetic: bool = False,
+    model: str | None = None,
+    baselines: bool = False,
+    levels: Sequence[float | str] | str | None = None,
+    listed_before: Any = None,
+    workers: int = 2,
+    progress: bool = True,
+    ray: bool = False,
+    address: str | None = None,
+    block_days: int | None = None,
+    settings: Settings | None = None,
+):
+    """Walk-forward backtest (EVALUATION.md): the function behind ``aetheris backtest``.
+
+    The keyword arguments are the command's flags.  Every model forecasts every
+    origin in ``[start, end - h]`` with a close at both ends, from data up to the
+    origin only (`aetheris_ray.evaluation.backtest`).
+
+    Parameters
+    ----------
+    assets : "all", "BTC-USD,ETH-USD" or list of str
+    start, end : date-like
+        First origin and last target date.
+    horizons : sequence of int, or "1,3,7,14"
+        Days ahead, 1 to 90.
+    data, store, synthetic
+        The data: a CSV folder laid out like shared/data, a Parquet store, or the
+        seeded synthetic market; none of them: the home store (``aetheris ingest``).
+    model : str, optional
+        Engine models, comma-separated (``"baseline"``, ``"rough_vol"``,
+        ``NAME@VERSION``); default: the settings' ``model`` (``"baseline"``);
+        ``"none"``: the baselines alone.
+    baselines : bool
+        Also score EWMA-Normal, GARCH(1,1)-t and Bootstrap in the same run.
+    levels : quantile levels, optional
+        Default P5 .. P95 (the seven of EVALUATION.md).
+    listed_before : date-like, optional
+        Keep only assets whose first daily close is before this date.
+    workers : int
+        Processes across assets (1: in-process).
+    progress : bool
+        A progress bar (only when stderr is a terminal).
+    ray, address, block_days
+        Run assets x blocks of origins as Ray tasks (a new local Ray, or the cluster
+        at ``address``); ``block_days`` origin days per task (default 180, 0: one
+        task per asset).  Same numbers as in-process.
+
+    Returns
+    -------
+    BacktestResult
+        ``.pooled()`` (the pooled table), ``.to_frame()`` (one row per model x asset x
+        origin x horizon), ``.per_asset()``, ``.report()``, ``.write(path)``.
+
+    Examples
+    --------
+    >>> res = backtest("SYN-BTC", "2024-10-01", "2024-12-31", [1, 7], synthetic=True,
+    ...                baselines=True, workers=1)  # doctest: +SKIP
+    >>> res.pooled()  # doctest: +SKIP
+    """
+    import warnings
+
+    from aetheris_ray.errors import DataQualityWarning, InvalidInput
+    from aetheris_ray.evaluation.backtest import backtest as run, listed_before as keep_listed, resolve_assets
+    from aetheris_ray.quantiles import DEFAULT_LEVELS
+
+    settings = settings or load_settings()
+    if isinstance(horizons, str):
+        horizons = [h.strip() for h in horizons.split(",") if h.strip()]
+    if block_days is not None and not (ray or address):
+        raise InvalidInput("--block-days splits the work of a Ray run: add --ray (or --address)")
+    if block_days is not None and (isinstance(block_days, bool) or block_days < 0):
+        raise InvalidInput(f"--block-days {block_days}: give a number of days, e.g. 180, or 0 for one task per asset")
+    spec = backtest_source(settings, data=data, store=store, synthetic=synthetic)
+    models = backtest_models(model, baselines, settings)
+    if listed_before is not None:
+        import pandas as pd
+
+        try:
+            pd.Timestamp(listed_before)
+        except ValueError:
+            raise InvalidInput(f"--listed-before {listed_before!r} is not a date; use YYYY-MM-DD") from None
+        src = spec.open()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataQualityWarning)
+            kept = keep_listed(src, resolve_assets(src, assets), listed_before)
+        if not kept:
+            raise InvalidInput(f"--listed-before {listed_before}: no asset has a close before that date")
+        assets = kept
+    levels = DEFAULT_LEVELS if levels is None else levels
+    if ray or address:
+        from aetheris_ray.distributed.backtest import DEFAULT_BLOCK_DAYS, backtest_ray
+
+        days = DEFAULT_BLOCK_DAYS if block_days is None else (block_days or None)
+        return backtest_ray(spec, assets, start, end, horizons, models, levels=levels, address=address,
+                            block_days=days)
+    return run(spec, assets, start, end, horizons, models, levels=levels, progress=progress,
+                       workers=workers)

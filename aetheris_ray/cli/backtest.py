@@ -7,7 +7,8 @@ from typing import Optional
 import typer
 
 from aetheris_ray.cli import app
-from aetheris_ray.cli._common import BootstrapOpt, OptPath, check_bootstrap, echo_pooled
+from aetheris_ray.cli._common import BootstrapOpt, OptPath, StoreOpt, SyntheticOpt, check_bootstrap, echo_pooled
+
 
 def parse_horizons(text: str) -> list[int]:
     """``"1,3,7,14"`` -> ``[1, 3, 7, 14]``; anything else raises `InvalidInput` naming the flag."""
@@ -23,35 +24,18 @@ def parse_horizons(text: str) -> list[int]:
 
 
 def build_models(model: str | None, baselines: bool) -> list:
-    """The models of a run: the engine (``--model``) first, then the baselines (``--baselines``)."""
-    from aetheris_ray.errors import InvalidInput
+    """The models of a run: the engine (``--model``, default the settings' model) first, then the baselines."""
+    from aetheris_ray.api import backtest_models
 
-    models = []
-    if model is not None:
-        from aetheris_ray.engine import MODELS, model_config
-        from aetheris_ray.errors import ModelNotFound
-        from aetheris_ray.walkforward import EngineModel
-
-        for name in dict.fromkeys(n.strip() for n in model.split(",") if n.strip()):
-            try:
-                cfg, _ = model_config(name)
-            except ModelNotFound:
-                raise InvalidInput(f"--model {name!r} is not known; valid: {', '.join(MODELS)} "
-                                   "(NAME@VERSION pins a registered version)") from None
-            models.append(EngineModel(cfg, name="engine" if name == "baseline" else f"engine_{name}"))
-    if baselines:
-        from aetheris_ray.evaluation.baselines import baseline_models
-
-        models += baseline_models()
-    if not models:
-        raise InvalidInput("nothing to backtest: pass --model baseline and/or --baselines")
-    return models
+    return backtest_models(model, baselines)
 
 
 @app.command("backtest")
 def backtest_cmd(
-    data: OptPath = typer.Option(None, "--data",
-                                 help="data directory laid out like shared/data (daily/<ASSET>.csv, ...)"),
+    data: OptPath = typer.Option(None, "--data", help="data directory laid out like shared/data "
+                                 "(daily/<ASSET>.csv, ...); default: the Parquet store of `aetheris ingest`"),
+    store: OptPath = StoreOpt,
+    synthetic: bool = SyntheticOpt,
     assets: str = typer.Option("all", "--assets", help="comma-separated tickers, e.g. BTC-USD,ETH-USD, or 'all'"),
     listed_before: Optional[str] = typer.Option(None, "--listed-before", help="keep only assets whose first daily "
                                                 "close is before this date, e.g. 2021-01-01"),
@@ -60,7 +44,8 @@ def backtest_cmd(
     horizons: str = typer.Option("1,3,7,14", "--horizons", help="comma-separated days ahead, 1..90"),
     model: Optional[str] = typer.Option(None, "--model", help="engine models to score, comma-separated: "
                                         "'baseline' (default baseline components), 'rough_vol' (neural rough volatility "
-                                        "from the registry)"),
+                                        "from the registry), or 'none' (the baselines alone); default: the "
+                                        "configured model (settings `model`, 'baseline')"),
     baselines: bool = typer.Option(False, "--baselines", help="also score EWMA-Normal, GARCH(1,1)-t and "
                                    "Bootstrap in the same run"),
     out: OptPath = typer.Option(None, "--out", help="write every forecast here: CSV, or Parquet for .parquet"),
@@ -86,52 +71,21 @@ def backtest_cmd(
 
     from aetheris_ray.errors import DataQualityWarning, InvalidInput
 
-    if data is None:
-        raise InvalidInput("--data DIR is required: a directory laid out like shared/data")
-    if not data.exists():
-        raise InvalidInput(f"--data {str(data)!r} does not exist; pass a directory laid out like shared/data")
     hz = parse_horizons(horizons)
-    if block_days is not None and not (ray or address):
-        raise InvalidInput("--block-days splits the work of a Ray run: add --ray (or --address)")
     check_bootstrap(bootstrap)
-    if block_days is not None and block_days < 0:
-        raise InvalidInput(f"--block-days {block_days}: give a number of days, e.g. 180, or 0 for one task per asset")
-    models = build_models(model, baselines)
     for path, flag in ((out, "--out"), (report, "--report")):
         if path is not None and not path.parent.exists():
             raise InvalidInput(f"{flag} {str(path)!r}: the folder {str(path.parent)!r} does not exist")
 
-    from aetheris_ray.evaluation.backtest import SourceSpec, backtest
+    from aetheris_ray.api import backtest
+    from aetheris_ray.config import load_settings
 
-    if listed_before is not None:
-        import pandas as pd
-
-        from aetheris_ray.data import open_source
-        from aetheris_ray.evaluation.backtest import listed_before as _listed_before, resolve_assets
-
-        try:
-            pd.Timestamp(listed_before)
-        except ValueError:
-            raise InvalidInput(f"--listed-before {listed_before!r} is not a date; use YYYY-MM-DD") from None
-        src = open_source(data=data)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DataQualityWarning)
-            kept = _listed_before(src, resolve_assets(src, assets), listed_before)
-        if not kept:
-            raise InvalidInput(f"--listed-before {listed_before}: no asset has a close before that date")
-        assets = ",".join(kept)
     # data-quality notes as one line each (worker processes inherit this)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"note: {msg}\n"  # type: ignore[assignment]
     warnings.simplefilter("once", DataQualityWarning)
-    if ray or address:
-        from aetheris_ray.distributed.backtest import DEFAULT_BLOCK_DAYS, backtest_ray
-
-        days = DEFAULT_BLOCK_DAYS if block_days is None else (block_days or None)
-        res = backtest_ray(SourceSpec(data=str(data)), assets, start, end, hz, models, address=address,
-                           block_days=days)
-    else:
-        res = backtest(SourceSpec(data=str(data)), assets, start, end, hz, models, progress=not no_progress,
-                       workers=workers)
+    res = backtest(assets, start, end, hz, data=data, store=store, synthetic=synthetic, model=model,
+                   baselines=baselines, listed_before=listed_before, workers=workers, progress=not no_progress,
+                   ray=ray, address=address, block_days=block_days, settings=load_settings(store=store))
     if out is not None:
         res.write(out)
     unc = res.uncertainty(bootstrap) if bootstrap else None

@@ -27,7 +27,8 @@ def _run(capsys, *args: str) -> tuple[int, str, str]:
     (["--horizons", "1,x,7"], 2, "error: --horizons '1,x,7': 'x' is not a whole number of days from 1 to 90"),
     (["--horizons", "0"], 2, "error: --horizons '0': '0' is not a whole number of days"),
     (["--model", "nope"], 2, "error: --model 'nope' is not known; valid: baseline"),
-    (["--no-baselines"], 2, "error: nothing to backtest: pass --model baseline and/or --baselines"),
+    (["--model", "none"], 2, "error: nothing to backtest: --model none leaves no engine model; add --baselines"),
+    (["--model", "none,baseline"], 2, "error: --model 'none,baseline': 'none' (no engine model) cannot be combined"),
     (["--out", "/no/such/folder/f.csv"], 2,
      "error: --out '/no/such/folder/f.csv': the folder '/no/such/folder' does not exist"),
     (["--block-days", "90"], 2, "error: --block-days splits the work of a Ray run: add --ray (or --address)"),
@@ -39,8 +40,8 @@ def test_errors_are_one_line(capsys, data_dir, args, code, message):
     for k, v in base.items():
         if k not in args:
             argv += [k, v]
-    flags = [a for a in args if a != "--no-baselines"]
-    if "--no-baselines" not in args and "--model" not in args:
+    flags = list(args)
+    if "--model" not in args:
         flags.append("--baselines")
     got, out, err = _run(capsys, *argv, *flags, "--no-progress", "--workers", "1")
     assert got == code
@@ -57,7 +58,7 @@ def test_small_run_writes_forecasts_and_report(capsys, data_dir, tmp_path):
     out, report = tmp_path / "f.parquet", tmp_path / "r.md"
     got, stdout, _ = _run(capsys, "--data", str(data_dir), "--assets", "AAA-USD,USDT-USD", "--start", "2022-06-01",
                           "--end", "2022-08-31", "--horizons", "1,7", "--baselines", "--out", str(out), "--report",
-                          str(report), "--workers", "1", "--no-progress")
+                          str(report), "--model", "none", "--workers", "1", "--no-progress")
     assert got == 0
     assert "2/2 assets scored" in stdout and "| QL x100 | cov50 % |" in stdout and "h=7: best baseline" in stdout
     ex = pd.read_parquet(out)

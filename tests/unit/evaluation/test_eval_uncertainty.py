@@ -147,7 +147,7 @@ def test_bad_arguments(kwargs, match):
 
 def test_cli_prints_intervals_and_rejects_too_few_resamples(capsys, data_dir, tmp_path):
     base = ["backtest", "--data", str(data_dir), "--assets", "AAA-USD", "--start", "2022-03-01", "--end",
-            "2022-09-30", "--horizons", "1", "--baselines", "--no-progress", "--workers", "1"]
+            "2022-09-30", "--horizons", "1", "--model", "none", "--baselines", "--no-progress", "--workers", "1"]
     assert main([*base, "--bootstrap", "50"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --bootstrap 50: give at least 100 resamples") and err.count("\n") == 1
