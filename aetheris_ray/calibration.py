@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aetheris_ray import atomic
 from aetheris_ray._typing import FloatArray
 from aetheris_ray.errors import InvalidInput, ModelNotFound
-from aetheris_ray.features.state import REGIME_LABELS
+from aetheris_ray.features.state import REGIME_LABELS, regime_code, regime_codes
 
 __all__ = [
     "BUCKETS", "BUCKET_LABELS", "REP_HORIZONS", "KNOTS", "INTERVALS",
@@ -221,13 +221,6 @@ def _knot_quantiles(x: FloatArray) -> FloatArray:
     return s[lo] + (pos - lo) * (s[hi] - s[lo])
 
 
-def _regime_code(label: Any) -> int:
-    try:
-        return REGIME_LABELS.index(str(label))
-    except ValueError:
-        raise InvalidInput(f"regime {str(label)!r} is not a known label; valid: {', '.join(REGIME_LABELS)}") from None
-
-
 class Calibrator:
     """Buffers of realised (forecast, outcome) pairs and the level maps they imply.
 
@@ -261,8 +254,7 @@ class Calibrator:
         if reg.dtype.kind in "iu":
             rc = np.broadcast_to(reg.astype(np.int64), o.shape)
         else:
-            rc = np.broadcast_to(np.array([_regime_code(x) for x in reg.ravel()], dtype=np.int64).reshape(reg.shape),
-                                 o.shape)
+            rc = np.broadcast_to(regime_codes(reg), o.shape)
         raw = np.broadcast_to(np.asarray(raw_pit, dtype=float), o.shape)
         cal = raw if cal_pit is None else np.broadcast_to(np.asarray(cal_pit, dtype=float), o.shape)
         if np.any((h < 1) | (h > REP_HORIZONS[-1])):
@@ -357,8 +349,9 @@ class Calibrator:
         cum = np.cumsum(np.asarray(forecast.paths, dtype=float)[:, : s + 1], axis=1)[:, -1]
         y = float(np.log(realized_price / forecast.spot))
         raw = float(pit(cum[:, None], np.array([y]), axis=0)[0])
-        label = forecast.regime.get("label", "normal") if isinstance(forecast.regime, Mapping) else "normal"
-        label = label if label in REGIME_LABELS else "normal"
+        label = forecast.regime.get("label") if isinstance(forecast.regime, Mapping) else None
+        if label in (None, "unknown"):  # a forecast made without a regime: its pairs go to the 'normal' buckets
+            label = "normal"  # (any other label must be a known one: level_map raises InvalidInput naming it)
         origin = day_number(forecast.origin)
         lm = self.level_map(label, origin)
         self.add(origin, s + 1, label, raw, float(lm.calibrated_prob(s, raw)))
@@ -405,7 +398,7 @@ class Calibrator:
         """
         cfg = self.config
         day = as_of if isinstance(as_of, (int, np.integer)) else day_number(as_of)
-        code = regime if isinstance(regime, (int, np.integer)) else _regime_code(regime)
+        code = regime if isinstance(regime, (int, np.integer)) else regime_code(regime)
         tables = tables if tables is not None else self.bucket_tables(int(day), buckets, known_by)
         maps = np.tile(KNOTS, (len(BUCKETS), 1))
         for b, (raw, reg, hz) in tables.items():

@@ -64,7 +64,7 @@ from aetheris_ray.components.registry import KINDS
 from aetheris_ray.data.schema import AssetData
 from aetheris_ray.engine import EngineConfig, FittedModel, daily_log_returns, positive_closes
 from aetheris_ray.errors import InvalidInput
-from aetheris_ray.features.state import REGIME_LABELS
+from aetheris_ray.features.state import regime_codes
 from aetheris_ray.quantiles import DEFAULT_LEVELS
 
 __all__ = [
@@ -366,8 +366,7 @@ def raw_block(
     all_pos = np.union1d(np.union1d(o_pos, fp[needed]), feat_pos)
     state_of = dict(zip(all_pos.tolist(), compute_states(data, list(close.index[all_pos]))))
     states = [state_of[int(p)] for p in o_pos]
-    lut = {k: i for i, k in enumerate(REGIME_LABELS)}
-    regimes = np.array([lut.get(s.regime_label, 1) for s in states], dtype=np.int64)
+    regimes = regime_codes([s.regime_label for s in states])
     feat = _jump_features([state_of[int(p)] for p in feat_pos], feat_pos, len(ret)) if f_window else None
     fitted: dict[int, FittedModel] = {}
     for k in needed.tolist():  # increasing: an anchor (index <= k) is fitted before the fits warm-started from it

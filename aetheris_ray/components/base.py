@@ -43,7 +43,7 @@ import pandas as pd
 from aetheris_ray._typing import BoolArray, FloatArray
 from aetheris_ray.atomic import replace_dir
 from aetheris_ray.errors import InvalidInput, ModelNotFound
-from aetheris_ray.features.state import REGIME_LABELS, MarketState
+from aetheris_ray.features.state import MarketState, regime_codes
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -172,9 +172,8 @@ class Context:
         )
 
     def regime_codes(self) -> np.ndarray:
-        """Regime labels as integers (index in `REGIME_LABELS`; unknown labels -> 1, 'normal')."""
-        lut = {k: i for i, k in enumerate(REGIME_LABELS)}
-        return np.array([lut.get(x, 1) for x in self.regime_label], dtype=int)
+        """Regime labels as integers (`aetheris_ray.features.state.regime_codes`: unknown labels raise)."""
+        return regime_codes(self.regime_label)
 
 
 def ewma_filter(ctx_returns: FloatArray, valid: BoolArray, lam: float) -> FloatArray:

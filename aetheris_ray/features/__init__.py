@@ -7,7 +7,7 @@ to the one-origin route bitwise).  Formulas are documented in docs/features.md.
 
 from aetheris_ray.features.build import compute_state, compute_states, intraday_rv
 from aetheris_ray.features.regime import N_REGIME_FEATURES, REGIME_FEATURES
-from aetheris_ray.features.state import REGIME_LABELS, MarketState
+from aetheris_ray.features.state import REGIME_LABELS, MarketState, regime_code, regime_codes
 from aetheris_ray.features.stationarity import denormalise, normalise
 
 __all__ = [
@@ -20,4 +20,6 @@ __all__ = [
     "denormalise",
     "intraday_rv",
     "normalise",
+    "regime_code",
+    "regime_codes",
 ]

@@ -13,8 +13,44 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-#: Regime labels, calmest first.
+from aetheris_ray.errors import InvalidInput
+
+#: Regime labels, calmest first; a regime's integer code is its index here.
 REGIME_LABELS = ("calm", "normal", "volatile", "crisis")
+_CODE = {label: i for i, label in enumerate(REGIME_LABELS)}
+
+
+def regime_code(label: Any) -> int:
+    """The integer code of a regime label: its index in `REGIME_LABELS`.
+
+    The one mapping from labels to codes (calibration buckets, the walk-forward,
+    component contexts).  An unknown label raises rather than passing as "normal":
+    it is a bug or bad input, and a silent default would put the pairs in the
+    wrong calibration bucket.  A caller with no regime at all decides what that
+    means before calling.
+
+    Raises
+    ------
+    InvalidInput
+        ``label`` is not one of `REGIME_LABELS` (the message names it and lists them).
+
+    >>> regime_code("volatile")
+    2
+    """
+    try:
+        return _CODE[label]
+    except (KeyError, TypeError):  # TypeError: an unhashable label
+        raise InvalidInput(f"regime {label!r} is not a known label; valid: {', '.join(REGIME_LABELS)}") from None
+
+
+def regime_codes(labels: Any) -> np.ndarray:
+    """`regime_code` of each label; an int64 array of the shape of ``labels`` (raises on the first unknown one).
+
+    >>> regime_codes(["calm", "crisis"]).tolist()
+    [0, 3]
+    """
+    arr = np.asarray(labels, dtype=object)
+    return np.array([regime_code(x) for x in arr.ravel()], dtype=np.int64).reshape(arr.shape)
 
 
 @dataclass(frozen=True)
