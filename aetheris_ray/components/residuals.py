@@ -33,6 +33,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from aetheris_ray._typing import FloatArray
+from aetheris_ray.components import _innovations
+from aetheris_ray.components._innovations import T_CLIP
 from aetheris_ray.components.base import Context, FittedBase, SpecBase, ewma_filter, seed_variance
 from aetheris_ray.components.volatility import FittedVolatility
 
@@ -168,32 +170,9 @@ class FittedStudentT(FittedResiduals):
         return z, log_lr
 
 
-#: Largest absolute unit-variance Student-t innovation drawn (a 40-sigma day).
-T_CLIP = 40.0
-
-
 def unit_t(nu: FloatArray, n_paths: int, horizon: int, rng: np.random.Generator) -> FloatArray:
-    """Unit-variance Student-t innovations, shape (n_origins, n_paths, horizon), float32.
-
-    ``t = z sqrt((nu - 2) / chi2_nu)`` with all normals drawn first and the
-    chi-square (gamma) draws last, origin by origin, so an origin's draws never
-    depend on the ``nu`` of later origins.  Clipped at +-`T_CLIP`.
-
-    Parameters
-    ----------
-    nu : ndarray, shape (n_origins,)
-        Degrees of freedom (> 2) per origin.
-    """
-    nu = np.asarray(nu, dtype=float).ravel()
-    b = nu.size
-    z = rng.standard_normal((b, n_paths, horizon), dtype=np.float32)
-    out = np.empty_like(z)
-    starts = np.flatnonzero(np.concatenate([[True], nu[1:] != nu[:-1]]))
-    for a, e in zip(starts, np.append(starts[1:], b)):
-        k = float(nu[a])
-        g = rng.standard_gamma(np.float32(k / 2.0), size=(e - a, n_paths, horizon), dtype=np.float32)
-        out[a:e] = z[a:e] * np.sqrt(np.float32(k - 2.0) / np.maximum(2.0 * g, np.float32(1e-30)))
-    return np.clip(out, -T_CLIP, T_CLIP, out=out)
+    """Unit-variance Student-t innovations (`aetheris_ray.components._innovations.unit_t`) clipped at +-`T_CLIP`."""
+    return _innovations.unit_t(nu, n_paths, horizon, rng, clip=T_CLIP)
 
 
 #: Knots of the tabulated unit-t quantile function (`unit_t_ppf`).

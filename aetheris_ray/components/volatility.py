@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from aetheris_ray._typing import FloatArray
+from aetheris_ray.components._innovations import unit_t
 from aetheris_ray.components.base import (
     VAR_FLOOR,
     Context,
@@ -249,8 +250,6 @@ class FittedGarch(FittedVolatility):
     def innovations(self, n_origins: int, n_paths: int, horizon: int, rng: np.random.Generator) -> FloatArray:
         if self.spec.dist != "t":
             return rng.standard_normal((n_origins, n_paths, horizon))
-        from aetheris_ray.components.residuals import unit_t
-
         nu = np.broadcast_to(np.asarray(self.params["nu"], dtype=float), (n_origins,))
         return unit_t(nu, n_paths, horizon, rng)
 

@@ -36,7 +36,6 @@ the export file and the prices.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import time
@@ -49,6 +48,19 @@ import pandas as pd
 
 from aetheris_ray.data.schema import AssetData, MarketSource, cutoff_for
 from aetheris_ray.errors import AetherisError, InvalidInput, UnknownAsset
+from aetheris_ray.evaluation._frames import (  # shared with report and uncertainty; re-exported here
+    EXCLUDED_FROM_POOLED,
+    EXPORT_COLUMNS,
+    MetricKey,
+    SourceLike,
+    SourceSpec,
+    is_excluded,
+    score_frame,
+)
+from aetheris_ray.evaluation._frames import as_spec as _as_spec
+from aetheris_ray.evaluation._frames import daily_close as _daily_close
+from aetheris_ray.evaluation._frames import open_cached as _open_cached
+from aetheris_ray.evaluation._frames import resolve_source as _resolve
 from aetheris_ray.evaluation.aggregate import MetricSet
 from aetheris_ray.quantiles import DEFAULT_LEVELS, labels, parse_levels
 
@@ -69,75 +81,14 @@ __all__ = [
     "MAX_HORIZON",
 ]
 
-#: Stablecoins and gold tokens: forecast like any asset, left out of pooled figures.
-EXCLUDED_FROM_POOLED = frozenset({"USDT", "USDC", "DAI", "TUSD", "USDD", "PAXG", "XAUT"})
 #: Longest horizon the engine supports (days).
 MAX_HORIZON = 90
-#: Leading columns of the export; the quantile labels and ``y`` follow.
-EXPORT_COLUMNS = ("model", "asset", "origin", "horizon")
 _COUNT_COLUMNS = ("asset", "horizon", "model", "calendar_days", "no_close", "scorable", "model_skipped", "scored")
 
-MetricKey = tuple[str, str, int]  # (model, asset, horizon)
 #: A block of origin days ``[lo, hi)`` (None: open on that side).
 Block = tuple[pd.Timestamp | None, pd.Timestamp | None]
 #: The block spanning every origin (the in-process run).
 WHOLE: Block = (None, None)
-
-
-def is_excluded(asset: str) -> bool:
-    """Whether an asset is a stablecoin or gold token (left out of pooled figures).
-
-    >>> is_excluded("USDT-USD"), is_excluded("XAUt-USD"), is_excluded("BTC-USD")
-    (True, True, False)
-    """
-    return asset.split("-")[0].upper() in EXCLUDED_FROM_POOLED
-
-
-# -- sources -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """A picklable recipe for a `MarketSource` (what worker processes and Ray tasks open).
-
-    Exactly the arguments of `aetheris_ray.data.open_source`.
-    """
-
-    data: str | None = None
-    store: str | None = None
-    synthetic: bool = False
-    seed: int = 0
-
-    def open(self) -> MarketSource:
-        """A fresh source (`aetheris_ray.data.open_source`)."""
-        from aetheris_ray.data import open_source
-
-        return open_source(data=self.data, store=self.store, synthetic=self.synthetic, seed=self.seed)
-
-
-@functools.lru_cache(maxsize=4)
-def _open_cached(spec: SourceSpec) -> MarketSource:
-    """The source of a spec, opened once per process (workers read many assets from it).
-
-    `backtest` clears this cache before it starts workers, so a run never sees a
-    source (and its parsed-file caches) left over from an earlier run.
-    """
-    return spec.open()
-
-
-SourceLike = MarketSource | SourceSpec | str | Path
-
-
-def _resolve(source: SourceLike, cached: bool = False) -> MarketSource:
-    if isinstance(source, (str, Path)):
-        source = SourceSpec(data=str(source))
-    if isinstance(source, SourceSpec):
-        return _open_cached(source) if cached else source.open()
-    return source
-
-
-def _as_spec(source: SourceLike) -> SourceSpec | MarketSource:
-    return SourceSpec(data=str(source)) if isinstance(source, (str, Path)) else source
 
 
 # -- one asset ---------------------------------------------------------------------
@@ -192,11 +143,6 @@ class BlockRun:
     parts: dict[str, Any]
     notes: dict[str, str] = field(default_factory=dict)
     error: str = ""
-
-
-def _daily_close(data: AssetData) -> pd.Series:
-    close = data.daily_close().dropna()
-    return close[close > 0]
 
 
 def _blockwise(model: Any) -> bool:
@@ -447,43 +393,6 @@ def _empty_run(asset, hz, names, start, end, note) -> AssetRun:
         rows += [dict(asset=asset, horizon=h, model=n, calendar_days=cal, no_close=cal, scorable=0,
                       model_skipped=0, scored=0) for n in names]
     return AssetRun(asset, _empty_frame([]), {}, pd.DataFrame(rows, columns=list(_COUNT_COLUMNS)), note)
-
-
-def score_frame(frame: pd.DataFrame, levels: Sequence[float], models: Sequence[str] | None = None
-                ) -> dict[MetricKey, MetricSet]:
-    """Metrics of export rows: per (model, asset, horizon), over origins every model forecast.
-
-    Parameters
-    ----------
-    frame : DataFrame
-        Columns ``model, asset, origin, horizon``, the price quantiles labelled as
-        `labels(levels)`, ``spot`` (close at the origin) and ``y`` (realised log-return).
-    levels : sequence of float
-    models : sequence of str, optional
-        The models of the run (default: those in ``frame``).  An (asset, origin,
-        horizon) is scored only when every one of them has a row.
-
-    Returns
-    -------
-    dict (model, asset, horizon) -> MetricSet
-        A key for every model x (asset, horizon) present in ``frame``.
-    """
-    lv = tuple(float(x) for x in levels)
-    names = list(models) if models is not None else sorted(frame["model"].unique())
-    out: dict[MetricKey, MetricSet] = {}
-    if frame.empty:
-        return out
-    key = ["asset", "origin", "horizon"]
-    n_models = frame.groupby(key, sort=False)["model"].transform("nunique")
-    common = frame[(n_models == len(names)).to_numpy() & frame["model"].isin(names).to_numpy()]
-    qcols = labels(lv)
-    for (asset, h) in frame[["asset", "horizon"]].drop_duplicates().itertuples(index=False):
-        for name in names:
-            out[(name, asset, int(h))] = MetricSet(lv)
-    for (name, asset, h), g in common.groupby(["model", "asset", "horizon"], sort=True):
-        q = np.log(g[qcols].to_numpy(dtype=float) / g["spot"].to_numpy(dtype=float)[:, None])
-        out[(name, asset, int(h))].step(g["y"].to_numpy(dtype=float), q)
-    return out
 
 
 # -- the run -----------------------------------------------------------------------

@@ -15,7 +15,14 @@ import pandas as pd
 
 from aetheris_ray.errors import DataError, InvalidInput
 from aetheris_ray.evaluation.aggregate import MetricSet
-from aetheris_ray.evaluation.backtest import EXPORT_COLUMNS, MetricKey, is_excluded, score_frame
+from aetheris_ray.evaluation._frames import (
+    EXPORT_COLUMNS,
+    MetricKey,
+    daily_close,
+    is_excluded,
+    resolve_source,
+    score_frame,
+)
 from aetheris_ray.quantiles import Quantile, labels
 
 __all__ = [
@@ -316,8 +323,6 @@ def export_frame(export: pd.DataFrame, source: Any) -> tuple[pd.DataFrame, pd.Da
         The rows with a close at the origin and the target (with ``spot`` and ``y``),
         the rows without one, and the export's quantile levels.
     """
-    from aetheris_ray.evaluation.backtest import _daily_close, _resolve
-
     df = export.copy()
     if "model" not in df.columns:
         df.insert(0, "model", "model")
@@ -330,12 +335,12 @@ def export_frame(export: pd.DataFrame, source: Any) -> tuple[pd.DataFrame, pd.Da
         horizon = df["horizon"].astype(int)
     except (ValueError, TypeError) as e:
         raise InvalidInput(f"export: origin must be YYYY-MM-DD and horizon a whole number of days ({e})") from None
-    src = _resolve(source)
+    src = resolve_source(source)
     target = origin + pd.to_timedelta(horizon, unit="D")
     spot = np.full(len(df), np.nan)
     tgt = np.full(len(df), np.nan)
     for asset, idx in df.groupby("asset", sort=False).indices.items():
-        close = _daily_close(src.history(str(asset)))
+        close = daily_close(src.history(str(asset)))
         spot[idx] = close.reindex(origin.iloc[idx]).to_numpy()
         tgt[idx] = close.reindex(target.iloc[idx]).to_numpy()
     df["origin"] = origin.dt.strftime("%Y-%m-%d")

@@ -28,7 +28,7 @@ from arch.bootstrap import CircularBlockBootstrap
 from aetheris_ray.errors import InvalidInput
 from aetheris_ray.evaluation import scores
 from aetheris_ray.evaluation.aggregate import _fmt, _interval_levels
-from aetheris_ray.evaluation.backtest import is_excluded
+from aetheris_ray.evaluation._frames import is_excluded
 from aetheris_ray.quantiles import labels
 
 __all__ = ["block_bootstrap", "default_block_days", "RESAMPLES", "MIN_BLOCK_DAYS"]
