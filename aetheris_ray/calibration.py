@@ -43,7 +43,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -489,3 +489,23 @@ class Calibrator:
         if not p.is_file():
             raise ModelNotFound(f"{p}: no calibration state here")
         return cls.from_dict(json.loads(p.read_text()))
+
+
+@dataclass(frozen=True)
+class ConformalCalibration:
+    """The calibrator part (kind ``calibrator``, variant ``conformal``): builds and loads `Calibrator` buffers.
+
+    Its settings are the engine configuration's ``calibration`` (`CalibrationConfig`);
+    a learned calibrator is another variant with the same two verbs.
+    """
+
+    kind: ClassVar[str] = "calibrator"
+    name: ClassVar[str] = "conformal"
+    requires_torch: ClassVar[bool] = False
+
+    def build(self, config: CalibrationConfig, asset: str, model_version: str) -> Calibrator:
+        """An empty calibrator for one asset and raw model."""
+        return Calibrator(config, asset, model_version)
+
+    def load(self, path: str | Path) -> Calibrator:
+        return Calibrator.load(path)

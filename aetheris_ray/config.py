@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     horizon: int = Field(default=7, ge=1, le=90, description="default horizon in days")
     quantiles: list[float] = Field(default_factory=lambda: list(DEFAULT_LEVELS))
     model: str = Field(default="baseline", description="model: 'baseline', 'latest' or a registered version id")
+    components: list[str] = Field(default_factory=list,
+                                  description="parts swapped into the model: KIND=NAME[@VERSION], e.g. volatility=rough_vol")
     api_keys: list[str] = Field(default_factory=list, description="HTTP API keys; empty = no auth")
     host: str = Field(default="127.0.0.1", description="Serve HTTP host")
     port: int = Field(default=8000, ge=1, le=65535, description="Serve HTTP port")

@@ -34,11 +34,26 @@ class ForecastRequest(BaseModel):
     scenario: dict[str, float] | None = Field(default=None, description="whitelisted what-if overrides")
     explain: bool = Field(default=False, description="compute top drivers")
     model: str | None = Field(default=None, description="registered model version, 'latest' or a variant name")
+    components: list[str] | None = Field(
+        default=None, max_length=8,
+        description="parts swapped into the model, 'KIND=NAME' or 'KIND=NAME@VERSION' (e.g. volatility=rough_vol)")
 
     @field_validator("quantiles", mode="before")
     @classmethod
     def _levels(cls, v: Any) -> list[float]:
         return levels_field(v)
+
+    @field_validator("components")
+    @classmethod
+    def _components(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            from aetheris_ray.model import parse_component
+
+            for text in v:
+                if len(text) > 200:
+                    raise ValueError("a component choice is at most 200 characters")
+                parse_component(text)  # InvalidInput (a ValueError) naming the problem
+        return v
 
     @field_validator("thresholds")
     @classmethod

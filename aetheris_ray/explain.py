@@ -17,14 +17,17 @@ Method (``"surrogate-permutation"``):
    sign of ``mean delta_j`` ("+": the block's current value pushes the target up
    relative to typical past values).
 
-The engine is not imported: the caller computes the targets from its own forecasts.
+`explain` is pure: the caller gives the targets.  `SurrogateExplainer` (the
+``explainer`` part the engine calls) computes them from the engine's walk-forward.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from aetheris_ray._typing import FloatArray
 from aetheris_ray.errors import InvalidInput
@@ -183,3 +186,37 @@ def _standardise(X: FloatArray, x0: FloatArray, blocks: list[str]) -> tuple[Floa
 
 
 __all__ = ["BLOCKS", "METHOD", "TARGETS", "explain", "feature_matrix"]
+
+
+@dataclass(frozen=True)
+class SurrogateExplainer:
+    """The explainer part (kind ``explainer``, variant ``surrogate``): `explain` over the engine's own past forecasts.
+
+    The targets are the engine's walk-forward forecasts at each of the last year of
+    origins: upside ``q95 - q50``, downside ``q50 - q05`` and trend ``q50`` (log-returns).
+    """
+
+    kind: ClassVar[str] = "explainer"
+    name: ClassVar[str] = "surrogate"
+    requires_torch: ClassVar[bool] = False
+    #: Past origins the surrogate is fitted on.
+    history_days: int = 365
+
+    def explain(self, data: Any, state: MarketState, config: Any, origin: pd.Timestamp, horizon: int,
+                warnings: list[str]) -> dict | None:
+        """Top drivers at ``origin`` (None, with a warning, when there are too few past forecasts)."""
+        from aetheris_ray import walkforward as wf
+        from aetheris_ray.calibration import day_number
+        from aetheris_ray.history import positive_closes
+
+        close = positive_closes(data)
+        past = close.index[config.min_history:]
+        past = past[past < origin][-int(self.history_days):]
+        res = wf.walk_forward(data, past, [horizon], [0.05, 0.5, 0.95], config, seed=0)
+        q = res.quantiles[:, 0, :]
+        ok = np.flatnonzero(np.all(np.isfinite(q), axis=1))
+        if ok.size < MIN_STATES:
+            warnings.append(f"explain: {ok.size} past forecasts, at least {MIN_STATES} needed; no drivers")
+            return None
+        targets = {"upside": q[ok, 2] - q[ok, 1], "downside": q[ok, 1] - q[ok, 0], "trend": q[ok, 1]}
+        return explain([res.states[i] for i in ok], targets, state, np.random.default_rng(day_number(origin)))

@@ -9,7 +9,7 @@ either the old or the new log, never a torn one.  Re-posting an outcome with the
 same ``(asset, origin, horizon)`` replaces the stored price (idempotent retries).
 
 The engine turns the stored outcomes of an asset into calibration pairs
-(`aetheris_ray.engine.outcome_pairs`) that join its conformal coverage buffers
+(`aetheris_ray.pairs.outcome_pairs`) that join its conformal coverage buffers
 (`aetheris_ray.engine.prepare`): the Serve app and the in-process API read the same
 log, so they give the same calibrated answer.
 """

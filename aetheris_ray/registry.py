@@ -12,9 +12,10 @@ A version is written into a temporary directory next to its final place and
 renamed into place (`aetheris_ray.atomic.move_into_place`), so a reader never sees
 half an artefact; an existing version is never overwritten unless asked, and when
 it is, the old version is removed only after the new one is in place.  `load` raises `ModelNotFound` naming
-the problem; `load_or_fallback` never raises for a missing or corrupt artefact:
-it returns the baseline spec instead, issues a `FallbackWarning` and returns the
-message for the forecast's metadata.
+the problem.  The engine's parts go through `resolve_artefact`, the one place where
+``NAME``, ``NAME@VERSION`` and ``latest`` are resolved: it never raises for a missing
+or corrupt artefact but names the baseline to fall back to (the variant's registered
+``fallback``), with a `FallbackWarning` and the reason for the forecast's metadata.
 
 >>> import tempfile
 >>> reg = Registry(tempfile.mkdtemp())
@@ -31,7 +32,6 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -40,32 +40,21 @@ from aetheris_ray.errors import FallbackWarning, InvalidInput, ModelNotFound
 
 __all__ = [
     "REGISTRY_SCHEMA_VERSION",
-    "LOADERS",
     "ModelRecord",
-    "Loaded",
     "Registry",
+    "Resolution",
     "default_registry",
     "list_models",
     "load",
-    "load_or_fallback",
+    "load_artefact",
     "register_model",
+    "resolve_artefact",
 ]
 
 #: Version of the registry record layout (``manifest.json`` at the top of a version).
 REGISTRY_SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_DIR = "model"
-
-#: component name -> (kind, "module:FittedClass" with a ``load(dir)`` classmethod).
-#: Components saved through `aetheris_ray.components.base` (``kind``/``name`` in their
-#: manifest) are loaded by `load_component` without an entry here.
-LOADERS: dict[str, tuple[str, str]] = {
-    "rough_vol": ("volatility", "aetheris_ray.components.rough_vol.component:FittedRoughVolatility"),
-}
-
-#: Baseline variant a component falls back to: component -> (kind, baseline name).
-FALLBACKS: dict[str, tuple[str, str]] = {"rough_vol": ("volatility", "garch")}
-
 
 @dataclass(frozen=True)
 class ModelRecord:
@@ -105,24 +94,6 @@ class ModelRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """What `load_or_fallback` returns.
-
-    Attributes
-    ----------
-    model : a fitted component (``fallback`` False) or the baseline *spec* to fit (``fallback`` True)
-    version : str      the loaded version id, or ``"baseline:<name>"``
-    fallback : bool
-    warnings : tuple of str   messages for the forecast's metadata
-    """
-
-    model: Any
-    version: str
-    fallback: bool = False
-    warnings: tuple[str, ...] = ()
 
 
 def _code_version() -> str:
@@ -168,11 +139,6 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def _resolve(target: str) -> Any:
-    module, _, attr = target.partition(":")
-    return getattr(import_module(module), attr)
-
-
 class Registry:
     """A registry rooted at ``root`` (default: ``load_settings().registry_path``)."""
 
@@ -204,7 +170,7 @@ class Registry:
         """Save ``fitted`` (anything with ``save(dir)``) as a new version; returns its record.
 
         Defaults are read from the fitted object: ``component`` from ``.name``,
-        ``kind`` from ``.kind`` (or `LOADERS`), ``train_range`` / ``metrics`` from
+        ``kind`` from ``.kind``, ``train_range`` / ``metrics`` from
         ``.info``, ``hyperparameters`` from ``.spec``.
         """
         from aetheris_ray import __version__
@@ -212,7 +178,7 @@ class Registry:
         component = component or getattr(fitted, "name", None)
         if not component:
             raise InvalidInput("register: component=None and the fitted object has no .name; pass component=...")
-        kind = kind or getattr(fitted, "kind", None) or LOADERS.get(component, ("",))[0]
+        kind = kind or getattr(fitted, "kind", None)
         info = dict(getattr(fitted, "info", {}) or {})
         if hyperparameters is None:
             spec = getattr(fitted, "spec", None)
@@ -305,8 +271,6 @@ class Registry:
         rec = self.record(component, version)
         model_dir = Path(rec.path) / MODEL_DIR
         try:
-            if component in LOADERS:
-                return _resolve(LOADERS[component][1]).load(model_dir)
             from aetheris_ray.components.base import load_component
 
             return load_component(model_dir)
@@ -314,30 +278,6 @@ class Registry:
             raise
         except Exception as e:  # noqa: BLE001 - any failure to read an artefact means "corrupt"
             raise ModelNotFound(f"model version {rec.version!r} at {rec.path} cannot be loaded ({type(e).__name__}: {e})") from None
-
-    def load_or_fallback(self, component: str, version: str = "latest", fallback: str | None = None) -> Loaded:
-        """`load`, or -- on a missing / corrupt artefact -- the baseline spec with a `FallbackWarning`.
-
-        ``fallback`` is the baseline variant name of the same kind (default from
-        `FALLBACKS`, e.g. ``garch`` for ``rough_vol``).  The returned ``warnings``
-        carry the message for the forecast's metadata.
-        """
-        try:
-            rec = self.record(component, version)
-            return Loaded(self.load(component, rec.version), rec.version)
-        except ModelNotFound as e:
-            kind, name = FALLBACKS.get(component, (LOADERS.get(component, ("volatility",))[0], "ewma"))
-            name = fallback or name
-            msg = f"{component} model {version!r} unavailable ({e}); fell back to the {kind} baseline {name!r}"
-            warnings.warn(msg, FallbackWarning, stacklevel=2)
-            try:
-                from aetheris_ray.components.registry import build_spec
-
-                spec = build_spec(kind, name)
-            except Exception as e2:  # noqa: BLE001 - the fallback itself must not crash a forecast
-                spec = None
-                msg += f"; the baseline could not be built either ({type(e2).__name__}: {e2})"
-            return Loaded(spec, f"baseline:{name}", fallback=True, warnings=(msg,))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -362,12 +302,76 @@ def load(component: str, version: str = "latest", root: str | os.PathLike | None
     return Registry(root).load(component, version)
 
 
-def load_or_fallback(component: str, version: str = "latest", root: str | os.PathLike | None = None,
-                     fallback: str | None = None) -> Loaded:
-    """`Registry.load_or_fallback` on the default registry."""
-    return Registry(root).load_or_fallback(component, version, fallback)
-
-
 def register_model(fitted: Any, root: str | os.PathLike | None = None, **kwargs: Any) -> ModelRecord:
     """`Registry.register` on the default registry."""
     return Registry(root).register(fitted, **kwargs)
+
+
+# -- artefacts of the engine's parts, resolved in one place --------------------------------------
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What `resolve_artefact` decided for one part.
+
+    Attributes
+    ----------
+    kind, name : str          the part asked for (``volatility``, ``rough_vol``)
+    wanted : str              the version asked for (``latest`` or an id)
+    version : str or None     the concrete registry version used; None when it fell back
+    fallback : str or None    the baseline variant used instead
+    why : str                 the reason for the fallback (for the forecast's metadata)
+    """
+
+    kind: str
+    name: str
+    wanted: str
+    version: str | None
+    fallback: str | None = None
+    why: str = ""
+
+
+def _registry(registry: Any) -> Registry:
+    return registry if isinstance(registry, Registry) else Registry(registry)
+
+
+def resolve_artefact(kind: str, name: str, version: str = "latest", registry: Any = None) -> Resolution:
+    """The concrete registry version of a part's artefact, checked to load; else its kind's baseline.
+
+    ``latest`` is the newest healthy version, so registering a new one changes the
+    answer (and every cache keyed by the model version).  A missing or corrupt
+    artefact never raises: the variant's registered ``fallback`` is used, with a
+    `FallbackWarning` and the reason in ``why``.
+    """
+    from aetheris_ray.components.registry import variant
+
+    v = variant(kind, name)
+    reg = _registry(registry)
+    try:
+        rec = reg.record(name, version)
+        load_artefact(name, rec.version, reg)
+        return Resolution(kind, name, version, rec.version)
+    except ModelNotFound as e:
+        msg = f"{name}@{version} unavailable ({e}); fell back to the {kind} baseline {v.fallback!r}"
+        warnings.warn(msg, FallbackWarning, stacklevel=2)
+        return Resolution(kind, name, version, None, v.fallback, msg)
+
+
+#: Loaded artefacts by (registry root, version, manifest mtime): a version id names fixed contents.
+_ARTEFACTS: dict[tuple[str, str, int], Any] = {}
+
+
+def load_artefact(name: str, version: str, registry: Any = None) -> Any:
+    """The fitted artefact of ``name`` at a concrete ``version`` (memoised per process); `ModelNotFound` if unusable."""
+    reg = _registry(registry)
+    rec = reg.record(name, version)
+    try:
+        stamp = (Path(rec.path) / MANIFEST).stat().st_mtime_ns
+    except OSError as e:
+        raise ModelNotFound(f"model version {version!r}: {e}") from None
+    key = (str(reg.root), rec.version, stamp)
+    hit = _ARTEFACTS.get(key)
+    if hit is None:
+        hit = reg.load(name, rec.version)
+        _ARTEFACTS[key] = hit
+    return hit

@@ -89,19 +89,17 @@ class TiltedSampler(Protocol):
 
 @dataclass(frozen=True, eq=False)
 class ModelSampler:
-    """The tilted paths of a batch-1 fitted model (`engine.FittedModel`) and its conditioning arrays."""
+    """The tilted paths of a batch-1 fitted model (`aetheris_ray.model.FittedModel`) and its conditioning arrays."""
 
     model: Any
     cond: dict
 
     @property
     def tiltable(self) -> bool:
-        return bool(getattr(self.model.residuals, "tiltable", False))
+        return bool(self.model.tiltable)
 
     def profile(self, horizon: int) -> tuple[float, FloatArray]:
-        drift = float(np.sum(self.model.trend.drift(self.cond["trend"], horizon)[0, 0]))
-        var = self.model.volatility.expected_variance(self.cond["volatility"], horizon)[0]
-        return drift, np.sqrt(np.asarray(var, dtype=float))
+        return self.model.tilt_profile(self.cond, horizon)
 
     def sample(self, n_paths: int, horizon: int, eta: FloatArray,
                rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:

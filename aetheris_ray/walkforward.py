@@ -10,8 +10,9 @@ to ``o_m``, in two phases:
 
 * the raw phase (`raw_block`), which can run over blocks of days in parallel:
 
-  1. states for the block's origins at once (`compute_states`), stacked into `Context` batches;
-  2. components refitted on a fixed calendar schedule (`fit_positions`: the first
+  1. states for the block's origins at once (the market-state part's ``compute_states``),
+     stacked into `Context` batches;
+  2. the model's parts (`aetheris_ray.model.fit_model`) refitted on a fixed calendar schedule (`fit_positions`: the first
      close with ``min_history`` returns, then every close on a day with
      ``day_number % refit_every == 0``), each fit on the returns known at its day;
      every origin uses the latest fit on or before it.  A fit warm-starts (GARCH)
@@ -60,9 +61,11 @@ from aetheris_ray.calibration import (
     pit,
 )
 from aetheris_ray.components.base import Context
-from aetheris_ray.components.registry import KINDS
+from aetheris_ray.components.contract import needed_inputs
+from aetheris_ray.components.registry import spec_class
 from aetheris_ray.data.schema import AssetData
-from aetheris_ray.engine import EngineConfig, FittedModel, daily_log_returns, positive_closes
+from aetheris_ray.history import daily_log_returns, positive_closes
+from aetheris_ray.model import EngineConfig, FittedModel, fit_model, fit_order, resolve_config
 from aetheris_ray.errors import InvalidInput
 from aetheris_ray.features.state import regime_codes
 from aetheris_ray.quantiles import DEFAULT_LEVELS
@@ -318,10 +321,10 @@ def raw_block(
     keep_last : bool
         Keep the fitted components and state of the last processed origin.
     """
-    from aetheris_ray.features import compute_states
-
-    cfg = config or EngineConfig()
+    cfg = resolve_config(config or EngineConfig())
     specs = cfg.specs()
+    order = fit_order(specs, cfg.used_kinds())
+    market = spec_class("market_state", cfg.market_state.name)()
     req, hz, _ = _check_request(origins, horizons, None)
     n_paths = int(n_paths or cfg.walkforward_paths)
     h_sim, rep, grid = _sim_plan(cfg, hz, n_paths)
@@ -359,12 +362,13 @@ def raw_block(
     anchor = warm_anchors(days[fp])
     used = np.unique(k_of)
     needed = np.union1d(used, anchor[used])
-    f_window = int(getattr(specs["jumps"], "window", 0))  # training features of the jump regression
+    # training features (regime vector + MM indices per past day) of the parts that declare them, over their window
+    f_window = max([int(specs[k].window) for k in order if "features" in needed_inputs(specs[k])], default=0)
     feat_pos = np.empty(0, dtype=np.intp)
     if f_window:
         feat_pos = np.arange(max(cfg.min_history, int(fp[needed[0]]) - f_window + 1), int(fp[needed[-1]]) + 1)
     all_pos = np.union1d(np.union1d(o_pos, fp[needed]), feat_pos)
-    state_of = dict(zip(all_pos.tolist(), compute_states(data, list(close.index[all_pos]))))
+    state_of = dict(zip(all_pos.tolist(), market.compute_states(data, list(close.index[all_pos]))))
     states = [state_of[int(p)] for p in o_pos]
     regimes = regime_codes([s.regime_label for s in states])
     feat = _jump_features([state_of[int(p)] for p in feat_pos], feat_pos, len(ret)) if f_window else None
@@ -372,12 +376,8 @@ def raw_block(
     for k in needed.tolist():  # increasing: an anchor (index <= k) is fitted before the fits warm-started from it
         p = int(fp[k])
         warm = fitted[int(anchor[k])] if anchor[k] != k else None
-        parts: dict[str, Any] = {}
-        for kind in KINDS:  # volatility is fitted before residuals, which may use it
-            parts[kind] = specs[kind].fit(ret[:p], warm=getattr(warm, kind) if warm is not None else None,
-                                          rv=state_of[p].intraday_rv, features=None if feat is None else feat[:p],
-                                          vol=parts.get("volatility"))
-        fitted[k] = FittedModel(**parts)
+        fitted[k] = fit_model(cfg, specs, ret[:p], warm=warm, rv=state_of[p].intraday_rv,
+                              features=None if feat is None else feat[:p], order=order)
     model = FittedModel.stack([fitted[int(k)] for k in used])
     row_of_fit = np.searchsorted(used, k_of)  # each origin's fit, as a row of `model`
 
@@ -446,7 +446,7 @@ def combine_blocks(
     WalkForwardResult
         Equal to `walk_forward`'s, whatever the split.
     """
-    cfg = config or EngineConfig()
+    cfg = resolve_config(config or EngineConfig())
     req, hz, lv = _check_request(origins, horizons, levels)
     if not blocks:
         raise InvalidInput("blocks: none given; pass the raw blocks of every span, in order")
@@ -457,7 +457,7 @@ def combine_blocks(
     if len({(b.asset, b.model_version, b.h_sim, b.n_paths) for b in blocks}) > 1:
         raise InvalidInput("blocks: they come from different assets, models, horizons or path counts")
     nan = np.full((len(req), hz.size, lv.size), np.nan)
-    cal = Calibrator(cfg.calibration, blocks[0].asset, cfg.version)
+    cal = spec_class("calibrator", cfg.calibrator.name)().build(cfg.calibration, blocks[0].asset, cfg.version)
     result = WalkForwardResult(req, hz, lv, nan.copy(), nan.copy(), [None] * len(req), cal, [None] * len(req))
     o_days = np.concatenate([b.days for b in blocks])
     regimes = np.concatenate([b.regimes for b in blocks])

@@ -51,10 +51,10 @@ def gaussian_walk(sigma: float):
     from aetheris_ray.components.residuals import FittedGaussian
     from aetheris_ray.components.trend import FittedZeroTrend
     from aetheris_ray.components.volatility import EwmaVolatility, FittedEwma
-    from aetheris_ray.engine import FittedModel
+    from aetheris_ray.model import FittedModel
     from aetheris_ray.tails import ModelSampler
 
-    model = FittedModel(trend=FittedZeroTrend.from_params(),
+    model = FittedModel.from_parts(trend=FittedZeroTrend.from_params(),
                         volatility=FittedEwma.from_params(EwmaVolatility(path_dependent=False), lam=0.94),
                         jumps=FittedNoJumps.from_params(), residuals=FittedGaussian.from_params())
     cond = {"trend": {"drift": np.zeros((1, 90))}, "volatility": {"v1": np.array([sigma**2])},
@@ -78,6 +78,7 @@ def main() -> None:
     from scipy import stats
 
     from aetheris_ray import engine, tails
+    from aetheris_ray.model import PRESETS, ComponentChoice, EngineConfig
     from aetheris_ray import simulation as sim
     from aetheris_ray.contract import ForecastRequest
     from aetheris_ray.data import CsvSource, SyntheticSource
@@ -92,9 +93,9 @@ def main() -> None:
 
     sigma = 0.03
     models = {"gaussian random walk": gaussian_walk(sigma)}
-    for name, cfg in (("engine baseline (GARCH-t)", engine.MODELS["baseline"]),
-                      ("engine GARCH + FHS", engine.EngineConfig(
-                          name="fhs", residuals=engine.ComponentChoice(name="fhs")))):
+    for name, cfg in (("engine baseline (GARCH-t)", PRESETS["baseline"]),
+                      ("engine GARCH + FHS", EngineConfig(
+                          name="fhs", residuals=ComponentChoice(name="fhs")))):
         prep = engine.prepare(data, req, config=cfg, use_cache=False)
         models[name] = (tails.ModelSampler(prep.model, prep.cond), prep.sample)
 

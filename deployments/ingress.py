@@ -33,6 +33,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from aetheris_ray import engine
+from aetheris_ray.history import resolve_seed
 from aetheris_ray.contract import ForecastRequest, ForecastResponse, validation_message
 from aetheris_ray.distributed.budget import MAX_BATCH_CELLS, cells, check_request
 from aetheris_ray.distributed.montecarlo import forecast_prepared
@@ -231,7 +232,7 @@ class Ingress:
         if self._epoch is None:
             await self._refresh_epoch()
         self._check_epoch()
-        key = model_id(req.asset, resolve_model_version(req.model))
+        key = model_id(req.asset, resolve_model_version(req.model, req.components))
         memo = (key, req.model_dump_json(exclude={"seed", "paths"}))
         hit = self._prepared.get(memo)
         if hit is None:
@@ -243,7 +244,7 @@ class Ingress:
                     self._prepared.popitem(last=False)
         else:
             self._prepared.move_to_end(memo)
-        return dataclasses.replace(hit, request=req, seed=engine.resolve_seed(req.seed))
+        return dataclasses.replace(hit, request=req, seed=resolve_seed(req.seed))
 
     async def _forecast(self, req: ForecastRequest, inline_max: int = INLINE_MAX_CELLS) -> ForecastResponse:
         """One forecast as the contract's response.

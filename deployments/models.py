@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from ray import serve
 
 from aetheris_ray import engine
+from aetheris_ray.model import PRESETS, model_config
 from aetheris_ray.contract import ForecastRequest, ForecastResponse
 
 log = logging.getLogger("ray.serve")
@@ -31,9 +32,9 @@ def model_id(asset: str, model_version: str) -> str:
     return f"{asset}:{model_version}"
 
 
-def resolve_model_version(requested: str | None) -> str:
-    """The version id of the model a request names (`engine.model_config`; unknown names raise `ModelNotFound`)."""
-    cfg, _ = engine.model_config(requested)
+def resolve_model_version(requested: str | None, components: Sequence[str] | None = None) -> str:
+    """The version id of the model a request names (`aetheris_ray.model.model_config`; unknown names raise `ModelNotFound`)."""
+    cfg, _ = model_config(requested, components or ())
     return cfg.version
 
 
@@ -84,7 +85,7 @@ class Features:
     async def prepare(self, req: ForecastRequest) -> engine.Prepared:
         """`engine.prepare` on the request's point-in-time history (the loaded model when ``as_of`` is None),
         with the outcomes posted back for the asset (asked of the `Calibrator`)."""
-        key = serve.get_multiplexed_model_id() or model_id(req.asset, resolve_model_version(req.model))
+        key = serve.get_multiplexed_model_id() or model_id(req.asset, resolve_model_version(req.model, req.components))
         model = await self.get_model(key)
         history = model.history if req.as_of is None else await asyncio.to_thread(
             self.source.history, req.asset, until=req.as_of)
@@ -93,8 +94,8 @@ class Features:
 
     def describe(self) -> dict[str, Any]:
         models = []
-        for name in sorted(engine.MODELS):
-            cfg, _ = engine.model_config(name)
+        for name in sorted(PRESETS):
+            cfg, _ = model_config(name)
             models.append({"name": name, "version": cfg.version, "config": cfg.model_dump(mode="json")})
         from aetheris_ray.registry import list_models
 
@@ -162,7 +163,7 @@ class Calibrator:
     are serialised and atomic, and the log is reloaded on start, so a restart loses
     nothing that was acknowledged.  `Features` reads an asset's outcomes (`rows`) when
     it prepares a request; the engine turns them into calibration pairs that join
-    the coverage buffers (`aetheris_ray.engine.outcome_pairs`).  ``epoch`` changes with
+    the coverage buffers (`aetheris_ray.pairs.outcome_pairs`).  ``epoch`` changes with
     every write, so the ingress knows when its prepared requests are stale.
     """
 

@@ -1,10 +1,10 @@
-"""Search spaces as data, one per component (STYLE.md 8), converted to Tune domains on use.
+"""Search spaces as data, one per tunable part, kept in the part's registration; converted to Tune domains here.
 
-Each entry is ``name: (sampler, *args)`` with sampler one of ``choice``,
-``uniform``, ``loguniform``, ``randint``.  `TRAINING` holds the fixed training
-schedule per component (not searched): steps, report and checkpoint cadence.
+Each entry of a `Variant`'s ``search_space`` is ``name: (sampler, *args)`` with
+sampler one of ``choice``, ``uniform``, ``loguniform``, ``randint``; its ``training``
+holds the fixed schedule (not searched): steps, report and checkpoint cadence.
 
->>> sorted(SPACES["rough_vol"])
+>>> sorted(spaces()["rough_vol"])
 ['batch_size', 'hidden', 'layers', 'lr', 'weight_decay']
 """
 
@@ -14,37 +14,32 @@ from typing import Any
 
 from aetheris_ray.errors import InvalidInput
 
-SPACES: dict[str, dict[str, tuple[Any, ...]]] = {
-    "rough_vol": {
-        "hidden": ("choice", [16, 32, 64]),
-        "layers": ("choice", [1, 2]),
-        "lr": ("loguniform", 1e-3, 1e-2),
-        "weight_decay": ("loguniform", 1e-6, 1e-3),
-        "batch_size": ("choice", [128, 256]),
-    },
-}
-
-#: Fixed per-component schedule: total steps, steps between reports, reports between checkpoints.
-#: ``checkpoint_every`` = 2 puts a checkpoint on every ASHA rung (grace 2, reduction factor 2:
-#: reports 2, 4, 8, ...), so a trial stopped early still has its last report checkpointed.
-TRAINING: dict[str, dict[str, int]] = {
-    "rough_vol": {"max_steps": 300, "steps_per_report": 25, "checkpoint_every": 2, "lookback": 64},
-}
+__all__ = ["spaces", "search_space"]
 
 _SAMPLERS = ("choice", "uniform", "loguniform", "randint")
 
 
+def spaces() -> dict[str, dict[str, tuple[Any, ...]]]:
+    """Tunable variant name -> its search space (as data)."""
+    from aetheris_ray.components.registry import tunable
+
+    return {v.name: dict(v.search_space or {}) for v in tunable()}
+
+
 def search_space(component: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Tune ``param_space`` for ``component``: the searched domains plus `TRAINING` constants and ``overrides``."""
+    """Tune ``param_space`` for ``component``: its searched domains, training constants, ``component`` and ``overrides``."""
     from ray import tune
 
-    if component not in SPACES:
-        raise InvalidInput(f"component {component!r} has no search space; valid: {', '.join(sorted(SPACES))}")
+    from aetheris_ray.components.registry import tunable
+
+    v = tunable(component)
     out: dict[str, Any] = {}
-    for name, (sampler, *args) in SPACES[component].items():
+    for name, (sampler, *args) in (v.search_space or {}).items():
         if sampler not in _SAMPLERS:
-            raise InvalidInput(f"SPACES[{component!r}][{name!r}]: sampler {sampler!r}; valid: {', '.join(_SAMPLERS)}")
+            raise InvalidInput(f"{v.kind}/{v.name} search space {name!r}: sampler {sampler!r}; "
+                               f"valid: {', '.join(_SAMPLERS)}")
         out[name] = getattr(tune, sampler)(*args)
-    out.update(TRAINING.get(component, {}))
+    out.update(v.training)
+    out["component"] = f"{v.kind}/{v.name}"
     out.update(overrides or {})
     return out

@@ -120,10 +120,9 @@ def run_sweep(
     from ray.tune.schedulers import ASHAScheduler
 
     from tune.spaces import search_space
-    from tune.trainables import MODEL_DIR, TRAINABLES
+    from tune.trainables import MODEL_DIR, trainable as trainable_of
 
-    if component not in TRAINABLES:
-        raise InvalidInput(f"--component {component!r}: no Tune trainable; valid: {', '.join(sorted(TRAINABLES))}")
+    train_fn, _ = trainable_of(component)  # InvalidInput listing the tunable parts
     if opts.num_samples < 1:
         raise InvalidInput(f"--trials {opts.num_samples}: must be >= 1")
     t0 = time.perf_counter()
@@ -140,7 +139,7 @@ def run_sweep(
         per = int(space.get("steps_per_report", 25))
         max_reports = max(1, int(space.get("max_steps", 300)) // per)
         trainable = tune.with_resources(
-            tune.with_parameters(TRAINABLES[component], windows=windows),
+            tune.with_parameters(train_fn, windows=windows),
             {"cpu": opts.cpus_per_trial, "gpu": gpus},
         )
         storage = _storage(opts)
@@ -185,11 +184,11 @@ def run_sweep(
                 best = min(done, key=lambda r: r.metrics[METRIC])
                 ckpt = best.checkpoint
         if register and ckpt is not None:
-            from aetheris_ray.components.rough_vol import FittedRoughVolatility
+            from aetheris_ray.components.base import load_component
             from aetheris_ray.registry import Registry
 
             with ckpt.as_directory() as d:
-                fitted = FittedRoughVolatility.load(Path(d) / MODEL_DIR)
+                fitted = load_component(Path(d) / MODEL_DIR)
             reg = registry if registry is not None else Registry()
             info = dict(fitted.info)
             record = reg.register(

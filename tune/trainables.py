@@ -1,7 +1,11 @@
-"""Tune trainables: thin loops around the core training step (unit tests cover the step without Tune).
+"""The Tune trainable: one thin loop around any tunable part's core training step.
 
-``train_rough_vol(config, windows=...)`` is wrapped with ``tune.with_parameters``
-(the windows travel once through the object store) and ``tune.with_resources``.
+A variant is tunable when its registration (`aetheris_ray.components.registry.Variant`)
+carries a search space; its spec's ``trainer(windows)`` returns the core training
+loop (`aetheris_ray.components.contract.Trainer`), which unit tests cover without
+Tune.  ``train_component(config, windows=...)`` is wrapped with ``tune.with_parameters``
+(the windows travel once through the object store) and ``tune.with_resources``;
+``config["component"]`` names the variant (``KIND/NAME``).
 It reports ``val_ql`` (mode ``min``) after every ``steps_per_report`` steps and a
 checkpoint (trainer state + the component saved by its own ``save``) every
 ``checkpoint_every`` reports and at the end; on restore it continues from the last
@@ -18,23 +22,26 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["train_rough_vol", "TRAINABLES"]
+__all__ = ["train_component", "trainable"]
 
 STATE_FILE = "trainer.pt"
 MODEL_DIR = "model"
 
 
 def _spec_from_config(config: dict[str, Any]) -> Any:
-    from aetheris_ray.components.rough_vol import RoughVolatility
+    """The variant's spec from a trial config (``component`` = ``KIND/NAME`` plus spec fields)."""
+    from aetheris_ray.components.registry import spec_class
 
-    names = {f.name for f in fields(RoughVolatility)}
-    return RoughVolatility(**{k: config[k] for k in names if k in config})
+    kind, _, name = str(config["component"]).partition("/")
+    cls = spec_class(kind, name)
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: config[k] for k in names if k in config})
 
 
-def train_rough_vol(config: dict[str, Any], windows: dict[str, np.ndarray] | None = None) -> None:
-    """Tune trainable of ``rough_vol``.
+def train_component(config: dict[str, Any], windows: dict[str, np.ndarray] | None = None) -> None:
+    """The Tune trainable of every tunable part.
 
-    ``config`` holds `RoughVolatility` fields plus ``max_steps``, ``steps_per_report``,
+    ``config`` holds ``component`` (``KIND/NAME``), the spec's fields, plus ``max_steps``, ``steps_per_report``,
     ``checkpoint_every``; ``_fail_at_step`` / ``_fail_marker`` are a fault-injection
     hook for the restore test (raise once, when ``step >= _fail_at_step`` and the
     marker file does not exist yet).
@@ -42,13 +49,11 @@ def train_rough_vol(config: dict[str, Any], windows: dict[str, np.ndarray] | Non
     import torch
     from ray import tune
 
-    from aetheris_ray.components.rough_vol.training import Trainer
-
     if windows is None:
-        raise ValueError("train_rough_vol: pass the windows through tune.with_parameters(train_rough_vol, windows=...)")
+        raise ValueError("train_component: pass the windows through tune.with_parameters(train_component, windows=...)")
     torch.set_num_threads(max(1, int(config.get("torch_threads", 1))))
     spec = _spec_from_config(config)
-    trainer = Trainer(windows, spec)
+    trainer = spec.trainer(windows)
     resumed_from = 0
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
@@ -76,5 +81,9 @@ def train_rough_vol(config: dict[str, Any], windows: dict[str, np.ndarray] | Non
             tune.report(metrics)
 
 
-#: component -> trainable (the CLI and the sweep pick by name).
-TRAINABLES = {"rough_vol": train_rough_vol}
+def trainable(component: str) -> tuple[Any, str]:
+    """The trainable and the ``KIND/NAME`` of a tunable variant (`InvalidInput` listing the tunable ones)."""
+    from aetheris_ray.components.registry import tunable
+
+    v = tunable(component)
+    return train_component, f"{v.kind}/{v.name}"

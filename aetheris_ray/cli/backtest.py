@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -46,6 +46,8 @@ def backtest_cmd(
                                         "'baseline' (default baseline components), 'rough_vol' (neural rough volatility "
                                         "from the registry), or 'none' (the baselines alone); default: the "
                                         "configured model (settings `model`, 'baseline')"),
+    component: List[str] = typer.Option([], "--component", help="swap one part of every engine model: "
+                                        "KIND=NAME[@VERSION], e.g. volatility=rough_vol; repeatable"),
     baselines: bool = typer.Option(False, "--baselines", help="also score EWMA-Normal, GARCH(1,1)-t and "
                                    "Bootstrap in the same run"),
     out: OptPath = typer.Option(None, "--out", help="write every forecast here: CSV, or Parquet for .parquet"),
@@ -84,7 +86,7 @@ def backtest_cmd(
     warnings.formatwarning = lambda msg, cat, *a, **k: f"note: {msg}\n"  # type: ignore[assignment]
     warnings.simplefilter("once", DataQualityWarning)
     res = backtest(assets, start, end, hz, data=data, store=store, synthetic=synthetic, model=model,
-                   baselines=baselines, listed_before=listed_before, workers=workers, progress=not no_progress,
+                   components=component, baselines=baselines, listed_before=listed_before, workers=workers, progress=not no_progress,
                    ray=ray, address=address, block_days=block_days, settings=load_settings(store=store))
     if out is not None:
         res.write(out)

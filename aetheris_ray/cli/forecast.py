@@ -43,7 +43,10 @@ def forecast_cmd(
     threshold: List[float] = typer.Option([], "--threshold", help="price level K for P(price < K) / P(price > K); repeatable"),
     scenario: List[str] = typer.Option([], "--scenario", help="what-if override KEY=VALUE, e.g. iv_level=80; repeatable"),
     explain: bool = typer.Option(False, "--explain", help="compute the top drivers of upside / downside risk"),
-    model: Optional[str] = typer.Option(None, "--model", help="'baseline', 'latest' or a registered version id"),
+    model: Optional[str] = typer.Option(None, "--model", help="preset ('baseline', 'rough_vol'), 'latest' or "
+                                        "PRESET@VERSION"),
+    component: List[str] = typer.Option([], "--component", help="swap one part: KIND=NAME[@VERSION], e.g. "
+                                        "volatility=rough_vol; repeatable"),
     data: OptPath = DataOpt,
     store: OptPath = StoreOpt,
     synthetic: bool = SyntheticOpt,
@@ -76,6 +79,7 @@ def forecast_cmd(
         scenario=parse_scenario(scenario),
         explain=explain,
         model=model,
+        components=component,
         data=data,
         store=store,
         synthetic=synthetic,

@@ -36,7 +36,7 @@ def pick_assets(available: list[str], requested: str | None) -> list[str]:
 
 @app.command("tune")
 def tune_cmd(
-    component: str = typer.Option("rough_vol", "--component", help="neural component to tune (rough_vol)"),
+    component: str = typer.Option("rough_vol", "--component", help="tunable part to tune: any registered variant with a search space (rough_vol)"),
     trials: int = typer.Option(4, "--trials", help="number of trials (hyperparameter samples)"),
     time_budget_s: Optional[float] = typer.Option(None, "--time-budget-s", help="stop starting/continuing trials after this many seconds"),
     data: OptPath = DataOpt,
@@ -70,6 +70,9 @@ def tune_cmd(
 
     if fmt not in ("table", "json"):
         raise InvalidInput(f"--format {fmt!r}: use table or json")
+    from aetheris_ray.components.registry import tunable
+
+    tunable(component)  # InvalidInput listing the tunable parts, before any data is read
     settings = load_settings()
     t0 = time.perf_counter()
     src = resolve_source(settings, data=data, store=store, synthetic=synthetic)

@@ -1,28 +1,23 @@
-"""The component contract: frozen specs, fitted objects, and the batched `Context` they condition on.
+"""Shared implementation of the model parts: frozen specs, fitted objects, and the batched `Context`.
 
-Every model part (trend, volatility, jumps, residuals) comes as two objects:
+The contract itself (one protocol per kind, declared needs, shared vs per-origin
+state) is in `aetheris_ray.components.contract`; docs/components.md walks through it.
 
 * a **spec** -- a frozen dataclass of hyperparameters (``GarchVolatility(dist="t")``).
-  ``spec.fit(returns, ...)`` returns a new **fitted** object; fitting never mutates
-  the spec.
-* a **fitted** component -- parameters as numpy arrays whose leading axis is a
-  *batch* of origins (length 1 for a single forecast; one row per origin in a
-  walk-forward, where the parameters of the latest refit are repeated).  It
-  exposes the same verbs whatever the variant, baseline or neural:
+  ``spec.fit(returns, **inputs)`` returns a new **fitted** object; fitting never
+  mutates the spec.  ``fit_inputs`` declares the inputs it takes.
+* a **fitted** part (`FittedBase`) -- per-fit parameters as numpy arrays whose
+  leading axis is a *batch* of origins (length 1 for a single forecast; one row per
+  origin in a walk-forward), what was learned once in ``shared`` (never batched),
+  ``save(dir)`` / ``load(dir)`` (JSON manifest + ``params.npz`` / ``shared.npz``,
+  never pickle, atomic, schema version checked) and ``from_params(...)`` (arch's ``fix``).
 
-  - ``sample(state, n_paths, horizon, rng) -> ndarray (n_paths, horizon)``: the
-    component on its own, for one `MarketState`;
-  - ``condition(ctx) -> dict`` and ``simulate(cond, n_paths, horizon, rng)``:
-    the batched route the engine uses, ``(n_origins, n_paths, horizon)``;
-  - ``save(dir)`` / ``load(dir)`` (JSON manifest + ``params.npz``, never pickle,
-    atomic, schema version checked) and ``from_params(...)`` (arch's ``fix``).
-
-A `Context` is what components condition on: the trailing ``lookback`` daily
-log-returns of each origin (right-aligned, zero-padded on the left with a
-validity mask), the regime vector and label, the market-maker indices and
-intraday realised variances.  ``Context.from_states`` builds it from
-`MarketState` objects; the single forecast and the walk-forward both go through
-it, so they compute the same numbers.
+A `Context` is what parts condition on: the trailing ``lookback`` daily log-returns
+of each origin (right-aligned, zero-padded on the left with a validity mask), the
+regime vector and label, the market-maker indices and intraday realised variances.
+``Context.from_states`` builds it from `MarketState` objects (forecasts and
+walk-forwards), ``Context.from_windows`` from training windows: a network's features
+are computed from a `Context` only, so it sees the same inputs in training and in use.
 
 Capability flags on every spec and fitted class: ``requires_torch`` (a neural
 variant; imports torch lazily) and ``has_analytic_moments`` (offers
@@ -35,7 +30,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -49,8 +44,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "MM_KEYS",
     "Context",
-    "ComponentSpec",
-    "FittedComponent",
     "SpecBase",
     "FittedBase",
     "ewma_filter",
@@ -154,6 +147,23 @@ class Context:
         return cls(ret, valid, labels, rvec, mm, rv, overrides)
 
     @classmethod
+    def from_windows(cls, windows: Mapping[str, np.ndarray]) -> "Context":
+        """A context per training window (`aetheris_ray.windows`): the window's raw returns (all valid),
+        its 2h-bar realised variances (NaN on days without them) and regime vector (zeros when absent)."""
+        x = np.asarray(windows["x_ret"], dtype=float)
+        ret = x * np.asarray(windows["sigma"], dtype=float)[:, None] + np.asarray(windows["mu"], dtype=float)[:, None]
+        n, lb = ret.shape
+        has_rv = windows.get("x_has_rv")
+        rv = None
+        if has_rv is not None and np.any(has_rv):
+            rv = np.where(np.asarray(has_rv, dtype=bool), np.exp(2.0 * np.asarray(windows["x_logvol"], dtype=float)),
+                          np.nan)
+        reg = windows.get("regime")
+        rvec = np.zeros((n, 1)) if reg is None else np.where(np.isfinite(reg), np.asarray(reg, dtype=float), 0.0)
+        label = ("normal",) * n
+        return cls(ret, np.ones((n, lb), dtype=bool), label, rvec, np.full((n, len(MM_KEYS)), np.nan), rv)
+
+    @classmethod
     def from_returns(cls, returns: FloatArray, lookback: int = 1000, regime_label: str = "normal") -> "Context":
         """A one-origin context from bare returns (neutral regime, no MM indices): tests and tools."""
         r = np.asarray(returns, dtype=float).ravel()
@@ -213,42 +223,6 @@ def seed_variance(r2: FloatArray, valid: BoolArray) -> FloatArray:
     return np.maximum(s / np.maximum(cnt, 1), VAR_FLOOR)
 
 
-# -- protocols ---------------------------------------------------------------------------------
-
-
-@runtime_checkable
-class FittedComponent(Protocol):
-    """What every fitted component offers (baseline or neural)."""
-
-    kind: ClassVar[str]
-    name: ClassVar[str]
-    requires_torch: ClassVar[bool]
-    has_analytic_moments: ClassVar[bool]
-
-    def sample(self, state: MarketState, n_paths: int, horizon: int, rng: np.random.Generator) -> FloatArray:
-        """ndarray (n_paths, horizon): the component's own paths for one state."""
-        ...
-
-    def save(self, directory: str | Path, overwrite: bool = False) -> Path: ...
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "FittedComponent": ...
-
-
-@runtime_checkable
-class ComponentSpec(Protocol):
-    """A frozen hyperparameter set that fits into a `FittedComponent`."""
-
-    kind: ClassVar[str]
-    name: ClassVar[str]
-    requires_torch: ClassVar[bool]
-    has_analytic_moments: ClassVar[bool]
-
-    def fit(self, returns: FloatArray, **context: Any) -> FittedComponent: ...
-
-    def to_dict(self) -> dict[str, Any]: ...
-
-
 # -- shared implementation ---------------------------------------------------------------------
 
 
@@ -260,6 +234,8 @@ class SpecBase:
     name: ClassVar[str] = ""
     requires_torch: ClassVar[bool] = False
     has_analytic_moments: ClassVar[bool] = False
+    #: Keyword inputs ``fit`` takes from the composer (`contract.FIT_INPUTS` or another kind's name).
+    fit_inputs: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """``{"name": ..., **hyperparameters}`` (nested specs as dicts), JSON-ready."""
@@ -296,13 +272,17 @@ class FittedBase:
     info : dict
         JSON-ready metadata (training range, fallbacks taken, warnings).
     children : tuple of FittedBase
-        Nested components (a volatility blend's members).
+        Nested components (a volatility blend's members, a composed path model's parts).
+    shared : mapping str -> ndarray
+        What was learned once and does not vary by origin (network weights): held
+        once, never stacked or taken along the batch axis.
     """
 
     spec: Any
     params: Mapping[str, np.ndarray]
     info: Mapping[str, Any] = field(default_factory=dict)
     children: tuple["FittedBase", ...] = ()
+    shared: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
@@ -312,6 +292,11 @@ class FittedBase:
     param_names: ClassVar[tuple[str, ...]] = ()
     #: Parameters that are vectors per origin (a 1-d value given to `from_params` is one row).
     row_params: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def needs(self) -> Mapping[str, str]:
+        """What ``condition`` takes from other parts: ``{"arg": "kind.verb"}`` (`contract`); none by default."""
+        return {}
 
     # -- batch handling -------------------------------------------------------------------
     @property
@@ -337,10 +322,12 @@ class FittedBase:
 
     @classmethod
     def stack(cls: type[F], fits: Sequence[F]) -> F:
-        """Concatenate fitted objects of the same spec along the batch axis."""
+        """Concatenate fitted objects of the same spec along the batch axis (``shared`` must be the same)."""
         if not fits:
             raise InvalidInput(f"{cls.name}: nothing to stack")
         first = fits[0]
+        if any(f.shared is not first.shared and not _same_arrays(f.shared, first.shared) for f in fits[1:]):
+            raise InvalidInput(f"{cls.kind} {cls.name!r}: cannot stack fits with different shared weights")
         params = {k: np.concatenate([np.asarray(f.params[k]) for f in fits], axis=0) for k in first.params}
         children = tuple(type(c).stack([f.children[i] for f in fits]) for i, c in enumerate(first.children))
         return dataclasses.replace(first, params=params, children=children)
@@ -364,6 +351,9 @@ class FittedBase:
                 a = a.reshape(1, -1)
             arrs[k] = a
         return cls(spec=spec, params=arrs)
+
+    def check_loaded(self) -> None:
+        """Raise `ModelNotFound` when loaded arrays cannot be used (shape checks); nothing by default."""
 
     # -- the single-state verb --------------------------------------------------------------
     def condition(self, ctx: Context) -> dict[str, np.ndarray]:  # pragma: no cover - overridden
@@ -397,6 +387,7 @@ class FittedBase:
             "package_version": __version__,
             "spec": self.spec.to_dict() if hasattr(self.spec, "to_dict") else {},
             "params": sorted(self.params),
+            "shared": sorted(self.shared),
             "info": _jsonable_info(self.info),
             "children": len(self.children),
         }
@@ -410,6 +401,8 @@ class FittedBase:
 
     def _write(self, d: Path) -> None:
         np.savez(d / "params.npz", **{k: np.asarray(v) for k, v in self.params.items()})
+        if self.shared:
+            np.savez(d / "shared.npz", **{k: np.asarray(v) for k, v in self.shared.items()})
         for i, c in enumerate(self.children):
             (d / f"child_{i}").mkdir()
             c._write(d / f"child_{i}")
@@ -422,6 +415,10 @@ class FittedBase:
         if not isinstance(obj, cls):
             raise ModelNotFound(f"{directory}: holds a {obj.kind} {obj.name!r}, not a {cls.kind} {cls.name!r}")
         return obj
+
+
+def _same_arrays(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def _jsonable_info(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -443,17 +440,31 @@ def load_component(directory: str | Path) -> FittedBase:
     mf = d / "manifest.json"
     if not mf.is_file():
         raise ModelNotFound(f"{d}: no manifest.json; not a saved component directory")
-    man = json.loads(mf.read_text())
+    try:
+        man = json.loads(mf.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelNotFound(f"{mf}: not valid JSON ({e}); the artefact is corrupt") from None
     version = man.get("schema_version")
     if version != SCHEMA_VERSION:
         raise ModelNotFound(
             f"{d}: artefact schema version {version!r}, this package reads version {SCHEMA_VERSION}; "
             "refit and save it again"
         )
-    kind, name = man["kind"], man["name"]
-    fcls = fitted_class(kind, name)
-    spec = spec_from_dict(kind, man.get("spec", {"name": name}))
-    with np.load(d / "params.npz", allow_pickle=False) as z:
-        params = {k: np.asarray(z[k]) for k in z.files}
+    try:
+        kind, name = man["kind"], man["name"]
+        fcls = fitted_class(kind, name)
+        spec = spec_from_dict(kind, man.get("spec", {"name": name}))
+        with np.load(d / "params.npz", allow_pickle=False) as z:
+            params = {k: np.asarray(z[k]) for k in z.files}
+        shared: dict[str, np.ndarray] = {}
+        if man.get("shared"):
+            with np.load(d / "shared.npz", allow_pickle=False) as z:
+                shared = {k: np.asarray(z[k]) for k in z.files}
+    except (KeyError, TypeError, ValueError, OSError, EOFError) as e:
+        raise ModelNotFound(f"{d}: cannot read the artefact ({type(e).__name__}: {e}); it is corrupt") from None
+    if sorted(shared) != sorted(man.get("shared") or []):
+        raise ModelNotFound(f"{d}: shared.npz holds {sorted(shared)}, the manifest lists {man['shared']}; it is corrupt")
     children = tuple(load_component(d / f"child_{i}") for i in range(int(man.get("children", 0))))
-    return fcls(spec=spec, params=params, info=man.get("info", {}), children=children)
+    obj = fcls(spec=spec, params=params, info=man.get("info", {}), children=children, shared=shared)
+    obj.check_loaded()
+    return obj

@@ -69,6 +69,10 @@ def _fit_ridge_poisson(X: FloatArray, y: FloatArray, offset: FloatArray, ridge: 
 class FittedJumps(FittedBase):
     kind: ClassVar[str] = "jumps"
 
+    def add_jumps(self, out: FloatArray, cond: dict, rng: np.random.Generator) -> None:
+        """Add the jump log-returns of ``cond``'s origins to ``out`` (n_origins, n_paths, horizon) in place."""
+        out += self.simulate(cond, out.shape[1], out.shape[2], rng)
+
     def _intensity_mult(self, ctx: Context) -> FloatArray:
         """``exp(beta . x)`` per origin, clipped to [e^-2, e^2]; shape (n_origins,)."""
         beta = np.asarray(self.params["beta"], dtype=float)
@@ -148,6 +152,9 @@ class FittedNoJumps(FittedJumps):
     def simulate(self, cond: dict, n_paths: int, horizon: int, rng: np.random.Generator) -> FloatArray:
         return np.zeros((cond["n"].shape[0], n_paths, horizon), dtype=np.float32)
 
+    def add_jumps(self, out: FloatArray, cond: dict, rng: np.random.Generator) -> None:
+        """No jumps: ``out`` is left as it is."""
+
 
 @dataclass(frozen=True)
 class NoJumps(SpecBase):
@@ -195,6 +202,8 @@ class _JumpSpec(SpecBase):
     ridge: float = 50.0
 
     kind: ClassVar[str] = "jumps"
+    #: ``features``: regime vector + MM indices of the past ``window`` days (the intensity regression)
+    fit_inputs: ClassVar[tuple[str, ...]] = ("features", "warm")
 
     def __post_init__(self) -> None:
         self._check(self.threshold > 1, f"threshold={self.threshold!r} must be above 1 (standardised units)")

@@ -1,9 +1,29 @@
-"""Components chosen by name: ``{"volatility": {"ewma": ..., "garch": ..., ...}, ...}``.
+"""Every model part, chosen by name: one `Variant` registration per variant, for every kind.
 
-Entries are spec classes, or ``"module:Class"`` strings resolved on first use, so a
-neural variant (``requires_torch``) can be registered without importing torch::
+A registration says what the engine, the model registry and Tune need to know about a
+variant, in one place::
 
-    register("volatility", "rough_vol", "aetheris_ray.components.rough.component:RoughVolatility")
+    Variant("volatility", "rough_vol", "aetheris_ray.components.rough_vol.component:RoughVolatility",
+            artefact=True, fallback="garch", search_space={...}, training={...})
+
+* ``target`` -- the spec class, or ``"module:Class"`` resolved on first use, so a
+  neural variant (``requires_torch``) is registered without importing torch;
+* ``artefact`` -- its fitted state is a trained artefact from the model registry
+  (``NAME``, ``NAME@VERSION`` or ``NAME@latest``), resolved once per forecast by
+  `aetheris_ray.registry.resolve_artefact`; ``fallback`` is the baseline of the same
+  kind used (and reported) when that artefact is missing or corrupt;
+* ``search_space`` / ``training`` -- Tune's search space (data: ``name -> (sampler,
+  *args)``, see ``tune/spaces.py``) and fixed training settings; a variant with a
+  search space is tunable (``aetheris tune --component NAME``) through the generic
+  trainable, which drives the spec's ``trainer(windows)`` (`contract.Trainer`).
+
+Variants come from the built-in table below, from `register` calls, and from other
+installed packages through the entry-point group ``aetheris_ray.components``: each entry
+point names a `Variant` (or a callable returning an iterable of them), e.g. in the
+plug-in's ``pyproject.toml``::
+
+    [project.entry-points."aetheris_ray.components"]
+    my_trend = "my_package.trend:VARIANT"
 
 An unknown name raises `InvalidInput` that shows the value and lists the valid names.
 
@@ -11,72 +31,220 @@ An unknown name raises `InvalidInput` that shows the value and lists the valid n
 ['hawkes', 'none', 'poisson']
 >>> build_spec("volatility", "ewma", lam=0.97).lam
 0.97
+>>> variant("volatility", "rough_vol").fallback
+'garch'
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
+import warnings
+from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any, Mapping
 
 from aetheris_ray.errors import InvalidInput
 
-__all__ = ["KINDS", "REGISTRY", "register", "names", "spec_class", "fitted_class", "build_spec", "spec_from_dict"]
+__all__ = [
+    "KINDS", "PATH_PARTS", "ENTRY_POINT_GROUP", "Variant", "register", "unregister", "variant", "variants", "names",
+    "spec_class", "fitted_class", "build_spec", "spec_from_dict", "tunable",
+]
 
-KINDS = ("trend", "volatility", "jumps", "residuals")
-
-REGISTRY: dict[str, dict[str, Any]] = {
-    "trend": {
-        "zero": "aetheris_ray.components.trend:ZeroTrend",
-        "ar_es": "aetheris_ray.components.trend:ArEsTrend",
-    },
-    "volatility": {
-        "ewma": "aetheris_ray.components.volatility:EwmaVolatility",
-        "garch": "aetheris_ray.components.volatility:GarchVolatility",
-        "har": "aetheris_ray.components.volatility:HarVolatility",
-        "blend": "aetheris_ray.components.volatility:BlendVolatility",
-        "rough_vol": "aetheris_ray.components.rough_vol.component:RoughVolatility",
-    },
-    "jumps": {
-        "none": "aetheris_ray.components.jumps:NoJumps",
-        "poisson": "aetheris_ray.components.jumps:PoissonJumps",
-        "hawkes": "aetheris_ray.components.jumps:HawkesJumps",
-    },
-    "residuals": {
-        "gaussian": "aetheris_ray.components.residuals:GaussianResiduals",
-        "student_t": "aetheris_ray.components.residuals:StudentTResiduals",
-        "fhs": "aetheris_ray.components.residuals:FhsResiduals",
-    },
-}
+#: Every kind of part the engine composes (`aetheris_ray.components.contract` has one protocol per kind).
+KINDS = ("trend", "volatility", "jumps", "residuals", "paths", "calibrator", "market_state", "explainer")
+#: The kinds a composed path model is built from (``drift + sigma z + jumps``).
+PATH_PARTS = ("trend", "volatility", "jumps", "residuals")
+ENTRY_POINT_GROUP = "aetheris_ray.components"
 
 
-def register(kind: str, name: str, target: Any) -> None:
-    """Add (or replace) a variant: a spec class or a ``"module:Class"`` path."""
-    _kind(kind)[name] = target
+@dataclass(frozen=True)
+class Variant:
+    """One registered variant of a kind (see the module docstring).
+
+    Attributes
+    ----------
+    kind, name : str
+    target : type or str
+        The spec class or ``"module:Class"``.
+    artefact : bool
+        Its fitted state is a trained artefact from the model registry.
+    fallback : str or None
+        Baseline variant (same kind) used when the artefact is missing or corrupt.
+    search_space : dict or None
+        Tune's search space as data (``param -> (sampler, *args)``); None: not tunable.
+    training : dict
+        Fixed training settings merged into every trial's config (``max_steps``, ...).
+    description : str
+    source : str
+        Where it was registered: ``builtin``, ``register()`` or ``entry point <name>``.
+    """
+
+    kind: str
+    name: str
+    target: Any
+    artefact: bool = False
+    fallback: str | None = None
+    search_space: Mapping[str, tuple[Any, ...]] | None = None
+    training: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    source: str = "builtin"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InvalidInput(f"Variant {self.name!r}: kind {self.kind!r} is not known; valid kinds: {', '.join(KINDS)}")
+        if not self.name or not all(c.isalnum() or c in "_-" for c in self.name):
+            raise InvalidInput(f"Variant name {self.name!r}: use letters, digits, '_' or '-'")
+        if self.artefact and not self.fallback:
+            raise InvalidInput(f"Variant {self.kind}/{self.name}: artefact=True needs fallback=<baseline name>")
+
+    def spec_class(self) -> type:
+        """The spec class (imported on first use)."""
+        if isinstance(self.target, str):
+            module, _, attr = self.target.partition(":")
+            return getattr(import_module(module), attr)
+        return self.target
+
+
+_C = "aetheris_ray.components"
+_BUILTIN: tuple[Variant, ...] = (
+    Variant("trend", "zero", f"{_C}.trend:ZeroTrend", description="no drift"),
+    Variant("trend", "ar_es", f"{_C}.trend:ArEsTrend", description="AR / exponential smoothing ensemble, EWA weights"),
+    Variant("volatility", "ewma", f"{_C}.volatility:EwmaVolatility", description="RiskMetrics EWMA"),
+    Variant("volatility", "garch", f"{_C}.volatility:GarchVolatility", description="GARCH(1,1) via arch"),
+    Variant("volatility", "har", f"{_C}.volatility:HarVolatility", description="HAR-RV from intraday bars"),
+    Variant("volatility", "blend", f"{_C}.volatility:BlendVolatility", description="score-weighted blend"),
+    Variant(
+        "volatility", "rough_vol", f"{_C}.rough_vol.component:RoughVolatility", artefact=True, fallback="garch",
+        description="neural rough volatility (fBm-driven log vol, network for its parameters)",
+        search_space={
+            "hidden": ("choice", [16, 32, 64]),
+            "layers": ("choice", [1, 2]),
+            "lr": ("loguniform", 1e-3, 1e-2),
+            "weight_decay": ("loguniform", 1e-6, 1e-3),
+            "batch_size": ("choice", [128, 256]),
+        },
+        # checkpoint_every 2 puts a checkpoint on every ASHA rung (grace 2, reduction 2: reports 2, 4, 8, ...)
+        training={"max_steps": 300, "steps_per_report": 25, "checkpoint_every": 2, "lookback": 64},
+    ),
+    Variant("jumps", "none", f"{_C}.jumps:NoJumps", description="no separate jumps"),
+    Variant("jumps", "poisson", f"{_C}.jumps:PoissonJumps", description="Poisson jumps, regime-conditioned intensity"),
+    Variant("jumps", "hawkes", f"{_C}.jumps:HawkesJumps", description="self-exciting Hawkes jumps"),
+    Variant("residuals", "gaussian", f"{_C}.residuals:GaussianResiduals", description="N(0, 1)"),
+    Variant("residuals", "student_t", f"{_C}.residuals:StudentTResiduals", description="unit-variance Student-t"),
+    Variant("residuals", "fhs", f"{_C}.residuals:FhsResiduals", description="filtered historical bootstrap"),
+    Variant("paths", "composed", f"{_C}.paths:ComposedPaths", description="drift + sigma z + jumps from the four parts"),
+    Variant("calibrator", "conformal", "aetheris_ray.calibration:ConformalCalibration",
+            description="conformal level maps by regime x horizon bucket"),
+    Variant("market_state", "indices", "aetheris_ray.features.market_state:IndicesMarketState",
+            description="regime descriptors + MM indices from funding, basis, implied vol"),
+    Variant("explainer", "surrogate", "aetheris_ray.explain:SurrogateExplainer",
+            description="ridge surrogate + permutation importance over past forecasts"),
+)
+
+_TABLE: dict[str, dict[str, Variant]] = {k: {} for k in KINDS}
+for _v in _BUILTIN:
+    _TABLE[_v.kind][_v.name] = _v
+_CLASSES: dict[tuple[str, str], type] = {}
+_LOCK = threading.Lock()
+_PLUGINS_LOADED = False
+
+
+def _load_entry_points() -> None:
+    """Register the variants of installed plug-ins (group `ENTRY_POINT_GROUP`), once per process.
+
+    A plug-in that fails to load is reported with a warning and skipped; it never
+    breaks the built-in variants.
+    """
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    with _LOCK:
+        if _PLUGINS_LOADED:
+            return
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                obj = ep.load()
+                items = obj() if callable(obj) and not isinstance(obj, Variant) else obj
+                items = [items] if isinstance(items, Variant) else list(items)
+                for v in items:
+                    if not isinstance(v, Variant):
+                        raise TypeError(f"{v!r} is not a Variant")
+                    _add(dataclasses.replace(v, source=f"entry point {ep.name}"))
+            except Exception as e:  # noqa: BLE001 - a broken plug-in must not break the engine
+                warnings.warn(f"component plug-in {ep.name!r} ({ep.value}) not loaded: {type(e).__name__}: {e}",
+                              RuntimeWarning, stacklevel=2)
+        _PLUGINS_LOADED = True
+
+
+def reload_entry_points() -> None:
+    """Scan the entry points again (after installing a plug-in into a running process; tests)."""
+    global _PLUGINS_LOADED
+    _PLUGINS_LOADED = False
+    _load_entry_points()
+
+
+def _add(v: Variant) -> None:
+    _TABLE[v.kind][v.name] = v
+    _CLASSES.pop((v.kind, v.name), None)
+
+
+def register(kind_or_variant: str | Variant, name: str | None = None, target: Any = None, **meta: Any) -> Variant:
+    """Add (or replace) a variant: ``register(Variant(...))`` or ``register(kind, name, target, **meta)``."""
+    if isinstance(kind_or_variant, Variant):
+        v = kind_or_variant
+    else:
+        if name is None or target is None:
+            raise InvalidInput("register(kind, name, target): name and target are required")
+        v = Variant(kind_or_variant, name, target, source="register()", **meta)
+    _add(v)
+    return v
+
+
+def unregister(kind: str, name: str) -> None:
+    """Remove a variant added by `register` (tests); built-in variants cannot be removed."""
+    if any(v.kind == kind and v.name == name for v in _BUILTIN):
+        raise InvalidInput(f"{kind}/{name} is built in; it cannot be unregistered")
+    _kind(kind).pop(name, None)
+    _CLASSES.pop((kind, name), None)
+
+
+def _kind(kind: str) -> dict[str, Variant]:
+    if kind not in _TABLE:
+        raise InvalidInput(f"component kind {kind!r} is not known; valid kinds: {', '.join(KINDS)}")
+    _load_entry_points()
+    return _TABLE[kind]
 
 
 def names(kind: str) -> list[str]:
-    """Registered variant names of one kind."""
+    """Registered variant names of one kind (built-in, registered and plug-ins)."""
     return list(_kind(kind))
 
 
-def _kind(kind: str) -> dict[str, Any]:
-    if kind not in REGISTRY:
-        raise InvalidInput(f"component kind {kind!r} is not known; valid kinds: {', '.join(KINDS)}")
-    return REGISTRY[kind]
+def variants(kind: str | None = None) -> list[Variant]:
+    """Every registration (of one kind, or of all kinds)."""
+    kinds = KINDS if kind is None else (kind,)
+    return [v for k in kinds for v in _kind(k).values()]
 
 
-def spec_class(kind: str, name: str) -> type:
-    """The spec class registered as ``kind/name``."""
+def variant(kind: str, name: str) -> Variant:
+    """The registration of ``kind/name``; `InvalidInput` listing the valid names when unknown."""
     table = _kind(kind)
     if name not in table:
         raise InvalidInput(f"{kind} component {name!r} is not registered; valid names: {', '.join(sorted(table))}")
-    target = table[name]
-    if isinstance(target, str):
-        module, _, attr = target.partition(":")
-        target = getattr(import_module(module), attr)
-        table[name] = target
-    return target
+    return table[name]
+
+
+def spec_class(kind: str, name: str) -> type:
+    """The spec class registered as ``kind/name`` (imported on first use)."""
+    key = (kind, name)
+    cls = _CLASSES.get(key)
+    if cls is None:
+        cls = variant(kind, name).spec_class()
+        _CLASSES[key] = cls
+    return cls
 
 
 def fitted_class(kind: str, name: str) -> type:
@@ -105,3 +273,16 @@ def spec_from_dict(kind: str, d: Mapping[str, Any] | str) -> Any:
         raise InvalidInput(f"{kind} component {d!r}: missing 'name'; valid names: {', '.join(sorted(_kind(kind)))}")
     name = d.pop("name")
     return build_spec(kind, name, **d)
+
+
+def tunable(name: str | None = None) -> list[Variant] | Variant:
+    """Variants with a search space (what ``aetheris tune --component`` accepts); one by name, or all."""
+    found = [v for v in variants() if v.search_space is not None]
+    if name is None:
+        return found
+    for v in found:
+        if v.name == name:
+            return v
+    raise InvalidInput(f"component {name!r} is not tunable; tunable components: "
+                       f"{', '.join(sorted(v.name for v in found)) or 'none'}")
+

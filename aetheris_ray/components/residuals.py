@@ -36,7 +36,6 @@ from aetheris_ray._typing import FloatArray
 from aetheris_ray.components import _innovations
 from aetheris_ray.components._innovations import T_CLIP
 from aetheris_ray.components.base import Context, FittedBase, SpecBase, ewma_filter, seed_variance
-from aetheris_ray.components.volatility import FittedVolatility
 
 __all__ = [
     "unit_t", "unit_t_ppf",
@@ -254,16 +253,22 @@ class StudentTResiduals(SpecBase):
     has_analytic_moments: ClassVar[bool] = True
     fitted_cls: ClassVar[type] = FittedStudentT
 
+    @property
+    def fit_inputs(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The volatility part when ``nu`` is estimated from it (``source="vol"``)."""
+        return ("volatility",) if self.source == "vol" and self.nu is None else ()
+
     def __post_init__(self) -> None:
         self._check(self.nu is None or self.nu > 2, f"nu={self.nu!r} must be > 2 (finite variance) or None (fitted)")
         self._check(self.source in ("ewma", "vol"), f"source={self.source!r}: use 'ewma' or 'vol'")
 
-    def fit(self, returns: FloatArray, *, vol: Any = None, **context: Any) -> FittedStudentT:
-        """``vol``: the fitted volatility component (used when ``source="vol"``)."""
+    def fit(self, returns: FloatArray, *, volatility: Any = None, **context: Any) -> FittedStudentT:
+        """``volatility``: the fitted volatility part (used when ``source="vol"``)."""
+        vol = volatility
         info: dict[str, Any] = {"n_obs": int(np.size(returns))}
         # a volatility model driven by its own noise (rough vol) has no returns filter:
         # then nu comes from EWMA-standardised returns
-        use_vol = self.source == "vol" and vol is not None and type(vol).filter is not FittedVolatility.filter
+        use_vol = self.source == "vol" and vol is not None and vol.filters_returns
         if self.nu is not None:
             nu = float(self.nu)
         elif use_vol and "nu" in vol.params and getattr(vol.spec, "dist", "") == "t" and "fallback" not in vol.info:
@@ -293,6 +298,11 @@ class StudentTResiduals(SpecBase):
 @dataclass(frozen=True, eq=False)
 class FittedFhs(FittedResiduals):
     name: ClassVar[str] = "fhs"
+
+    @property
+    def needs(self) -> dict[str, str]:
+        """Standardised by the volatility part's own one-step variances when ``spec.filter == "model"``."""
+        return {"variance": "volatility.filter"} if self.spec.filter == "model" else {}
 
     def condition(self, ctx: Context, variance: FloatArray | None = None) -> dict[str, np.ndarray]:
         """The bootstrap pool of each origin, compacted to the left: ``{"pool": (B, L) float32, "count": (B,)}``.

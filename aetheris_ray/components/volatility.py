@@ -52,6 +52,8 @@ class FittedVolatility(FittedBase):
 
     kind: ClassVar[str] = "volatility"
     has_analytic_moments: ClassVar[bool] = True
+    #: ``filter`` runs on past returns (False for a model driven by its own noise, e.g. rough vol).
+    filters_returns: ClassVar[bool] = True
 
     # -- to implement ---------------------------------------------------------------------
     def filter(self, ctx: Context) -> FloatArray:  # pragma: no cover - abstract
@@ -283,6 +285,8 @@ class GarchVolatility(SpecBase):
         self._check(self.window >= 50, f"window={self.window!r} must be at least 50")
         self._check(self.min_obs >= 50, f"min_obs={self.min_obs!r} must be at least 50")
 
+    fit_inputs: ClassVar[tuple[str, ...]] = ("warm",)
+
     def fit(self, returns: FloatArray, *, warm: FittedGarch | None = None, **context: Any) -> FittedGarch:
         """MLE on the trailing `window` returns, warm-started from ``warm`` (a previous fit) when given.
 
@@ -413,6 +417,8 @@ class HarVolatility(SpecBase):
     def __post_init__(self) -> None:
         self._check(self.window >= 60, f"window={self.window!r} must be at least 60")
         self._check(0 < self.max_persistence < 1, f"max_persistence={self.max_persistence!r} must be in (0, 1)")
+
+    fit_inputs: ClassVar[tuple[str, ...]] = ("rv",)
 
     def fit(self, returns: FloatArray, *, rv: FloatArray | None = None, **context: Any) -> FittedHar:
         r = np.asarray(returns, dtype=float)[-self.window:]
@@ -560,6 +566,8 @@ class BlendVolatility(SpecBase):
         self._check(0 < self.decay <= 1, f"decay={self.decay!r} must be in (0, 1]")
         self._check(self.eval_days >= 10, f"eval_days={self.eval_days!r} must be at least 10")
 
+    fit_inputs: ClassVar[tuple[str, ...]] = ("warm", "rv")
+
     def fit(self, returns: FloatArray, *, warm: FittedBlend | None = None, rv: FloatArray | None = None,
             **context: Any) -> FittedBlend:
         members = list(self.members)
@@ -568,7 +576,8 @@ class BlendVolatility(SpecBase):
         for i, m in enumerate(members):
             prev = warm.children[i] if (warm is not None and i < len(warm.children)
                                         and type(warm.children[i].spec) is type(m)) else None
-            children.append(m.fit(returns, warm=prev, rv=rv, **context))
+            given = {"warm": prev, "rv": rv}
+            children.append(m.fit(returns, **{k: given[k] for k in m.fit_inputs if k in given}))
         w_arr = np.asarray(w, dtype=float)
         info = {"members": [c.name for c in children],
                 "fallbacks": [c.info.get("fallback") for c in children if c.info.get("fallback")]}

@@ -21,7 +21,7 @@ or before ``o`` (known at ``cutoff_for(o)``).
   overlapping h-day log-returns ``log(close[t] / close[t - h])`` whose two ends
   lie in the trailing 365 days ``[o - 365 days, o]``.
 
-Data gaps.  EWMA and GARCH use `aetheris_ray.engine.daily_log_returns`: a return
+Data gaps.  EWMA and GARCH use `aetheris_ray.history.daily_log_returns`: a return
 spanning a k-day gap is scaled by ``1 / sqrt(k)`` (the variance of a one-day move
 under a random walk) and counts as one observation; the trailing 1000 returns
 are 1000 observations, whatever calendar span they cover.  The bootstrap needs no
@@ -51,7 +51,7 @@ from scipy import signal, stats
 
 from aetheris_ray._typing import FloatArray, IntArray
 from aetheris_ray.data.schema import AssetData
-from aetheris_ray.engine import daily_log_returns
+from aetheris_ray.history import daily_log_returns
 from aetheris_ray.errors import InvalidInput
 
 __all__ = ["EwmaNormal", "GarchT", "GarchFit", "Bootstrap", "BASELINES", "baseline_models", "origin_positions"]

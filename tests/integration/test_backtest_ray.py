@@ -36,7 +36,7 @@ res.per_asset().to_parquet(sys.argv[2] + "/per_asset.parquet")
 def models() -> list:
     """A small engine (few paths, short calibration window) and the three baselines."""
     from aetheris_ray.calibration import CalibrationConfig
-    from aetheris_ray.engine import EngineConfig
+    from aetheris_ray.model import EngineConfig
     from aetheris_ray.evaluation.baselines import baseline_models
     from aetheris_ray.walkforward import EngineModel
 

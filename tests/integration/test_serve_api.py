@@ -128,11 +128,11 @@ def test_auth(served):
 def test_models_healthz_docs_page(served):
     r = requests.get(served.url + "/v1/models", headers=served.headers, timeout=10)
     assert r.status_code == 200
-    from aetheris_ray import engine
+    from aetheris_ray.model import PRESETS, model_config
 
     body = r.json()
-    assert body["default"] == engine.model_config(None)[0].version and "SYN-BTC" in body["assets"]
-    assert [m["name"] for m in body["models"]] == sorted(engine.MODELS)
+    assert body["default"] == model_config(None)[0].version and "SYN-BTC" in body["assets"]
+    assert [m["name"] for m in body["models"]] == sorted(PRESETS)
     assert isinstance(body["registered"], list)  # registry versions (aetheris_ray.registry.list_models)
     assert requests.get(served.url + "/healthz", timeout=10).json() == {"status": "ok"}
     spec = requests.get(served.url + "/openapi.json", timeout=10).json()

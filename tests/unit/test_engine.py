@@ -12,17 +12,10 @@ from aetheris_ray import simulation as sim
 from aetheris_ray.calibration import CalibrationConfig
 from aetheris_ray.contract import ForecastRequest
 from aetheris_ray.data.schema import AssetData, bar_ts_from_dates
-from aetheris_ray.engine import (
-    MODELS,
-    ComponentChoice,
-    EngineConfig,
-    clear_caches,
-    daily_log_returns,
-    finish,
-    forecast,
-    model_config,
-    prepare,
-)
+from aetheris_ray.engine import finish, forecast, prepare
+from aetheris_ray.history import daily_log_returns
+from aetheris_ray.model import ComponentChoice, EngineConfig, PRESETS, model_config
+from aetheris_ray.state_cache import clear_caches
 from aetheris_ray.errors import DataError, InvalidInput, ModelNotFound
 
 CFG = EngineConfig(
@@ -173,9 +166,9 @@ def test_too_little_history_is_a_data_error():
 
 def test_model_names():
     cfg, notes = model_config(None)
-    assert cfg is MODELS["baseline"] and notes == []
+    assert cfg is PRESETS["baseline"] and notes == []
     cfg, notes = model_config("latest")
-    assert cfg is MODELS["baseline"] and "latest" in notes[0]
+    assert cfg is PRESETS["baseline"] and "latest" in notes[0]
     with pytest.raises(ModelNotFound, match="model 'nope' is not known; valid: baseline"):
         model_config("nope")
     with pytest.raises(InvalidInput, match="trend component 'drifty' is not registered"):
@@ -206,16 +199,14 @@ def test_daily_log_returns_scale_gaps():
 
 
 def test_model_names_and_pinned_registry_versions():
-    import pytest
-
-    from aetheris_ray.engine import MODELS, model_config
-    from aetheris_ray.errors import ModelNotFound
+    from aetheris_ray.model import PRESETS, model_config
 
     cfg, _ = model_config("rough_vol")
-    assert cfg == MODELS["rough_vol"] and cfg.volatility.params == {}
+    assert cfg == PRESETS["rough_vol"] and cfg.volatility.version is None
     pinned, _ = model_config("rough_vol@rough_vol-20260101T000000Z-abc")
-    assert pinned.volatility.params == {"version": "rough_vol-20260101T000000Z-abc"}
+    assert pinned.volatility.version == "rough_vol-20260101T000000Z-abc"
     assert pinned.version != cfg.version  # the pinned version is part of the model version
+    assert pinned.version.endswith("+volatility=rough_vol@rough_vol-20260101T000000Z-abc")
     with pytest.raises(ModelNotFound, match="'baseline' has no registered component to pin"):
         model_config("baseline@v1")
     with pytest.raises(ModelNotFound, match=r"model 'nope' is not known; valid: baseline, rough_vol"):

@@ -19,10 +19,6 @@ GLOBAL_SEEDING = re.compile(
     re.MULTILINE,
 )
 
-#: Files the lead engineer is rewriting (issue 13); each case below xfails until it is clean.
-PENDING = {"components/rough_vol/component.py"}
-
-
 def _offenders() -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for p in sorted(ROOT.rglob("*.py")):
@@ -43,14 +39,8 @@ def test_the_pattern_catches_global_seeding_and_spares_generators():
 
 
 def test_no_global_seeding_in_the_package():
-    offenders = {k: v for k, v in _offenders().items() if k not in PENDING}
+    offenders = _offenders()
     assert offenders == {}, (
         f"global seeding (file: lines) in aetheris_ray: {offenders}; pass a torch.Generator "
         "(aetheris_ray.components.torch_utils.make_generator) or a np.random.Generator instead"
     )
-
-
-@pytest.mark.parametrize("path", sorted(PENDING))
-@pytest.mark.xfail(strict=False, reason="the lead is rewriting rough_vol/component.py (from_params seeds globally)")
-def test_no_global_seeding_in_pending_files(path):
-    assert path not in _offenders(), f"{path}: global seeding at lines {_offenders()[path]}"

@@ -7,7 +7,9 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from aetheris_ray import engine
+from aetheris_ray.history import positive_closes
+from aetheris_ray.model import model_config, resolve_config
+from aetheris_ray.pairs import outcome_pairs
 from aetheris_ray.api import forecast
 from aetheris_ray.calibration import Calibrator, day_number
 from aetheris_ray.config import load_settings
@@ -47,14 +49,14 @@ def test_live_outcome_joins_the_buffers(market, settings):
 
 def test_pair_pit_is_the_raw_forecast_cdf(market, settings):
     hist = market.history("SYN-ETH")
-    cfg, _ = engine.model_config(None)
-    close = engine.positive_closes(hist)
+    cfg = resolve_config(model_config(None)[0])
+    close = positive_closes(hist)
     origin = close.index[-1]
     median = float(_fc(market, settings).quantile(0.5)[6])  # day 7
     rows = [{"origin": str(origin.date()), "horizon": 7, "price": median},
             {"origin": str(origin.date()), "horizon": 3, "price": float(close.iloc[-1]) * 100},
             {"origin": "1990-01-01", "horizon": 1, "price": 1.0}]  # no close then: skipped
-    pairs = engine.outcome_pairs(hist, rows, config=cfg)
+    pairs = outcome_pairs(hist, rows, config=cfg)
     assert len(pairs) == 2
     by_h = {p[1]: p for p in pairs}
     assert by_h[7][0] == day_number(origin)

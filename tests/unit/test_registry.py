@@ -1,4 +1,4 @@
-"""Registry: round trip, versions, atomic refusal to overwrite, corrupt artifacts -> fallback with a warning."""
+"""Registry: round trip, versions, atomic refusal to overwrite, corrupt artifacts -> resolved to the fallback."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 
 from aetheris_ray import registry as reg
-from aetheris_ray.components.rough_vol import FittedRoughVolatility
+from aetheris_ray.components.rough_vol import FittedRoughVol
 from aetheris_ray.errors import FallbackWarning, InvalidInput, ModelNotFound
 from aetheris_ray.features.state import MarketState
 
 
 @pytest.fixture(scope="module")
 def model():
-    return FittedRoughVolatility.from_params(
+    return FittedRoughVol.from_params(
         0.1, seed=1, lookback=16, hidden=8,
         info={"metrics": {"val_ql": 1.23}, "train_range": ["2020-01-01", "2021-12-31"]},
     )
@@ -62,13 +62,12 @@ def test_latest_and_refuse_overwrite(model, tmp_path):
 def test_corrupt_artifact_falls_back_with_warning(model, tmp_path):
     r = reg.Registry(tmp_path)
     rec = r.register(model, version="good")
-    (tmp_path / "good" / "model" / "weights.pt").write_bytes(b"garbage")
+    (tmp_path / "good" / "model" / "shared.npz").write_bytes(b"garbage")
     with pytest.raises(ModelNotFound, match="corrupt"):
         r.load("rough_vol", "good")
     with pytest.warns(FallbackWarning, match="fell back"):
-        out = r.load_or_fallback("rough_vol", rec.version)
-    assert out.fallback and out.version.startswith("baseline:") and out.warnings
-    assert "fell back" in out.warnings[0]
+        out = reg.resolve_artefact("volatility", "rough_vol", rec.version, registry=r)
+    assert out.version is None and out.fallback == "garch" and "corrupt" in out.why
 
 
 def test_missing_and_unreadable_records_are_listed_not_raised(model, tmp_path):
@@ -81,8 +80,10 @@ def test_missing_and_unreadable_records_are_listed_not_raised(model, tmp_path):
     assert status["ok1"] == "ok" and status["broken"].startswith("corrupt") and status["badjson"].startswith("corrupt")
     assert r.record("rough_vol").version == "ok1"
     with pytest.warns(FallbackWarning):
-        out = reg.Registry(tmp_path / "empty").load_or_fallback("rough_vol")
-    assert out.fallback and "no healthy" in out.warnings[0]
+        out = reg.resolve_artefact("volatility", "rough_vol", registry=reg.Registry(tmp_path / "empty"))
+    assert out.fallback == "garch" and "no healthy" in out.why
+    ok = reg.resolve_artefact("volatility", "rough_vol", registry=r)
+    assert (ok.version, ok.fallback) == ("ok1", None)
 
 
 def test_cli_models_lists_the_registry(model, isolated_home, capsys):

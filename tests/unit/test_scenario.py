@@ -11,7 +11,9 @@ from aetheris_ray.calibration import CalibrationConfig
 from aetheris_ray.contract import ForecastRequest
 from aetheris_ray.data.schema import AssetData, SeriesInfo, bar_ts_from_dates, series_ts_from_dates
 from aetheris_ray.data.synthetic import SyntheticSource
-from aetheris_ray.engine import EngineConfig, clear_caches, forecast, prepare
+from aetheris_ray.engine import forecast, prepare
+from aetheris_ray.model import EngineConfig
+from aetheris_ray.state_cache import clear_caches
 from aetheris_ray.errors import InvalidInput
 from aetheris_ray.features import REGIME_FEATURES, MarketState, compute_state
 from aetheris_ray.scenario import (
@@ -349,7 +351,7 @@ def test_the_cone_moves_by_the_estimated_amount(syn):
     # (so every sampler of (model, cond) sees the scenario), and nowhere without a scenario
     per_lead = np.repeat(mult, [b - a + 1 for a, b in LEAD_BLOCKS])
     np.testing.assert_allclose(scen.cond["step_scale"][0], per_lead, rtol=1e-12)
-    drift = base.model.trend.drift(base.cond["trend"], 7)[0]
+    drift = base.model.part("trend").drift(base.cond["trend"], 7)[0]
     a = base.model.simulate(base.cond, 2000, 7, np.random.default_rng(1))[0]
     b = scen.model.simulate(scen.cond, 2000, 7, np.random.default_rng(1))[0]
     per_step = np.repeat(mult[:3], [1, 2, 4])
@@ -359,7 +361,7 @@ def test_the_cone_moves_by_the_estimated_amount(syn):
     # the calibrated one-day cone around its drift scales by the lead-1 multiplier exactly
     assert scen.extra["regime"]["label"] == base.extra["regime"]["label"]
     fa, fb = forecast(data, req(), config=CFG), forecast(data, req(scenario={"iv_level": 2 * iv0}), config=CFG)
-    d1 = float(base.model.trend.drift(base.cond["trend"], 1)[0, 0, 0])
+    d1 = float(base.model.part("trend").drift(base.cond["trend"], 1)[0, 0, 0])
     one_day = lambda f: np.log(f.quantiles[0] / f.spot) - d1  # noqa: E731
     np.testing.assert_allclose(one_day(fb), mult[0] * one_day(fa), rtol=1e-4)
     width = lambda f: np.log(f.quantile(0.95)[-1] / f.quantile(0.05)[-1])  # noqa: E731
@@ -445,7 +447,7 @@ def test_every_path_sampler_of_the_model_applies_the_scenario():
     numbers of a forecast (the cone) and not others (say, importance-sampled tail probabilities)."""
     import inspect
 
-    from aetheris_ray.engine import FittedModel
+    from aetheris_ray.model import FittedModel
 
     samplers = [n for n in dir(FittedModel) if n.startswith("simulate")]
     assert "simulate" in samplers

@@ -21,26 +21,19 @@ from aetheris_ray.components.volatility import EwmaVolatility, FittedEwma
 from aetheris_ray.contract import ForecastRequest, ForecastResponse
 from aetheris_ray.data import CsvSource, SyntheticSource
 from aetheris_ray.data.schema import AssetData, bar_ts_from_dates
-from aetheris_ray.engine import (
-    MODELS,
-    ComponentChoice,
-    EngineConfig,
-    FittedModel,
-    finish,
-    forecast,
-    prepare,
-)
+from aetheris_ray.engine import finish, forecast, prepare
+from aetheris_ray.model import ComponentChoice, EngineConfig, FittedModel, PRESETS
 
 SIGMA, H = 0.03, 14
 
 
 def random_walk(residuals=None, vol=None, v1=SIGMA**2) -> tails.ModelSampler:
     """A zero-drift model with constant daily vol ``SIGMA`` (Gaussian by default): analytic tails."""
-    model = FittedModel(trend=FittedZeroTrend.from_params(),
+    model = FittedModel.from_parts(trend=FittedZeroTrend.from_params(),
                         volatility=vol or FittedEwma.from_params(EwmaVolatility(path_dependent=False), lam=0.94),
                         jumps=FittedNoJumps.from_params(), residuals=residuals or FittedGaussian.from_params())
-    res_cond = {"n": np.zeros(1)} if not isinstance(model.residuals, FittedStudentT) else {
-        "nu": np.asarray(model.residuals.params["nu"], dtype=float)}
+    res_cond = {"n": np.zeros(1)} if not isinstance(model.part("residuals"), FittedStudentT) else {
+        "nu": np.asarray(model.part("residuals").params["nu"], dtype=float)}
     cond = {"trend": {"drift": np.zeros((1, 90))}, "volatility": {"v1": np.array([v1])},
             "jumps": {"n": np.zeros(1)}, "residuals": res_cond}
     return tails.ModelSampler(model, cond)
@@ -164,7 +157,7 @@ def test_student_t_ratio_is_exact_with_the_clip(monkeypatch):
 
 
 def engine_model(source: str, residuals: str, shared=None):
-    cfg = MODELS["baseline"] if residuals == "student_t" else EngineConfig(
+    cfg = PRESETS["baseline"] if residuals == "student_t" else EngineConfig(
         name="fhs", residuals=ComponentChoice(name="fhs"))
     if source == "synthetic":
         data, asset = SyntheticSource(seed=0).history("SYN-BTC", until="2021-12-01"), "SYN-BTC"

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from aetheris_ray.calibration import CalibrationConfig
-from aetheris_ray.components.registry import REGISTRY, register
+from aetheris_ray.components.registry import register, unregister
 from aetheris_ray.components.volatility import FittedGarch, GarchVolatility
 from aetheris_ray.data.schema import AssetData, bar_ts_from_dates
-from aetheris_ray.engine import ComponentChoice, EngineConfig
+from aetheris_ray.model import ComponentChoice, EngineConfig
 from aetheris_ray.errors import InvalidInput
 from aetheris_ray.evaluation.protocol import BlockWalkForwardModel, WalkForwardModel
 from aetheris_ray.walkforward import EngineModel, combine_blocks, quantiles_at, raw_block, walk_forward
@@ -125,8 +125,8 @@ def test_walk_forward_over_origin_blocks_equals_one_walk_forward(jumps):
         assert got.calibrator.version == whole.calibrator.version  # same pairs, raw and calibrated PITs
         assert [s.origin for s in got.states] == [s.origin for s in whole.states]
         assert got.last["origin"] == whole.last["origin"]
-        np.testing.assert_array_equal(got.last["fitted"].volatility.params["omega"],
-                                      whole.last["fitted"].volatility.params["omega"])
+        np.testing.assert_array_equal(got.last["fitted"].part("volatility").params["omega"],
+                                      whole.last["fitted"].part("volatility").params["omega"])
     with pytest.raises(InvalidInput, match="not consecutive"):
         combine_blocks(parts[::-1], origins, hz, LEVELS, cfg)
 
@@ -170,7 +170,7 @@ def test_predict_matches_the_protocol_shape(data, origins):
 def test_keep_last_gives_the_fit_of_the_last_origin(result, origins):
     last = result.last
     assert last["origin"] == origins[-1]
-    assert last["fitted"].volatility.batch_size == 1
+    assert last["fitted"].part("volatility").batch_size == 1
     assert last["state"].origin == origins[-1]
 
 
@@ -227,4 +227,4 @@ def test_calibration_moves_coverage_towards_nominal_on_a_miscaled_model():
         assert raw_cov < 0.6  # sigma x0.5: the raw 80% interval covers far less
         assert abs(cal_cov - 0.8) < 0.06 and abs(cal_cov - 0.8) < abs(raw_cov - 0.8)
     finally:
-        del REGISTRY["volatility"]["_half_garch"]
+        unregister("volatility", "_half_garch")

@@ -4,6 +4,6 @@ Importing this package does not import torch; `module` and `training` do, and ar
 loaded only when a model is built, trained or loaded.
 """
 
-from aetheris_ray.components.rough_vol.component import FittedRoughVolatility, RoughVolatility
+from aetheris_ray.components.rough_vol.component import FittedRoughVol, RoughVolatility
 
-__all__ = ["RoughVolatility", "FittedRoughVolatility"]
+__all__ = ["RoughVolatility", "FittedRoughVol"]

@@ -1,32 +1,34 @@
-"""The fit/sample adapter of the neural rough volatility component (variant ``rough_vol``).
+"""The neural rough volatility part (kind ``volatility``, variant ``rough_vol``): spec and fitted class.
 
-Spec and fitted are separate (STYLE.md 5): ``RoughVolatility(...)`` is a frozen
-config; ``spec.fit(windows)`` trains and returns a new `FittedRoughVolatility`,
-which exposes the component verbs ``sample``, ``save``, ``load``, ``from_params``.
-``spec.fit(returns)`` is the engine's route: it loads the registered model and wraps
-it as `FittedRoughVol`, the engine's `FittedVolatility` (see `RoughVolatility.fit`).
+One spec, one fitted class (STYLE.md 5): ``RoughVolatility(...)`` is a frozen config;
+``spec.fit(windows)`` trains and returns a `FittedRoughVol`, which is also what the
+engine uses at every origin.  The engine never retrains it per forecast: the part
+declares the ``artefact`` fit input, the engine resolves the registered version once
+(`aetheris_ray.model.resolve_config`) and the composer hands the loaded artefact to
+``fit(returns, artefact=...)``.
+
+What was learned (the network's ``state_dict`` as arrays, ``hurst``, ``vol_bias``,
+the feature scaling) is held once in ``shared``; nothing is copied per origin.  The
+per-origin conditioning (``x0, m, nu, kappa``) comes from ``condition(ctx)``.
 
 The model (see `module`): log daily vol ``X`` follows a rough fractional OU with
 Hurst ``H`` estimated from the training data (Gatheral-Jaisson-Rosenbaum scaling);
 a small network maps HAR-style summaries of recent log realised vol and returns, plus
 the regime vector when the training windows carry one (``WindowSpec(regime=True)``),
 to the start level ``x0``, long-run level ``m``, vol-of-vol ``nu`` and mean reversion
-``kappa``.  Paths are drawn with exact fBm increments (cached
-Cholesky, `fbm`), and ``exp(X + vol_bias)`` is returned: ``vol_bias`` is a single
-moment-matching constant fitted on the training windows so that the vol paths are in
-units of the daily log-return standard deviation.
+``kappa``.  Paths are drawn with exact fBm increments (cached Cholesky, `fbm`), and
+``exp(X + vol_bias)`` is the daily log-return standard deviation.
+
+One featuriser: training windows become a `Context` (``Context.from_windows``) and
+the network's inputs are computed from a `Context` only (`network_inputs`), so the
+network sees the same inputs in training and in use.
 
 torch is imported lazily (inside methods): importing this module is cheap.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,27 +37,19 @@ from aetheris_ray.components.base import VAR_FLOOR, Context, SpecBase
 from aetheris_ray.components.rough_vol.fbm import fbm_factor, fgn_autocovariance
 from aetheris_ray.components.volatility import FittedVolatility
 from aetheris_ray.errors import InvalidInput, ModelNotFound
-from aetheris_ray.registry import jsonable
 
 __all__ = [
     "RoughVolatility",
-    "FittedRoughVolatility",
     "FittedRoughVol",
     "conditioning_inputs",
-    "context_inputs",
-    "state_inputs",
-    "feature_logvol",
+    "network_inputs",
     "fit_regime",
     "feature_scale",
     "standardise",
     "rfou_mean_var",
-    "SCHEMA_VERSION",
 ]
 
 NAME = "rough_vol"
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-WEIGHTS = "weights.pt"
 _LOG_ABS_NORMAL = 0.6351814227307391  # -E[log |Z|], Z ~ N(0, 1)
 _VAR_FLOOR = 1e-10
 
@@ -125,54 +119,37 @@ def fit_regime(regime: Any, n_regime: int, batch: int) -> np.ndarray | None:
     return out
 
 
-def feature_logvol(x_ret: np.ndarray, x_logvol: np.ndarray, sigma: np.ndarray, has_rv: np.ndarray | None) -> np.ndarray:
-    """The log vol the network conditions on, as the engine can see it at inference.
+def network_inputs(ctx: Context, lookback: int, n_regime: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The network's raw features, anchors and a full-history mask from a `Context` (the one featuriser).
 
-    The engine's `Context` carries intraday realised variance (2h bars) but no daily
-    ranges, so where a day has no 2h-bar RV the feature is the returns proxy
-    ``log|r - mean| + 0.635`` (as in `context_inputs`), not Parkinson; training uses
-    the same rule through the windows' ``x_has_rv`` mask.  ``has_rv=None`` keeps
-    ``x_logvol`` as given.
+    Log realised vol per day: ``0.5 log(rv)`` where the context has intraday realised
+    variance (2h bars), else the returns proxy ``log|r - mean| + 0.635`` (unbiased for
+    log vol under normality).  Training windows reach it through
+    ``Context.from_windows``, forecasts through ``Context.from_states``.
+
+    Returns
+    -------
+    feats : ndarray (n, 8 + n_regime);  anchors : ndarray (n, 2);  ok : ndarray (n,) bool
+        (``ok``: the origin has ``lookback`` valid returns)
     """
-    if has_rv is None:
-        return np.asarray(x_logvol, dtype=float)
-    dev = np.abs(np.asarray(x_ret, dtype=float) * np.asarray(sigma, dtype=float)[:, None])
-    proxy = np.log(np.maximum(dev, 1e-5)) + _LOG_ABS_NORMAL
-    return np.where(np.asarray(has_rv, dtype=bool), np.asarray(x_logvol, dtype=float), proxy)
-
-
-def state_inputs(state: Any, lookback: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """Window-shaped inputs (batch of 1) from a `MarketState`, and the log-vol source used.
-
-    Log realised vol comes from, in order: a ``daily_logvol`` attribute of the state
-    (when the feature layer provides one), ``intraday_rv`` (2h realised variances),
-    else a returns proxy ``log|r - mean| + 0.635`` (unbiased for log vol under
-    normality, but much noisier than the training inputs; reported as the source).
-    """
-    r = np.asarray(state.returns, dtype=float)[-lookback:]
-    if r.size < lookback:
-        raise InvalidInput(
-            f"state.returns: {r.size} returns, rough_vol needs at least lookback={lookback}; "
-            "use a longer history or a component with a shorter lookback"
-        )
-    lv = getattr(state, "daily_logvol", None)
-    source = "daily_logvol"
-    if lv is None or len(lv) < lookback:
-        rv = getattr(state, "intraday_rv", None)
-        if rv is not None and len(rv) >= lookback:
-            lv, source = 0.5 * np.log(np.maximum(np.asarray(rv, dtype=float)[-lookback:], _VAR_FLOOR)), "intraday_rv"
-        else:
-            dev = np.abs(r - r.mean())
-            lv, source = np.log(np.maximum(dev, 1e-5)) + _LOG_ABS_NORMAL, "returns_proxy"
-    lv = np.asarray(lv, dtype=float)[-lookback:]
-    mu = r.mean()
-    sigma = max(float(r.std()), 1e-5)
-    return ((r - mu) / sigma)[None], lv[None], np.array([mu]), np.array([sigma]), source
+    lb = min(int(lookback), ctx.lookback)
+    r = np.asarray(ctx.returns, dtype=float)[:, -lb:]
+    ok = np.asarray(ctx.valid, dtype=bool)[:, -lb:].all(axis=1) & (lb == int(lookback))
+    mu = r.mean(axis=1)
+    sigma = np.maximum(r.std(axis=1), 1e-5)
+    lv = np.log(np.maximum(np.abs(r - mu[:, None]), 1e-5)) + _LOG_ABS_NORMAL
+    if ctx.rv is not None:
+        rv = np.asarray(ctx.rv, dtype=float)[:, -lb:]
+        good = np.isfinite(rv) & (rv > _VAR_FLOOR)
+        lv = np.where(good, 0.5 * np.log(np.where(good, rv, 1.0)), lv)
+    x_ret = (r - mu[:, None]) / sigma[:, None]
+    feats, anchors = conditioning_inputs(x_ret, lv, mu, sigma, fit_regime(ctx.regime_vector, n_regime, ctx.size))
+    return feats, anchors, ok
 
 
 @dataclass(frozen=True)
 class RoughVolatility(SpecBase):
-    """Spec of the neural rough volatility component (what the model is).
+    """Spec of the neural rough volatility part (what the model is).
 
     Attributes
     ----------
@@ -183,8 +160,6 @@ class RoughVolatility(SpecBase):
     val_fraction : float    share of the latest origins held out for validation
     seed : int
     device : str            "auto" (cuda when available), "cpu" or "cuda"
-    version : str           registry version the engine route loads ("latest" or an id)
-    fallback : str          volatility baseline used when that version is missing or corrupt
     """
 
     lookback: int = 64
@@ -199,109 +174,74 @@ class RoughVolatility(SpecBase):
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"
-    version: str = "latest"
-    fallback: str = "garch"
 
     kind: ClassVar[str] = "volatility"
     name: ClassVar[str] = NAME
     requires_torch: ClassVar[bool] = True
     has_analytic_moments: ClassVar[bool] = True
-    #: the engine-route fitted class (set below, once it is defined)
+    fit_inputs: ClassVar[tuple[str, ...]] = ("artefact",)
     fitted_cls: ClassVar[type]
 
-    def fit(self, data: Any, **context: Any) -> Any:
-        """Two routes, chosen by the input type.
+    def fit(self, data: Any, *, artefact: "FittedRoughVol | None" = None, **inputs: Any) -> "FittedRoughVol":
+        """Two routes, chosen by the input.
 
         * ``data`` is a dict of window columns (`aetheris_ray.windows`): train the
-          network (pooled over the windows' assets) and return a
-          `FittedRoughVolatility`.  This is what ``aetheris tune`` runs per trial.
-        * ``data`` is an array of daily returns (the engine's component route): the
-          network is not retrained per forecast; the registry version ``self.version``
-          is loaded and wrapped as `FittedRoughVol`.  A missing or corrupt artefact
-          falls back to the ``self.fallback`` baseline fitted on ``data``, with a
-          `FallbackWarning` and the message in ``info["warnings"]``.
+          network (pooled over the windows' assets).  This is what ``aetheris tune``
+          runs per trial.
+        * the engine's route: ``data`` are an origin's daily returns and ``artefact``
+          the registered `FittedRoughVol` the engine resolved; it is used as it is
+          (the network is not retrained per origin).
         """
         if isinstance(data, dict):
-            from aetheris_ray.components.rough_vol.training import Trainer
+            return self.trainer(data).fit_all()
+        if artefact is None:
+            raise InvalidInput("rough_vol.fit(returns): no trained artefact given; the engine passes the "
+                               "registered version (train one with `aetheris tune --component rough_vol`)")
+        return artefact
 
-            trainer = Trainer(data, self)
-            trainer.train(self.max_steps)
-            return trainer.fitted()
-        from aetheris_ray.registry import Registry
+    def trainer(self, windows: dict[str, np.ndarray]) -> Any:
+        """The training loop over ``windows`` (`training.Trainer`, the `contract.Trainer` Tune drives)."""
+        from aetheris_ray.components.rough_vol.training import Trainer
 
-        loaded = _load_registered(str(Registry().root), self.version, self.fallback)
-        if not loaded.fallback:
-            return FittedRoughVol.from_core(loaded.model, version=loaded.version)
-        import dataclasses
-
-        if loaded.model is None:
-            raise ModelNotFound(loaded.warnings[0])
-        fitted = loaded.model.fit(data, **context)
-        info = dict(fitted.info)
-        info["warnings"] = list(info.get("warnings", [])) + list(loaded.warnings)
-        info["fallback"] = loaded.version
-        return dataclasses.replace(fitted, info=info)
+        return Trainer(windows, self)
 
 
-def _load_registered(root: str, version: str, fallback: str) -> Any:
-    """Registry load (memoised per process for healthy versions; a fallback is retried next time)."""
-    import warnings
-
-    from aetheris_ray.registry import Registry
-
-    key = (root, version)
-    hit = _LOADED.get(key)
-    if hit is not None:
-        return hit
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        loaded = Registry(root).load_or_fallback(NAME, version, fallback)
-    if not loaded.fallback:
-        _LOADED[key] = loaded
-    return loaded
-
-
-_LOADED: dict[tuple[str, str], Any] = {}
+#: Keys of ``shared`` besides the network weights (``w.<name>``).
+_SHARED = ("hurst", "vol_bias", "feat_mean", "feat_std")
 
 
 @dataclass(frozen=True, eq=False)
-class FittedRoughVolatility:
-    """A trained rough volatility component.
+class FittedRoughVol(FittedVolatility):
+    """A trained rough volatility part.
 
-    Attributes
-    ----------
-    spec : RoughVolatility
-    hurst : float
-    n_features : int
-    feat_mean, feat_std : ndarray (n_features,), feature standardisation (training windows)
-    vol_bias : float, added to log vol so that ``exp(X + vol_bias)`` is the daily return std
-    weights : dict of str -> ndarray, the network's state_dict as numpy arrays
-    info : dict, training metadata (metrics, data range, steps)
+    ``shared`` holds the whole learned model once: ``hurst``, ``vol_bias``,
+    ``feat_mean`` / ``feat_std`` (feature standardisation of the training windows) and
+    the network's ``state_dict`` as ``w.<name>`` arrays.  It has no per-fit ``params``:
+    the same network serves every origin; its per-origin parameters come from
+    `condition`.  The rough model draws its whole vol path in ``init_paths`` (driven by
+    its own fBm noise) and ignores the simulated returns in ``update``.  Origins with
+    fewer than ``lookback`` returns get a neutral start (``x0 = m`` = log of the seed
+    variance's root, ``nu`` 0.3, ``kappa`` 0.05).
     """
 
-    spec: RoughVolatility
-    hurst: float
-    n_features: int
-    feat_mean: np.ndarray
-    feat_std: np.ndarray
-    vol_bias: float
-    weights: dict[str, np.ndarray]
-    info: dict[str, Any] = field(default_factory=dict)
-
-    kind = "volatility"
-    name = NAME
-    requires_torch = True
-    has_analytic_moments = False
-
-    @property
-    def n_regime(self) -> int:
-        """Regime-vector length the network takes (0: not conditioned on the regime)."""
-        return int(self.n_features) - N_BASE_FEATURES
+    name: ClassVar[str] = NAME
+    requires_torch: ClassVar[bool] = True
+    has_analytic_moments: ClassVar[bool] = True
+    filters_returns: ClassVar[bool] = False
 
     # -- construction ---------------------------------------------------------------
 
     @classmethod
-    def from_params(
+    def from_weights(cls, spec: RoughVolatility, hurst: float, vol_bias: float, feat_mean: np.ndarray,
+                     feat_std: np.ndarray, weights: dict[str, np.ndarray],
+                     info: dict[str, Any] | None = None) -> "FittedRoughVol":
+        shared = {"hurst": np.asarray(float(hurst)), "vol_bias": np.asarray(float(vol_bias)),
+                  "feat_mean": np.asarray(feat_mean, dtype=float), "feat_std": np.asarray(feat_std, dtype=float)}
+        shared.update({f"w.{k}": np.asarray(v) for k, v in weights.items()})
+        return cls(spec=spec, params={}, info=dict(info or {}), shared=shared)
+
+    @classmethod
+    def from_params(  # type: ignore[override]
         cls,
         hurst: float = 0.1,
         *,
@@ -313,32 +253,52 @@ class FittedRoughVolatility:
         n_regime: int = 0,
         info: dict[str, Any] | None = None,
         **spec: Any,
-    ) -> "FittedRoughVolatility":
-        """A fitted component from fixed parameters (tests, the registry); ``weights=None`` = seeded initial network."""
+    ) -> "FittedRoughVol":
+        """A fitted part from fixed parameters (tests); ``weights=None`` = the seeded initial network."""
         if not (0.0 < float(hurst) < 1.0):
             raise InvalidInput(f"hurst={hurst!r}: must lie in (0, 1)")
         sp = RoughVolatility(seed=seed, **spec)
         n_features = N_BASE_FEATURES + int(n_regime)
         if weights is None:
-            import torch
-
             from aetheris_ray.components.rough_vol.module import RoughVolNet
+            from aetheris_ray.components.torch_utils import make_generator
 
-            torch.manual_seed(seed)
-            net = RoughVolNet(n_features, sp.hidden, sp.layers, sp.dropout)
+            net = RoughVolNet(n_features, sp.hidden, sp.layers, sp.dropout, generator=make_generator(seed))
             weights = {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
-        return cls(
-            spec=sp,
-            hurst=float(hurst),
-            n_features=n_features,
-            feat_mean=np.zeros(n_features) if feat_mean is None else np.asarray(feat_mean, dtype=float),
-            feat_std=np.ones(n_features) if feat_std is None else np.asarray(feat_std, dtype=float),
-            vol_bias=float(vol_bias),
-            weights=weights,
-            info=dict(info or {}),
-        )
+        return cls.from_weights(sp, hurst, vol_bias,
+                                np.zeros(n_features) if feat_mean is None else feat_mean,
+                                np.ones(n_features) if feat_std is None else feat_std, weights, info)
 
-    # -- parameters -----------------------------------------------------------------
+    # -- what was learned -----------------------------------------------------------
+
+    @property
+    def hurst(self) -> float:
+        return float(self.shared["hurst"])
+
+    @property
+    def vol_bias(self) -> float:
+        return float(self.shared["vol_bias"])
+
+    @property
+    def feat_mean(self) -> np.ndarray:
+        return np.asarray(self.shared["feat_mean"], dtype=float)
+
+    @property
+    def feat_std(self) -> np.ndarray:
+        return np.asarray(self.shared["feat_std"], dtype=float)
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        return {k[2:]: v for k, v in self.shared.items() if k.startswith("w.")}
+
+    @property
+    def n_features(self) -> int:
+        return int(self.feat_mean.size)
+
+    @property
+    def n_regime(self) -> int:
+        """Regime-vector length the network takes (0: not conditioned on the regime)."""
+        return self.n_features - N_BASE_FEATURES
 
     def _net(self) -> Any:
         net = self.__dict__.get("_net_cache")
@@ -353,36 +313,48 @@ class FittedRoughVolatility:
             object.__setattr__(self, "_net_cache", net)
         return net
 
-    def params_from_inputs(self, x_ret, x_logvol, mu, sigma, has_rv=None, regime=None) -> dict[str, np.ndarray]:
-        """Rough fOU parameters ``x0, m, nu, kappa`` (each (b,)) for a batch of window inputs.
+    def check_loaded(self) -> None:
+        """Build the network from the loaded weights now (a shape or key mismatch is a corrupt artefact)."""
+        missing = [k for k in _SHARED if k not in self.shared]
+        if missing:
+            raise ModelNotFound(f"rough_vol artefact: missing {missing}; the artifact is corrupt")
+        try:
+            self._net()
+        except Exception as e:  # noqa: BLE001 - shape / key errors all mean "corrupt"
+            raise ModelNotFound(f"rough_vol artefact: cannot load the weights ({type(e).__name__}: {e}); "
+                                "the artifact is corrupt") from None
 
-        ``has_rv`` (b, L) bool: which ``x_logvol`` days are 2h-bar RV (others are
-        replaced by the returns proxy, `feature_logvol`); None = use ``x_logvol`` as is.
-        ``regime`` (b, n) regime vectors: used (cut / zero-padded) when the network
-        was trained with them, ignored otherwise.
-        """
+    # -- parameters -----------------------------------------------------------------
+
+    def params_from_context(self, ctx: Context) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Rough fOU parameters ``x0, m, nu, kappa`` (each (n,)) of a context batch, and its full-history mask."""
         import torch
 
-        lb = self.spec.lookback
-        x_ret, x_logvol = np.asarray(x_ret)[:, -lb:], np.asarray(x_logvol)[:, -lb:]
-        x_logvol = feature_logvol(x_ret, x_logvol, sigma, None if has_rv is None else np.asarray(has_rv)[:, -lb:])
-        feats, anchors = conditioning_inputs(x_ret, x_logvol, mu, sigma, fit_regime(regime, self.n_regime, x_ret.shape[0]))
+        feats, anchors, ok = network_inputs(ctx, self.spec.lookback, self.n_regime)
         z = standardise(feats, self.feat_mean, self.feat_std)
         with torch.no_grad():
             out = self._net()(torch.as_tensor(z, dtype=torch.float32), torch.as_tensor(anchors, dtype=torch.float32))
-        return {k: v.numpy().astype(float) for k, v in out.items()}
+        return {k: v.numpy().astype(float) for k, v in out.items()}, ok
 
-    def params(self, state: Any) -> dict[str, float]:
-        """Parameters for one `MarketState` (plus ``source`` of the log realised vol used)."""
-        x_ret, x_logvol, mu, sigma, source = state_inputs(state, self.spec.lookback)
-        regime = np.asarray(state.regime_vector, dtype=float)[None]
-        p = {k: float(v[0]) for k, v in self.params_from_inputs(x_ret, x_logvol, mu, sigma, regime=regime).items()}
-        p["source"] = source  # type: ignore[assignment]
-        return p
+    def condition(self, ctx: Context) -> dict[str, np.ndarray]:
+        """Per-origin rough fOU parameters ``x0, m, nu, kappa`` and ``v1`` (E[sigma_1^2]), each (n_origins,)."""
+        p, ok = self.params_from_context(ctx)
+        if not ok.all():
+            r2 = np.where(ctx.valid, np.square(ctx.returns), 0.0).sum(1) / np.maximum(ctx.valid.sum(1), 1)
+            neutral = 0.5 * np.log(np.maximum(r2, VAR_FLOOR)) - self.vol_bias
+            p = {k: v.copy() for k, v in p.items()}
+            p["x0"][~ok] = neutral[~ok]
+            p["m"][~ok] = neutral[~ok]
+            p["nu"][~ok] = 0.3
+            p["kappa"][~ok] = 0.05
+        cond = {k: np.asarray(v, dtype=float) for k, v in p.items()}
+        cond["v1"] = self.expected_variance(cond, 1)[:, 0]
+        return cond
 
     # -- sampling ---------------------------------------------------------------------
 
-    def sample_params(self, params: dict[str, np.ndarray], n_paths: int, horizon: int, rng: np.random.Generator) -> np.ndarray:
+    def vol_paths(self, cond: dict[str, np.ndarray], n_paths: int, horizon: int,
+                  rng: np.random.Generator) -> np.ndarray:
         """Vol paths for a batch of parameter sets: shape (n_origins, n_paths, horizon), daily return std.
 
         Exact fBm increments (cached Cholesky of the fBm covariance) drive
@@ -392,10 +364,10 @@ class FittedRoughVolatility:
             raise InvalidInput(f"n_paths={n_paths!r}: must be an integer >= 1")
         if not (isinstance(horizon, (int, np.integer)) and horizon >= 1):
             raise InvalidInput(f"horizon={horizon!r}: must be an integer >= 1")
-        x0 = np.asarray(params["x0"], dtype=float)[:, None]
-        m = np.asarray(params["m"], dtype=float)[:, None]
-        nu = np.asarray(params["nu"], dtype=float)[:, None]
-        phi = 1.0 - np.asarray(params["kappa"], dtype=float)[:, None]
+        x0 = np.asarray(cond["x0"], dtype=float)[:, None]
+        m = np.asarray(cond["m"], dtype=float)[:, None]
+        nu = np.asarray(cond["nu"], dtype=float)[:, None]
+        phi = 1.0 - np.asarray(cond["kappa"], dtype=float)[:, None]
         n_orig = x0.shape[0]
         lower = fbm_factor(int(horizon), self.hurst)
         z = rng.standard_normal((n_orig, int(n_paths), int(horizon)))
@@ -408,100 +380,19 @@ class FittedRoughVolatility:
             out[:, :, k] = x
         return np.exp(np.clip(out + self.vol_bias, -30.0, 5.0))
 
-    def sample(self, state: Any, n_paths: int, horizon: int, rng: np.random.Generator) -> np.ndarray:
-        """Daily volatility paths for one market state.
+    def init_paths(self, cond: dict, n_paths: int, horizon: int, rng: np.random.Generator) -> dict:
+        return {"var": np.square(self.vol_paths(cond, n_paths, horizon, rng)), "t": 0}
 
-        Returns
-        -------
-        ndarray, shape (n_paths, horizon): std of each day's log-return (> 0).
-        """
-        p = self.params(state)
-        batch = {k: np.array([p[k]]) for k in ("x0", "m", "nu", "kappa")}
-        return self.sample_params(batch, n_paths, horizon, rng)[0]
+    def variance(self, ps: dict) -> np.ndarray:
+        return ps["var"][:, :, ps["t"]]
 
-    def sample_windows(self, windows: dict[str, np.ndarray], n_paths: int, horizon: int, rng: np.random.Generator) -> np.ndarray:
-        """Vol paths for every window's origin (backtests): shape (n_origins, n_paths, horizon)."""
-        p = self.params_from_inputs(windows["x_ret"], windows["x_logvol"], windows["mu"], windows["sigma"],
-                                    windows.get("x_has_rv"), windows.get("regime"))
-        return self.sample_params(p, n_paths, horizon, rng)
+    def update(self, ps: dict, r: np.ndarray) -> None:
+        ps["t"] += 1
 
-    # -- persistence --------------------------------------------------------------------
-
-    def manifest(self) -> dict[str, Any]:
-        from aetheris_ray import __version__
-
-        return {
-            "type": f"volatility/{NAME}",
-            "component": NAME,
-            "schema_version": SCHEMA_VERSION,
-            "package_version": __version__,
-            "spec": asdict(self.spec),
-            "hurst": self.hurst,
-            "n_features": self.n_features,
-            "feat_mean": [float(v) for v in self.feat_mean],
-            "feat_std": [float(v) for v in self.feat_std],
-            "vol_bias": self.vol_bias,
-            "weights": WEIGHTS,
-            "info": jsonable(self.info),
-        }
-
-    def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write ``manifest.json`` + ``weights.pt`` (a torch state_dict) atomically into ``directory``."""
-        import torch
-
-        final = Path(directory)
-        if final.exists() and any(final.iterdir()) and not overwrite:
-            raise InvalidInput(f"save: {final} exists and is not empty; pass overwrite=True to replace it")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-        try:
-            torch.save({k: torch.as_tensor(np.asarray(v)) for k, v in self.weights.items()}, tmp / WEIGHTS)
-            (tmp / MANIFEST).write_text(json.dumps(self.manifest(), indent=2, sort_keys=True))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return final
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> "FittedRoughVolatility":
-        """Read a directory written by `save`; `ModelNotFound` names what is missing or wrong."""
-        path = Path(directory)
-        try:
-            man = json.loads((path / MANIFEST).read_text())
-        except FileNotFoundError:
-            raise ModelNotFound(f"{path}: no {MANIFEST}; not a saved rough_vol component") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ModelNotFound(f"{path / MANIFEST}: not valid JSON ({e}); the artifact is corrupt") from None
-        if man.get("component") != NAME:
-            raise ModelNotFound(f"{path}: component {man.get('component')!r}, expected {NAME!r}")
-        if man.get("schema_version") != SCHEMA_VERSION:
-            raise ModelNotFound(
-                f"{path}: schema version {man.get('schema_version')!r}, this version reads {SCHEMA_VERSION}; retrain the model"
-            )
-        import torch
-
-        try:
-            state = torch.load(path / man.get("weights", WEIGHTS), map_location="cpu", weights_only=True)
-            weights = {k: v.numpy().copy() for k, v in state.items()}
-            obj = cls(
-                spec=RoughVolatility(**man["spec"]),
-                hurst=float(man["hurst"]),
-                n_features=int(man["n_features"]),
-                feat_mean=np.asarray(man["feat_mean"], dtype=float),
-                feat_std=np.asarray(man["feat_std"], dtype=float),
-                vol_bias=float(man["vol_bias"]),
-                weights=weights,
-                info=man.get("info", {}),
-            )
-            obj._net()  # shape check now, not at the first forecast
-        except Exception as e:  # noqa: BLE001 - unpickling / shape / key errors all mean "corrupt"
-            raise ModelNotFound(f"{path}: cannot load the weights ({type(e).__name__}: {e}); the artifact is corrupt") from None
-        return obj
-
-
+    def expected_variance(self, cond: dict, horizon: int) -> np.ndarray:
+        """``E[sigma_t^2] = exp(2 (mean_t + vol_bias) + 2 var_t)`` (log-normal), shape (n_origins, horizon)."""
+        mean, var = rfou_mean_var(cond, int(horizon), self.hurst)
+        return np.exp(np.clip(2.0 * (mean + self.vol_bias) + 2.0 * var, -60.0, 10.0))
 
 
 def rfou_mean_var(params: dict[str, np.ndarray], horizon: int, hurst: float) -> tuple[np.ndarray, np.ndarray]:
@@ -517,107 +408,6 @@ def rfou_mean_var(params: dict[str, np.ndarray], horizon: int, hurst: float) -> 
     mm = np.where(lag[None] >= 0, phi[:, :, None] ** np.maximum(lag, 0)[None], 0.0)
     var = np.einsum("bkj,jl,bkl->bk", mm, cov_b, mm) * np.asarray(params["nu"], dtype=float)[:, None] ** 2
     return mean, var
-
-
-def context_inputs(ctx: Context, lookback: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Window-shaped inputs from an engine `Context` (batch of origins) and a mask of rows with full history.
-
-    Log realised vol per day: ``0.5 log(rv)`` where the context has intraday realised
-    variance, else the returns proxy ``log|r - mean| + 0.635`` (see `state_inputs`).
-    """
-    lb = min(int(lookback), ctx.lookback)
-    r = np.asarray(ctx.returns, dtype=float)[:, -lb:]
-    ok = np.asarray(ctx.valid, dtype=bool)[:, -lb:].all(axis=1) & (lb == int(lookback))
-    mu = r.mean(axis=1)
-    sigma = np.maximum(r.std(axis=1), 1e-5)
-    lv = np.log(np.maximum(np.abs(r - mu[:, None]), 1e-5)) + _LOG_ABS_NORMAL
-    if ctx.rv is not None:
-        rv = np.asarray(ctx.rv, dtype=float)[:, -lb:]
-        good = np.isfinite(rv) & (rv > _VAR_FLOOR)
-        lv = np.where(good, 0.5 * np.log(np.where(good, rv, 1.0)), lv)
-    return (r - mu[:, None]) / sigma[:, None], lv, mu, sigma, ok
-
-
-@dataclass(frozen=True, eq=False)
-class FittedRoughVol(FittedVolatility):
-    """`FittedRoughVolatility` as an engine volatility component (E's `FittedVolatility` verbs).
-
-    ``params`` hold the whole model with a leading batch axis of 1 (``hurst``,
-    ``vol_bias``, ``feat_mean``, ``feat_std`` and the network as ``w.<name>``), so
-    `FittedBase.save` / `load_component` round-trip it as ``params.npz``.  The rough
-    model draws its whole vol path in ``init_paths`` (driven by its own fBm noise)
-    and ignores the simulated returns in ``update``.  Origins with fewer than
-    ``lookback`` returns get a neutral start (``x0 = m`` = log of the seed variance's
-    root, ``nu`` 0.3, ``kappa`` 0.05) and are listed in ``info``.
-    """
-
-    name: ClassVar[str] = NAME
-    requires_torch: ClassVar[bool] = True
-    has_analytic_moments: ClassVar[bool] = True
-    param_names: ClassVar[tuple[str, ...]] = ("hurst", "vol_bias", "feat_mean", "feat_std")
-    row_params: ClassVar[tuple[str, ...]] = ("feat_mean", "feat_std")
-
-    @classmethod
-    def from_core(cls, core: FittedRoughVolatility, version: str = "") -> "FittedRoughVol":
-        params = {
-            "hurst": np.array([core.hurst]),
-            "vol_bias": np.array([core.vol_bias]),
-            "feat_mean": np.asarray(core.feat_mean, dtype=float)[None],
-            "feat_std": np.asarray(core.feat_std, dtype=float)[None],
-        }
-        params.update({f"w.{k}": np.asarray(v)[None] for k, v in core.weights.items()})
-        info = {"model_version": version, "hurst": core.hurst, **{k: v for k, v in core.info.items() if k != "metrics"}}
-        return cls(spec=core.spec, params=params, info=info)
-
-    def core(self) -> FittedRoughVolatility:
-        c = self.__dict__.get("_core")
-        if c is None:
-            p = self.params
-            c = FittedRoughVolatility(
-                spec=self.spec,
-                hurst=float(np.asarray(p["hurst"]).ravel()[0]),
-                n_features=int(np.asarray(p["feat_mean"]).shape[-1]),
-                feat_mean=np.asarray(p["feat_mean"], dtype=float).reshape(-1, np.asarray(p["feat_mean"]).shape[-1])[0],
-                feat_std=np.asarray(p["feat_std"], dtype=float).reshape(-1, np.asarray(p["feat_std"]).shape[-1])[0],
-                vol_bias=float(np.asarray(p["vol_bias"]).ravel()[0]),
-                weights={k[2:]: np.asarray(v)[0] for k, v in p.items() if k.startswith("w.")},
-                info=dict(self.info),
-            )
-            object.__setattr__(self, "_core", c)
-        return c
-
-    def condition(self, ctx: Context) -> dict[str, np.ndarray]:
-        """Per-origin rough fOU parameters ``x0, m, nu, kappa`` and ``v1`` (E[sigma_1^2]), each (n_origins,)."""
-        core = self.core()
-        x_ret, x_lv, mu, sigma, ok = context_inputs(ctx, core.spec.lookback)
-        p = core.params_from_inputs(x_ret, x_lv, mu, sigma, regime=ctx.regime_vector)
-        if not ok.all():
-            r2 = np.where(ctx.valid, np.square(ctx.returns), 0.0).sum(1) / np.maximum(ctx.valid.sum(1), 1)
-            neutral = 0.5 * np.log(np.maximum(r2, VAR_FLOOR)) - core.vol_bias
-            p = {k: v.copy() for k, v in p.items()}
-            p["x0"][~ok] = neutral[~ok]
-            p["m"][~ok] = neutral[~ok]
-            p["nu"][~ok] = 0.3
-            p["kappa"][~ok] = 0.05
-        cond = {k: np.asarray(v, dtype=float) for k, v in p.items()}
-        cond["v1"] = self.expected_variance(cond, 1)[:, 0]
-        return cond
-
-    def init_paths(self, cond: dict, n_paths: int, horizon: int, rng: np.random.Generator) -> dict:
-        sigma = self.core().sample_params(cond, n_paths, horizon, rng)
-        return {"var": np.square(sigma), "t": 0}
-
-    def variance(self, ps: dict) -> np.ndarray:
-        return ps["var"][:, :, ps["t"]]
-
-    def update(self, ps: dict, r: np.ndarray) -> None:
-        ps["t"] += 1
-
-    def expected_variance(self, cond: dict, horizon: int) -> np.ndarray:
-        """``E[sigma_t^2] = exp(2 (mean_t + vol_bias) + 2 var_t)`` (log-normal), shape (n_origins, horizon)."""
-        core = self.core()
-        mean, var = rfou_mean_var(cond, int(horizon), core.hurst)
-        return np.exp(np.clip(2.0 * (mean + core.vol_bias) + 2.0 * var, -60.0, 10.0))
 
 
 RoughVolatility.fitted_cls = FittedRoughVol

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
+from aetheris_ray.components.base import Context
 from aetheris_ray.components.rough_vol.component import (
-    FittedRoughVolatility,
+    FittedRoughVol,
     RoughVolatility,
-    conditioning_inputs,
-    feature_logvol,
     feature_scale,
+    network_inputs,
     standardise,
 )
 from aetheris_ray.components.rough_vol.fbm import estimate_hurst, fgn_autocovariance
@@ -142,11 +142,10 @@ class Trainer:
     # -- data ------------------------------------------------------------------------
 
     def _inputs(self, w: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        lb = self.lookback
-        has_rv = w.get("x_has_rv")
-        x_ret = w["x_ret"][:, -lb:]
-        lv = feature_logvol(x_ret, w["x_logvol"][:, -lb:], w["sigma"], None if has_rv is None else has_rv[:, -lb:])
-        return conditioning_inputs(x_ret, lv, w["mu"], w["sigma"], w.get("regime"))
+        """The network's features from the windows, through a `Context` (the featuriser forecasts use)."""
+        n_regime = 0 if w.get("regime") is None else int(np.shape(w["regime"])[1])
+        feats, anchors, _ = network_inputs(Context.from_windows(w), self.lookback, n_regime)
+        return feats, anchors
 
     def _fgn_cov(self) -> np.ndarray:
         g = fgn_autocovariance(self.horizon, self.hurst)
@@ -236,7 +235,12 @@ class Trainer:
         self.step = int(state["step"])
         self.hurst = float(state["hurst"])
 
-    def fitted(self, extra_info: dict[str, Any] | None = None) -> FittedRoughVolatility:
+    def fit_all(self) -> FittedRoughVol:
+        """Train for the spec's ``max_steps`` (from where it is) and return the fitted part."""
+        self.train(max(0, int(self.spec.max_steps) - self.step))
+        return self.fitted()
+
+    def fitted(self, extra_info: dict[str, Any] | None = None) -> FittedRoughVol:
         """The fitted component (validation metrics and training range in ``info``)."""
         metrics = self.evaluate()
         origins = self.train_np["origin"]
@@ -251,13 +255,6 @@ class Trainer:
             "device": str(self.device),
         }
         info.update(extra_info or {})
-        return FittedRoughVolatility(
-            spec=self.spec,
-            hurst=self.hurst,
-            n_features=int(self.feat_mean.size),
-            feat_mean=self.feat_mean.copy(),
-            feat_std=self.feat_std.copy(),
-            vol_bias=self.vol_bias,
-            weights={k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()},
-            info=info,
-        )
+        weights = {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()}
+        return FittedRoughVol.from_weights(self.spec, self.hurst, self.vol_bias, self.feat_mean.copy(),
+                                           self.feat_std.copy(), weights, info)

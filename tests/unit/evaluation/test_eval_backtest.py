@@ -154,7 +154,7 @@ def test_run_asset_is_the_unit(result, data_dir):
 
 def _small_engine():
     from aetheris_ray.calibration import CalibrationConfig
-    from aetheris_ray.engine import EngineConfig
+    from aetheris_ray.model import EngineConfig
     from aetheris_ray.walkforward import EngineModel
 
     cfg = EngineConfig(refit_every=14, walkforward_paths=200, calibration=CalibrationConfig(window_days=60))

@@ -10,7 +10,7 @@ from arch.univariate import StudentsT
 from scipy import stats
 
 from aetheris_ray.calibration import day_number
-from aetheris_ray.engine import daily_log_returns
+from aetheris_ray.history import daily_log_returns
 from aetheris_ray.evaluation.baselines import Bootstrap, EwmaNormal, GarchT, baseline_models
 from aetheris_ray.evaluation.protocol import WalkForwardModel
 from evalkit import LEVELS, asset_data, closes, with_hole

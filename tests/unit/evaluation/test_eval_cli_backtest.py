@@ -87,8 +87,8 @@ def test_model_baseline_is_the_engine_first():
 
 def test_several_engine_models_by_name():
     from aetheris_ray.cli.backtest import build_models
-    from aetheris_ray.engine import MODELS
+    from aetheris_ray.model import PRESETS
 
     models = build_models("baseline, rough_vol,baseline", False)
     assert [m.name for m in models] == ["engine", "engine_rough_vol"]
-    assert models[1].config == MODELS["rough_vol"]
+    assert models[1].config == PRESETS["rough_vol"]

@@ -10,7 +10,7 @@ import pytest
 from featkit import asset_data, full_asset, random_walk
 
 from aetheris_ray.data.schema import AssetData
-from aetheris_ray.engine import daily_log_returns
+from aetheris_ray.history import daily_log_returns
 from aetheris_ray.errors import DataError
 from aetheris_ray.features import N_REGIME_FEATURES, REGIME_LABELS, compute_state, compute_states, intraday_rv
 from aetheris_ray.features.stationarity import EW_WINDOW, ew_moments

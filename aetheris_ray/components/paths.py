@@ -1,0 +1,110 @@
+"""The composed path model (kind ``paths``, variant ``composed``): ``drift + sigma z + jumps``.
+
+It is the default whole-path generator: built from the four fitted parts (trend,
+volatility, jumps, residuals), each drawing from its own child stream of the
+generator (``rng.spawn``), so one part's variable draw counts never shift
+another's.  A whole-path generator such as a neural jump SDE is another ``paths``
+variant that draws its paths itself and needs none of these parts.
+
+Conditioning wires each part's declared ``needs`` (`contract`): filtered historical
+residuals standardised by the volatility part's one-step variances declare
+``{"variance": "volatility.filter"}`` and receive ``volatility.filter(ctx)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from aetheris_ray._typing import FloatArray
+from aetheris_ray.components.base import Context, FittedBase, SpecBase
+from aetheris_ray.components.registry import PATH_PARTS
+from aetheris_ray.errors import InvalidInput
+
+__all__ = ["ComposedPaths", "FittedComposedPaths", "wire_needs"]
+
+
+def wire_needs(part: Any, parts: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """The keyword inputs of ``part.condition``: ``{arg: parts[kind].verb(ctx)}`` per declared need."""
+    out: dict[str, Any] = {}
+    for arg, ref in part.needs.items():
+        kind, _, verb = ref.partition(".")
+        if kind not in parts:
+            raise InvalidInput(f"{part.kind} {part.name!r} needs {ref!r}, but the model has no {kind} part")
+        out[arg] = getattr(parts[kind], verb)(ctx)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class FittedComposedPaths(FittedBase):
+    """The four fitted parts as children, in `PATH_PARTS` order."""
+
+    kind: ClassVar[str] = "paths"
+    name: ClassVar[str] = "composed"
+    parts: ClassVar[tuple[str, ...]] = PATH_PARTS
+
+    def part(self, kind: str) -> Any:
+        return self.children[PATH_PARTS.index(kind)]
+
+    def by_kind(self) -> dict[str, Any]:
+        return dict(zip(PATH_PARTS, self.children))
+
+    def condition(self, ctx: Context) -> dict[str, Any]:
+        """Each part's conditioning, keyed by kind (declared needs wired from the other parts)."""
+        parts = self.by_kind()
+        return {k: p.condition(ctx, **wire_needs(p, parts, ctx)) for k, p in parts.items()}
+
+    def drift(self, cond: dict, horizon: int) -> FloatArray:
+        return self.part("trend").drift(cond["trend"], horizon)
+
+    def simulate(self, cond: dict, n_paths: int, horizon: int, rng: np.random.Generator) -> FloatArray:
+        """Daily log-return paths ``drift + sigma z + jumps``, shape (n_origins, n_paths, horizon), float64."""
+        r_res, r_vol, r_jmp = rng.spawn(3)
+        z = self.part("residuals").draw(cond["residuals"], n_paths, horizon, r_res)
+        return self._finish(cond, z, horizon, r_vol, r_jmp)
+
+    def simulate_tilted(self, cond: dict, n_paths: int, horizon: int, eta: FloatArray,
+                        rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+        """`simulate` with the innovations under the tilt ``eta``; the volatility part runs on the tilted
+        innovations (its feedback included), drift and jumps are the model's own."""
+        r_res, r_vol, r_jmp = rng.spawn(3)
+        z, log_lr = self.part("residuals").draw_tilted(cond["residuals"], n_paths, horizon, eta, r_res)
+        return self._finish(cond, z, horizon, r_vol, r_jmp), log_lr
+
+    def _finish(self, cond: dict, z: FloatArray, horizon: int, r_vol: np.random.Generator,
+                r_jmp: np.random.Generator) -> FloatArray:
+        out = self.part("volatility").sample_vol(cond["volatility"], z, r_vol) * z
+        out += self.drift(cond, horizon)
+        self.part("jumps").add_jumps(out, cond["jumps"], r_jmp)
+        return out
+
+    def tilt_profile(self, cond: dict, horizon: int) -> tuple[float, FloatArray]:
+        """``(sum of the daily drift, expected daily vol (horizon,))`` of origin 0: where importance sampling tilts."""
+        drift = float(np.sum(self.drift(cond, horizon)[0, 0]))
+        var = self.part("volatility").expected_variance(cond["volatility"], horizon)[0]
+        return drift, np.sqrt(np.asarray(var, dtype=float))
+
+    @property
+    def tiltable(self) -> bool:
+        """Whether importance sampling can tilt these paths (the residuals implement ``draw_tilted``)."""
+        return bool(getattr(self.part("residuals"), "tiltable", False))
+
+
+@dataclass(frozen=True)
+class ComposedPaths(SpecBase):
+    """``drift + sigma z + jumps`` from the model's trend, volatility, jumps and residuals parts."""
+
+    kind: ClassVar[str] = "paths"
+    name: ClassVar[str] = "composed"
+    parts: ClassVar[tuple[str, ...]] = PATH_PARTS
+    fit_inputs: ClassVar[tuple[str, ...]] = PATH_PARTS
+    fitted_cls: ClassVar[type] = FittedComposedPaths
+
+    def fit(self, returns: FloatArray, **parts: Any) -> FittedComposedPaths:
+        """Compose the fitted parts (given by kind); nothing of its own to estimate."""
+        missing = [k for k in PATH_PARTS if parts.get(k) is None]
+        if missing:
+            raise InvalidInput(f"paths 'composed': missing fitted part(s) {missing}")
+        return FittedComposedPaths(spec=self, params={}, children=tuple(parts[k] for k in PATH_PARTS))
