@@ -131,11 +131,11 @@ def in_process(tmp_path_factory):
     ``home_dir`` is the AETHERIS_HOME to read (default: a fresh one; the served app's
     home makes the in-process answer see the outcomes posted to the service).
 
-    They are computed in a plain subprocess with one BLAS/OpenMP thread
-    (``OMP_NUM_THREADS=1``), the setting Ray gives its workers: the engine's fits
-    differ in the last bits (about 1e-8 relative) with OpenBLAS's thread setting at
-    start-up, so the reference must run under the same one.  Only the synthetic
-    market (seed 0) is supported.
+    They are computed in a plain subprocess with BLAS multi-threaded (at least two
+    OpenBLAS threads), unlike Ray's workers (``OMP_NUM_THREADS=1``): the engine's fits
+    change with the BLAS thread count, and ``forecast_request`` computes under one
+    thread (`api.one_blas_thread`) so that the caller's setting does not matter; this
+    checks it.  Only the synthetic market (seed 0) is supported.
     """
     import json
     import subprocess
@@ -146,8 +146,8 @@ def in_process(tmp_path_factory):
     def run(source, body, home_dir=None):
         assert "SyntheticSource(seed=0" in repr(source), "the reference runs on SyntheticSource(seed=0) only"
         bodies = body if isinstance(body, list) else [body]
-        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   AETHERIS_HOME=str(home_dir or home))
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        env.update(OPENBLAS_NUM_THREADS=str(max(2, os.cpu_count() or 1)), AETHERIS_HOME=str(home_dir or home))
         r = subprocess.run([sys.executable, "-c", _REFERENCE], input=json.dumps(bodies, default=str),
                            capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
