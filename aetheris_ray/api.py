@@ -69,6 +69,7 @@ def forecast(
     scenario: dict[str, float] | None = None,
     explain: bool = False,
     model: str | None = None,
+    components: Sequence[str] = (),
     source: MarketSource | None = None,
     data: str | Path | None = None,
     store: str | Path | None = None,
@@ -102,6 +103,7 @@ def forecast(
                 "scenario": scenario,
                 "explain": explain,
                 "model": model,
+                "components": list(components) or None,
             }
         )
     src = source or resolve_source(settings, data=data, store=store, synthetic=synthetic)
@@ -111,7 +113,8 @@ def forecast(
 def forecast_request(req: ForecastRequest, source: MarketSource, settings: Settings | None = None) -> Forecast:
     """Answer a validated request from a source (the function CLI, Python and Serve share).
 
-    The model is ``req.model`` or else the settings' ``model`` (``"baseline"``); the
+    The model is ``req.model`` or else the settings' ``model`` (``"baseline"``), with
+    ``req.components`` (else the settings' ``components``) swapped in; the
     calibration state and fitted components are cached under the settings' home
     (``state/``), so a repeated forecast for the same data is fast; realised prices
     posted back to the service (``state/outcomes.json``) join the calibration.
@@ -121,6 +124,8 @@ def forecast_request(req: ForecastRequest, source: MarketSource, settings: Setti
     settings = settings or load_settings()
     if req.model is None and settings.model != "baseline":
         req = req.model_copy(update={"model": settings.model})
+    if req.components is None and settings.components:
+        req = req.model_copy(update={"components": list(settings.components)})
     from aetheris_ray.outcomes import stored_outcomes
 
     history = source.history(req.asset, until=req.as_of)
@@ -133,7 +138,8 @@ def forecast_request(req: ForecastRequest, source: MarketSource, settings: Setti
 NO_MODEL = "none"
 
 
-def backtest_models(model: str | None, baselines: bool, settings: Settings | None = None) -> list:
+def backtest_models(model: str | None, baselines: bool, settings: Settings | None = None,
+                    components: Sequence[str] = ()) -> list:
     """The models of a backtest: the engine models first, then the baselines.
 
     Parameters
@@ -144,6 +150,9 @@ def backtest_models(model: str | None, baselines: bool, settings: Settings | Non
         configured), the model ``aetheris forecast`` uses; ``"none"``: no engine model.
     baselines : bool
         Also the EVALUATION.md baselines (EWMA-Normal, GARCH(1,1)-t, Bootstrap).
+    components : sequence of str
+        Parts swapped into every engine model (``KIND=NAME[@VERSION]``); default: the
+        settings' ``components``.
 
     Raises
     ------
@@ -165,14 +174,19 @@ def backtest_models(model: str | None, baselines: bool, settings: Settings | Non
         from aetheris_ray.errors import ModelNotFound
         from aetheris_ray.walkforward import EngineModel
 
+        from aetheris_ray.model import resolve_config
+
+        if not components:
+            components = (settings or load_settings()).components
         for name in names:
             try:
-                cfg, _ = model_config(name)
+                cfg, _ = model_config(name, components)
             except ModelNotFound:
                 raise InvalidInput(f"{flag} {name!r} is not known; valid: {', '.join(PRESETS)} "
                                    "(NAME@VERSION pins a registered version), or 'none' for the baselines "
                                    "alone") from None
-            models.append(EngineModel(cfg, name="engine" if name == "baseline" else f"engine_{name}"))
+            cfg = resolve_config(cfg)  # artefacts resolved once, here: every block and worker uses the same versions
+            models.append(EngineModel(cfg, name="engine" if cfg.name == "baseline" else f"engine_{cfg.name}"))
     if baselines:
         from aetheris_ray.evaluation.baselines import baseline_models
 
@@ -215,6 +229,7 @@ def backtest(
     store: str | Path | None = None,
     synthetic: bool = False,
     model: str | None = None,
+    components: Sequence[str] = (),
     baselines: bool = False,
     levels: Sequence[float | str] | str | None = None,
     listed_before: Any = None,
@@ -245,6 +260,8 @@ def backtest(
         Engine models, comma-separated (``"baseline"``, ``"rough_vol"``,
         ``NAME@VERSION``); default: the settings' ``model`` (``"baseline"``);
         ``"none"``: the baselines alone.
+    components : sequence of str
+        Parts swapped into every engine model, ``KIND=NAME[@VERSION]`` (``--component``).
     baselines : bool
         Also score EWMA-Normal, GARCH(1,1)-t and Bootstrap in the same run.
     levels : quantile levels, optional
@@ -286,7 +303,7 @@ def backtest(
     if block_days is not None and (isinstance(block_days, bool) or block_days < 0):
         raise InvalidInput(f"--block-days {block_days}: give a number of days, e.g. 180, or 0 for one task per asset")
     spec = backtest_source(settings, data=data, store=store, synthetic=synthetic)
-    models = backtest_models(model, baselines, settings)
+    models = backtest_models(model, baselines, settings, components)
     if listed_before is not None:
         import pandas as pd
 
