@@ -85,10 +85,15 @@ def test_model_baseline_is_the_engine_first():
     assert [m.name for m in models[1:]] == ["ewma_normal", "garch_t", "bootstrap"]
 
 
-def test_several_engine_models_by_name():
+def test_several_engine_models_by_name(isolated_home):
     from aetheris_ray.cli.backtest import build_models
+    from aetheris_ray.errors import FallbackWarning
     from aetheris_ray.model import PRESETS
 
-    models = build_models("baseline, rough_vol,baseline", False)
+    with pytest.warns(FallbackWarning, match="rough_vol@latest unavailable"):
+        models = build_models("baseline, rough_vol,baseline", False)
     assert [m.name for m in models] == ["engine", "engine_rough_vol"]
-    assert models[1].config == PRESETS["rough_vol"]
+    assert models[0].config == PRESETS["baseline"].model_copy(update={"resolved": True})
+    # resolved once on the driver: no registered rough_vol in this home, so every block uses the GARCH fallback
+    rv = models[1].config
+    assert rv.resolved and rv.volatility.name == "garch" and rv.fallbacks[0].wanted == "rough_vol@latest"
