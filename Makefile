@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # CPU machines get the pinned CPU build of torch; a machine with an NVIDIA GPU keeps its own.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast test-torch bench clean
 
 setup: $(VENV)/.installed
 
@@ -28,8 +28,13 @@ demo: setup
 test: setup
 	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(PY) -m pytest
 
+# The edit loop: no test marked slow (each over about a second) and no real Ray; `make test` runs them all.
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not integration"
+
+# The tests that need torch (rough_vol, torch utilities, the lazy-registration probe), slow ones included.
+test-torch: setup
+	$(PY) -m pytest -m torch
 
 clean:
 	rm -rf $(VENV) .aetheris

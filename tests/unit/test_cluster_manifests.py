@@ -50,6 +50,7 @@ def serve_apps(doc: dict) -> list[dict]:
 
 
 @pytest.mark.parametrize("path", [p for p in MANIFESTS if serve_apps(load(p))], ids=lambda p: p.name)
+@pytest.mark.ray
 def test_serve_import_paths_exist(path):
     from deployments.app import AppArgs
 
@@ -149,6 +150,7 @@ def test_start_local_script_is_valid_bash():
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.ray
 def test_every_serve_cluster_start_sets_the_serve_env():
     """The proxy reads SERVE_ENV when it starts: each way of starting a Ray for the Serve app sets it."""
     from aetheris_ray.distributed.serving import SERVE_ENV

@@ -13,6 +13,8 @@ from aetheris_ray.components.rough_vol import FittedRoughVol
 from aetheris_ray.errors import FallbackWarning, InvalidInput, ModelNotFound
 from aetheris_ray.features.state import MarketState
 
+pytestmark = pytest.mark.torch
+
 
 @pytest.fixture(scope="module")
 def model():

@@ -17,6 +17,8 @@ from aetheris_ray.errors import InvalidInput, ModelNotFound
 from aetheris_ray.features.state import MarketState
 from aetheris_ray.windows import WindowSpec, concat_windows, make_windows
 
+pytestmark = pytest.mark.torch
+
 SPEC = WindowSpec(lookback=32, horizon=7, stride=2, regime=True)
 
 

@@ -8,6 +8,8 @@ import pytest
 
 from aetheris_ray.distributed.serving import HAPROXY, HAPROXY_PORTS, SERVE_ENV, haproxy_binary, serve_logging, use_serve_env
 
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):

@@ -19,6 +19,8 @@ from aetheris_ray.components.torch_utils import (  # noqa: E402
 )
 from aetheris_ray.errors import InvalidInput  # noqa: E402
 
+pytestmark = pytest.mark.torch
+
 
 def _net() -> nn.Module:
     return nn.Sequential(nn.Linear(5, 7), nn.SiLU(), nn.Linear(7, 3), nn.Embedding(4, 2, padding_idx=0))
