@@ -47,12 +47,12 @@ class ForecastRequest(BaseModel):
     @classmethod
     def _components(cls, v: list[str] | None) -> list[str] | None:
         if v is not None:
-            from aetheris_ray.model import parse_component
+            from aetheris_ray.components.registry import parse_choice
 
             for text in v:
                 if len(text) > 200:
                     raise ValueError("a component choice is at most 200 characters")
-                parse_component(text)  # InvalidInput (a ValueError) naming the problem
+                parse_choice(text)  # InvalidInput (a ValueError) naming the problem
         return v
 
     @field_validator("thresholds")

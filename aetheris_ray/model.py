@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aetheris_ray.calibration import CalibrationConfig
 from aetheris_ray.components.base import Context, load_component
 from aetheris_ray.components.contract import FIT_INPUTS, needed_inputs
-from aetheris_ray.components.registry import KINDS, build_spec, variant
+from aetheris_ray.components.registry import KINDS, build_spec, parse_choice, variant
 from aetheris_ray.errors import InvalidInput, ModelNotFound
 
 __all__ = [
@@ -173,17 +173,8 @@ def parse_component(text: str) -> tuple[str, ComponentChoice]:
     >>> parse_component("volatility=rough_vol@latest")
     ('volatility', ComponentChoice(name='rough_vol', params={}, version='latest'))
     """
-    kind, eq, rest = str(text).partition("=")
-    kind = kind.strip()
-    if not eq or not rest.strip():
-        raise InvalidInput(f"--component {text!r}: write KIND=NAME or KIND=NAME@VERSION, e.g. volatility=rough_vol")
-    if kind not in KINDS:
-        raise InvalidInput(f"--component {text!r}: kind {kind!r} is not known; valid kinds: {', '.join(KINDS)}")
-    name, _, version = rest.strip().partition("@")
-    v = variant(kind, name)
-    if version and not v.artefact:
-        raise InvalidInput(f"--component {text!r}: {kind} {name!r} has no registered artefact to pin a version of")
-    return kind, ComponentChoice(name=name, version=version or None)
+    kind, name, version = parse_choice(text)
+    return kind, ComponentChoice(name=name, version=version)
 
 
 def with_components(cfg: EngineConfig, components: Sequence[str] | Mapping[str, str]) -> EngineConfig:

@@ -48,7 +48,7 @@ from aetheris_ray.errors import InvalidInput
 
 __all__ = [
     "KINDS", "PATH_PARTS", "ENTRY_POINT_GROUP", "Variant", "register", "unregister", "variant", "variants", "names",
-    "spec_class", "fitted_class", "build_spec", "spec_from_dict", "tunable",
+    "spec_class", "fitted_class", "build_spec", "spec_from_dict", "tunable", "parse_choice",
 ]
 
 #: Every kind of part the engine composes (`aetheris_ray.components.contract` has one protocol per kind).
@@ -273,6 +273,25 @@ def spec_from_dict(kind: str, d: Mapping[str, Any] | str) -> Any:
         raise InvalidInput(f"{kind} component {d!r}: missing 'name'; valid names: {', '.join(sorted(_kind(kind)))}")
     name = d.pop("name")
     return build_spec(kind, name, **d)
+
+
+def parse_choice(text: str) -> tuple[str, str, str | None]:
+    """``"KIND=NAME"`` or ``"KIND=NAME@VERSION"`` -> (kind, name, version or None), checked against the registry.
+
+    >>> parse_choice("volatility=rough_vol@latest")
+    ('volatility', 'rough_vol', 'latest')
+    """
+    kind, eq, rest = str(text).partition("=")
+    kind = kind.strip()
+    if not eq or not rest.strip():
+        raise InvalidInput(f"--component {text!r}: write KIND=NAME or KIND=NAME@VERSION, e.g. volatility=rough_vol")
+    if kind not in KINDS:
+        raise InvalidInput(f"--component {text!r}: kind {kind!r} is not known; valid kinds: {', '.join(KINDS)}")
+    name, _, version = rest.strip().partition("@")
+    v = variant(kind, name)
+    if version and not v.artefact:
+        raise InvalidInput(f"--component {text!r}: {kind} {name!r} has no registered artefact to pin a version of")
+    return kind, name, version or None
 
 
 def tunable(name: str | None = None) -> list[Variant] | Variant:
