@@ -34,6 +34,7 @@ def test_help_on_every_command(capsys):
         assert code == 0 and "Usage: " in out
 
 
+@pytest.mark.slow
 def test_forecast_json_on_real_data(capsys, shared_data):
     code, out, err = run(
         capsys, "forecast", "--data", str(shared_data), "--asset", "BTC-USD", "--horizon", "7",
@@ -49,6 +50,7 @@ def test_forecast_json_on_real_data(capsys, shared_data):
     assert fc["seed"] == 3 and fc["model_version"] and fc["calibration_version"]
 
 
+@pytest.mark.slow
 def test_forecast_csv_is_the_export_format(capsys, synthetic_store):
     code, out, err = run(capsys, "forecast", "--store", str(synthetic_store), "--asset", "SYN-ETH", "--horizon", "3",
                          "--paths", "500", "--format", "csv", "--quantiles", "0.1,0.5,0.9", "--seed", "1")
@@ -58,6 +60,7 @@ def test_forecast_csv_is_the_export_format(capsys, synthetic_store):
     assert [ln.split(",")[2] for ln in lines[1:]] == ["1", "2", "3"]
 
 
+@pytest.mark.slow
 def test_seed_reproduces(capsys, synthetic_store):
     args = ["forecast", "--store", str(synthetic_store), "--asset", "SYN-BTC", "--horizon", "5", "--paths", "300",
             "--format", "json", "--seed", "42"]
@@ -107,6 +110,7 @@ def test_usage_errors_exit_2_with_the_option_named(capsys, argv, message):
     assert code == 2 and message in err and "internal error" not in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_console_script_entry_point(tmp_path):
     proc = subprocess.run([*AETHERIS, "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "forecast" in proc.stdout
@@ -115,6 +119,7 @@ def test_console_script_entry_point(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error: horizon:") and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_forecast_table_shows_the_scenario_effect(capsys, synthetic_store):
     code, out, err = run(capsys, "forecast", "--store", str(synthetic_store), "--asset", "SYN-BTC", "--horizon", "3",
                          "--paths", "500", "--seed", "1", "--scenario", "iv_level=150", "--scenario", "skew=-0.2")
@@ -124,6 +129,7 @@ def test_forecast_table_shows_the_scenario_effect(capsys, synthetic_store):
     assert "note: scenario skew: no estimated effect on the cone" in " ".join(out.split())
 
 
+@pytest.mark.slow
 def test_forecast_explain_table_shows_drivers_not_dicts(capsys, synthetic_store):
     code, out, err = run(capsys, "forecast", "--store", str(synthetic_store), "--asset", "SYN-BTC", "--horizon", "7",
                          "--paths", "500", "--seed", "1", "--explain", "--format", "table")

@@ -71,6 +71,7 @@ def test_serve_config_fits_two_cpus():
     assert cpus <= 1.5, f"the graph reserves {cpus} CPUs at min replicas; keep headroom on a 2-CPU machine"
 
 
+@pytest.mark.slow
 def test_rayservice_is_generated_from_serve_config():
     sys.path.insert(0, str(ROOT / "cluster"))
     try:
@@ -94,6 +95,7 @@ def _files(root: Path) -> dict[str, int]:
 
 @pytest.mark.parametrize("argv, code, says", [(["--help"], 0, "usage:"), (["-h"], 0, "--check"),
                                               (["--chek"], 2, "unrecognized arguments: --chek")])
+@pytest.mark.slow
 def test_gen_rayservice_help_and_bad_flags_write_nothing(tmp_path, argv, code, says):
     # the script writes next to itself (ROOT from __file__): run a copy in a scratch tree, from another cwd
     fake, cwd = tmp_path / "repo", tmp_path / "cwd"

@@ -120,6 +120,7 @@ def test_prepared_pickles_small(data):
                                   prep.sample(100, 7, np.random.default_rng(0)))
 
 
+@pytest.mark.slow
 def test_cache_on_disk_gives_the_same_forecast(data, isolated_home):
     clear_caches()
     cold = forecast(data, req(horizon=3), config=CFG)
@@ -132,6 +133,7 @@ def test_cache_on_disk_gives_the_same_forecast(data, isolated_home):
     np.testing.assert_array_equal(nocache.quantiles, cold.quantiles)
 
 
+@pytest.mark.slow
 def test_as_of_cuts_the_data(data):
     idx = data.daily_close().index
     f = forecast(data, req(as_of=idx[500].date(), horizon=1), config=CFG)
@@ -187,6 +189,7 @@ def test_scenario_is_conditional_and_does_not_touch_calibration(data, fc):
     assert w(shocked) > 1.5 * w(fc)
 
 
+@pytest.mark.slow
 def test_explain_gives_drivers(data):
     f = forecast(data, req(explain=True), config=CFG)
     assert set(f.drivers) >= {"upside", "downside", "trend", "method"}

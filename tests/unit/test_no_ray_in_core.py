@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 CORE = [
     "aetheris_ray", "aetheris_ray.api", "aetheris_ray.engine", "aetheris_ray.simulation", "aetheris_ray.contract",
     "aetheris_ray.result", "aetheris_ray.config", "aetheris_ray.errors", "aetheris_ray.quantiles", "aetheris_ray.data",
@@ -14,6 +16,7 @@ CORE = [
 ]
 
 
+@pytest.mark.slow
 def test_core_imports_and_forecasts_without_ray():
     code = textwrap.dedent(f"""
         import importlib, sys

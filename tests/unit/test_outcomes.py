@@ -32,6 +32,7 @@ def _fc(market, settings, **kw):
     return forecast("SYN-ETH", 7, source=market, paths=1000, seed=3, settings=settings, **kw)
 
 
+@pytest.mark.slow
 def test_live_outcome_joins_the_buffers(market, settings):
     before = _fc(market, settings)
     origin = before.origin.date()
@@ -47,6 +48,7 @@ def test_live_outcome_joins_the_buffers(market, settings):
     np.testing.assert_array_equal(pinned.quantiles, before.quantiles)
 
 
+@pytest.mark.slow
 def test_pair_pit_is_the_raw_forecast_cdf(market, settings):
     hist = market.history("SYN-ETH")
     cfg = resolve_config(model_config(None)[0])

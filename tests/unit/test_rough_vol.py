@@ -52,6 +52,7 @@ def _state(n=200, seed=0, rv=True):
     )
 
 
+@pytest.mark.slow
 def test_regime_vector_is_an_input(fitted):
     from aetheris_ray.features import N_REGIME_FEATURES
 
@@ -72,6 +73,7 @@ def test_features_constant_in_training_are_ignored_at_inference():
     np.testing.assert_array_equal(z, [[0.0, 0.0]])
 
 
+@pytest.mark.slow
 def test_fit_reports_metrics_and_estimates_hurst(fitted):
     m = fitted.info["metrics"]
     assert {"val_ql", "val_nll", "val_ql_ewma"} <= set(m)
@@ -82,6 +84,7 @@ def test_fit_reports_metrics_and_estimates_hurst(fitted):
 
 
 @pytest.mark.parametrize("rv", [True, False])
+@pytest.mark.slow
 def test_sample_shapes_finiteness_and_seed_determinism(fitted, rv):
     state = _state(rv=rv)
     a = _vol(fitted, state, 500, 10, np.random.default_rng(1))
@@ -95,6 +98,7 @@ def test_sample_shapes_finiteness_and_seed_determinism(fitted, rv):
     assert (_params(fitted, state)["x0"] != _params(fitted, state.with_(intraday_rv=None))["x0"]) == rv
 
 
+@pytest.mark.slow
 def test_sampler_matches_a_loop_reimplementation(fitted):
     """Same shocks, scalar loop of X_k - m = (1 - kappa)(X_{k-1} - m) + nu dB_H(k) vs the vectorised code."""
     params = {"x0": np.array([-3.0, -4.0]), "m": np.array([-3.5, -3.2]), "nu": np.array([0.3, 0.5]), "kappa": np.array([0.05, 0.2])}
@@ -112,6 +116,7 @@ def test_sampler_matches_a_loop_reimplementation(fitted):
                 assert out[o, p, k] == pytest.approx(np.exp(x + fitted.vol_bias), rel=1e-10)
 
 
+@pytest.mark.slow
 def test_simulated_log_vol_moments_match_closed_form(fitted):
     """Consistency of two routes: the torch closed-form (mean, cov) vs Monte Carlo of the numpy sampler."""
     import torch
@@ -147,6 +152,7 @@ def test_one_featuriser_for_training_windows_and_forecasts():
     np.testing.assert_allclose(a_w, a_s, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_save_load_round_trip(fitted, tmp_path):
     from aetheris_ray.components import load_component
 
@@ -166,6 +172,7 @@ def test_save_load_round_trip(fitted, tmp_path):
     fitted.save(path, overwrite=True)
 
 
+@pytest.mark.slow
 def test_load_refuses_corrupt_or_wrong_artifacts(fitted, tmp_path):
     path = fitted.save(tmp_path / "rv")
     (path / "shared.npz").write_bytes(b"not an npz")
@@ -205,6 +212,7 @@ def test_from_params_is_deterministic_and_validated():
         _vol(a, s, 0, 3, np.random.default_rng(0))
 
 
+@pytest.mark.slow
 def test_training_step_restores_exactly(windows):
     """Checkpoint after 10 steps, continue 10 more; a fresh trainer restored from it reaches identical weights."""
     from aetheris_ray.components.rough_vol.training import Trainer
@@ -227,6 +235,7 @@ def test_training_step_restores_exactly(windows):
 # -- the engine route: resolved once from the registry ----------------------------------------
 
 
+@pytest.mark.slow
 def test_engine_route_uses_the_registered_artefact(fitted, isolated_home):
     import warnings
 
@@ -267,6 +276,7 @@ def test_engine_route_falls_back_to_the_registered_baseline_and_says_so(isolated
     assert fit_model(cfg, cfg.specs(), _state().returns).part("volatility").name == "garch"
 
 
+@pytest.mark.slow
 def test_forecast_before_and_after_registration_names_what_produced_it(fitted, isolated_home):
     """`--model rough_vol` before any model is registered falls back (and says so); after registration the
     same request uses the network (no stale fallback from the state cache) and names its registry version."""

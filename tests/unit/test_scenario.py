@@ -381,6 +381,7 @@ def test_an_override_equal_to_the_current_value_gives_the_same_cone(syn):
         assert same.conditional and set(same.metadata["scenario"]["channel_vol_multiplier"].values()) == {1.0}
 
 
+@pytest.mark.slow
 def test_scenario_warnings_and_prior_driven_assets_through_the_engine(syn):
     skew = forecast(syn["SYN-BTC"], req(scenario={"skew": -0.5}), config=CFG)
     base = forecast(syn["SYN-BTC"], req(), config=CFG)
@@ -395,6 +396,7 @@ def test_scenario_warnings_and_prior_driven_assets_through_the_engine(syn):
     assert eth.to_json()  # the report is JSON-ready
 
 
+@pytest.mark.slow
 def test_sensitivities_are_cached_on_disk(syn, isolated_home):
     clear_caches()
     first = forecast(syn["SYN-BTC"], req(scenario={"iv_level": 90}), config=CFG)
@@ -408,6 +410,7 @@ def test_sensitivities_are_cached_on_disk(syn, isolated_home):
     assert again.metadata["scenario"] == first.metadata["scenario"]
 
 
+@pytest.mark.slow
 def test_real_btc_implied_vol_and_funding_scenarios(shared_data):
     import warnings
 

@@ -196,6 +196,7 @@ def test_fit_channel_without_variation_keeps_the_prior():
         assert fit.source == "prior" and np.all(fit.n_rows > 0)
 
 
+@pytest.mark.slow
 def test_real_btc_is_data_estimated_and_the_inventory_prior_is_reproduced(shared_data):
     import warnings
 

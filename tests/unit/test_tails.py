@@ -169,6 +169,7 @@ def engine_model(source: str, residuals: str, shared=None):
 @pytest.mark.filterwarnings("ignore::aetheris_ray.errors.DataQualityWarning")
 @pytest.mark.parametrize("source,residuals", [("synthetic", "student_t"), ("synthetic", "fhs"),
                                               ("shared", "student_t")])
+@pytest.mark.slow
 def test_engine_model_agrees_with_two_million_plain_paths(source, residuals, request):
     shared = request.getfixturevalue("shared_data") if source == "shared" else None
     prep = engine_model(source, residuals, shared)
@@ -199,6 +200,7 @@ def spot_of(data) -> float:
     return float(data.daily_close().iloc[-1])
 
 
+@pytest.mark.slow
 def test_far_thresholds_use_importance_sampling_and_near_ones_do_not(synthetic):
     s = spot_of(synthetic)
     ks = [1e-6 * s, 0.15 * s, 0.97 * s, s, 5.0 * s, 1e6 * s]  # the 7-day 5-95% range is about 0.6-1.6 x spot
@@ -233,6 +235,7 @@ def test_far_thresholds_use_importance_sampling_and_near_ones_do_not(synthetic):
     assert fc.prob_above(ks[5]) == pa[5] and fc.prob_below(ks[0]) == pb[0]
 
 
+@pytest.mark.slow
 def test_threshold_estimates_are_reproducible_and_independent_of_other_thresholds(synthetic):
     s = spot_of(synthetic)
     req = dict(asset="SYN-BTC", horizon=5, paths=3000, seed=9)

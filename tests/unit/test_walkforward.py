@@ -79,6 +79,7 @@ def test_shapes_finite_and_monotone(result, origins):
     assert set(result.regimes) <= {"calm", "normal", "volatile", "crisis"}
 
 
+@pytest.mark.slow
 def test_seed_determinism(data, origins, result):
     again = walk_forward(data, origins, [1, 3, 7], LEVELS, FAST, seed=5)
     np.testing.assert_array_equal(again.quantiles, result.quantiles)
@@ -100,6 +101,7 @@ def test_no_look_ahead(data, origins, result):
 
 
 @pytest.mark.parametrize("jumps", ["none", "poisson"])
+@pytest.mark.slow
 def test_walk_forward_over_origin_blocks_equals_one_walk_forward(jumps):
     """Raw phase over blocks of days (as the Ray backtest runs it) + calibration pass == one walk-forward, bitwise.
 
@@ -131,6 +133,7 @@ def test_walk_forward_over_origin_blocks_equals_one_walk_forward(jumps):
         combine_blocks(parts[::-1], origins, hz, LEVELS, cfg)
 
 
+@pytest.mark.slow
 def test_a_later_start_moves_no_fit_and_no_draw(data, origins, result):
     """Fits and random streams are tied to the calendar, not to the first origin asked: a walk-forward
     starting 20 days later computes the same raw PIT at every day both process, except in its first
@@ -149,6 +152,7 @@ def test_a_later_start_moves_no_fit_and_no_draw(data, origins, result):
     assert not np.array_equal(m.loc[first_chunk, "raw_pit_later"], m.loc[first_chunk, "raw_pit_all"])
 
 
+@pytest.mark.slow
 def test_rows_without_close_or_history_are_nan(data):
     idx = data.daily_close().index
     req = pd.DatetimeIndex([idx[5], idx[400], idx[400] + pd.Timedelta(hours=0)]).unique()
@@ -206,6 +210,7 @@ class _HalfGarch(GarchVolatility):
         return _HalfGarchFitted(spec=self, params=f.params, info=f.info)
 
 
+@pytest.mark.slow
 def test_calibration_moves_coverage_towards_nominal_on_a_miscaled_model():
     register("volatility", "_half_garch", _HalfGarch)
     try:

@@ -95,6 +95,7 @@ def windows():
     return concat_windows([make_windows(src.history(a), spec) for a in src.assets()], spec)
 
 
+@pytest.mark.slow
 def test_rough_vol_trainer_with_dropout_is_deterministic_and_restores(windows):
     """Same seed -> same weights whatever the global RNG did; a checkpoint restore replays the dropout masks."""
     from aetheris_ray.components.rough_vol import RoughVolatility

@@ -16,6 +16,7 @@ def real(shared_data) -> CsvSource:
     return CsvSource(shared_data)
 
 
+@pytest.mark.slow
 def test_every_daily_file_loads(real, shared_data):
     stems = sorted(p.stem for p in (shared_data / "daily").glob("*.csv"))
     assert real.assets() == stems
@@ -44,6 +45,7 @@ def test_stablecoins_load_with_their_near_zero_volatility(real):
     assert recent["close"].between(0.95, 1.05).all()
 
 
+@pytest.mark.slow
 def test_whole_directory_ingests_and_round_trips(real, tmp_path):
     store = ParquetStore(tmp_path / "store")
     report = store.ingest(real)

@@ -63,6 +63,7 @@ def test_history_round_trips_the_source(tmp_path, mini_data):
         assert_same_data(src.history(asset), store.history(asset))
 
 
+@pytest.mark.slow
 def test_reingesting_the_same_files_changes_no_byte(tmp_path, mini_data, tree_hashes):
     store = ParquetStore(tmp_path / "store")
     store.ingest(mini_data)
@@ -132,6 +133,7 @@ def test_unit_mismatch_with_the_stored_partition_is_rejected_before_writing(tmp_
 
 
 @pytest.mark.parametrize("seed", range(3))
+@pytest.mark.slow
 def test_point_in_time_reads_never_return_later_rows(synthetic_store, seed):
     rng = np.random.default_rng(seed)
     full = synthetic_store.history("SYN-BTC")

@@ -49,6 +49,7 @@ def default_run(home):
     return _backtest_in_home(home)
 
 
+@pytest.mark.slow
 def test_backtest_without_model_scores_the_default_engine_model(default_run):
     stdout, export = default_run
     assert "models engine," in stdout and re.search(r"^\| engine +\| +1 \|", stdout, re.M), stdout
@@ -56,6 +57,7 @@ def test_backtest_without_model_scores_the_default_engine_model(default_run):
     assert sorted(export["horizon"].unique()) == [1, 7] and len(export) == 30 + 24
 
 
+@pytest.mark.slow
 def test_model_omitted_is_model_baseline(home, default_run):
     stdout, export = _backtest_in_home(home, "--model", "baseline")
     pd.testing.assert_frame_equal(export, default_run[1])
@@ -83,6 +85,7 @@ def test_model_none_runs_the_baselines_alone(capsys):
     assert code == 0 and "models ewma_normal, garch_t, bootstrap," in out and "engine" not in out
 
 
+@pytest.mark.slow
 def test_python_backtest_gives_the_cli_numbers(home, default_run, monkeypatch):
     from aetheris_ray import BacktestResult, backtest
     from aetheris_ray.evaluation.report import markdown_table

@@ -46,6 +46,7 @@ def _closes(data_dir, asset):
     return df.set_index("date")["close"]
 
 
+@pytest.mark.slow
 def test_export_columns_exactly(result):
     ex = result.export()
     assert list(ex.columns) == ["model", "asset", "origin", "horizon", "q05", "q10", "q25", "q50", "q75", "q90",
@@ -55,6 +56,7 @@ def test_export_columns_exactly(result):
     assert (np.diff(ex[["q05", "q10", "q25", "q50", "q75", "q90", "q95"]].to_numpy(), axis=1) >= 0).all()
 
 
+@pytest.mark.slow
 def test_targets_and_origins_follow_the_protocol(result, data_dir):
     ex = result.export()
     for asset in ("AAA-USD", "GAP-USD"):
@@ -74,6 +76,7 @@ def test_targets_and_origins_follow_the_protocol(result, data_dir):
     assert (aaa["no_close"] == 0).all() and (aaa["model_skipped"] == 0).all()
 
 
+@pytest.mark.slow
 def test_gap_asset_skips_and_continues(result):
     """GAP-USD has no closes 2020-03-01 .. 2022-02-28: it still runs; short-history origins are skipped."""
     c = result.counts[result.counts.asset == "GAP-USD"].set_index(["horizon", "model"])
@@ -96,6 +99,7 @@ def test_gap_inside_the_period(tmp_path, data_dir):
     assert c["scored"] == c["calendar_days"] - c["no_close"]
 
 
+@pytest.mark.slow
 def test_asset_without_scorable_origin_is_reported(result):
     assert set(result.unscored) == {"NEW-USD"}
     assert "too little history" in result.unscored["NEW-USD"]
@@ -110,6 +114,7 @@ def test_asset_outside_the_period_is_reported(data_dir):
     assert res.export().empty and res.pooled().empty
 
 
+@pytest.mark.slow
 def test_stablecoin_left_out_of_pooled(result):
     per = per_asset_table(result.metrics)
     pooled = pooled_table(result.metrics, scaled=False)
@@ -119,6 +124,7 @@ def test_stablecoin_left_out_of_pooled(result):
     assert per.loc[per.asset == "USDT-USD", "excluded"].all() and (per.loc[per.asset == "USDT-USD", "n"] > 0).all()
 
 
+@pytest.mark.slow
 def test_pooled_is_the_exact_merge(result):
     pm = pooled_metrics(result.metrics)
     for (m, h), ms in pm.items():
@@ -127,6 +133,7 @@ def test_pooled_is_the_exact_merge(result):
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.slow
 def test_score_export_reproduces_the_run(result, data_dir, tmp_path, suffix):
     path = result.write(tmp_path / f"forecasts{suffix}")
     again = score_export(read_export(path), SourceSpec(data=str(data_dir)))
@@ -136,6 +143,7 @@ def test_score_export_reproduces_the_run(result, data_dir, tmp_path, suffix):
     assert render_report(again, models=result.models) == render_report(result.metrics, models=result.models)
 
 
+@pytest.mark.slow
 def test_workers_equal_in_process(result, data_dir):
     res2 = backtest(SourceSpec(data=str(data_dir)), "all", START, END, HORIZONS, baseline_models(), progress=False,
                     workers=2)
@@ -144,6 +152,7 @@ def test_workers_equal_in_process(result, data_dir):
                             {k: v.get() for k, v in result.metrics.items()})
 
 
+@pytest.mark.slow
 def test_run_asset_is_the_unit(result, data_dir):
     run = run_asset(SourceSpec(data=str(data_dir)), "AAA-USD", pd.Timestamp(START), pd.Timestamp(END), HORIZONS,
                     baseline_models(), LEVELS)
@@ -162,6 +171,7 @@ def _small_engine():
 
 
 @pytest.mark.parametrize("asset", ["AAA-USD", "GAP-USD", "NEW-USD"])
+@pytest.mark.slow
 def test_blocks_of_origins_merge_to_the_one_block_run(data_dir, asset):
     """Assets x blocks (what the Ray backtest runs) give the one-block run bitwise, engine and baselines."""
     spec = SourceSpec(data=str(data_dir))
@@ -198,6 +208,7 @@ def test_origin_blocks():
         origin_blocks("2022-01-01", "2022-12-31", [1], 0)
 
 
+@pytest.mark.slow
 def test_harness_look_ahead_guard(tmp_path, data_dir):
     """Altering prices after D: every forecast at an origin before D is identical (bitwise)."""
     d = pd.Timestamp("2022-06-15")
@@ -269,6 +280,7 @@ def test_bad_arguments(data_dir, kwargs, match):
         backtest(SourceSpec(data=str(data_dir)), **args)
 
 
+@pytest.mark.slow
 def test_report_sections(result):
     md = result.report()
     for title in ("## Pooled", "## Against the best baseline", "## Per-quantile hit rates", "## Origins",
@@ -278,6 +290,7 @@ def test_report_sections(result):
     assert "| QL x100 | cov50 % | cov80 % | cov90 % | width80 x100 |" in md
 
 
+@pytest.mark.slow
 def test_best_baseline_line_with_an_engine(data_dir):
     from aetheris_ray.evaluation.report import best_baseline_lines
 

@@ -135,6 +135,7 @@ def test_garch_variance_filtered_between_refits(garch_run, long_close):
     np.testing.assert_allclose(q[i], want, rtol=1e-8)
 
 
+@pytest.mark.slow
 def test_garch_failed_cold_anchor_starts_from_the_previous_period(monkeypatch, long_close):
     """A period's first fit that fails cold is warm-started from the previous period's first fit."""
     from types import SimpleNamespace
@@ -168,6 +169,7 @@ def test_garch_failed_cold_anchor_starts_from_the_previous_period(monkeypatch, l
 
 
 @pytest.mark.parametrize("model", baseline_models(), ids=lambda m: m.name)
+@pytest.mark.slow
 def test_any_split_of_the_origins_gives_the_same_forecasts(model, long_close):
     """Origins asked in blocks (as the Ray backtest does) get bitwise the answers of one call."""
     data = asset_data(with_hole(long_close, "2021-02-10", "2021-02-20"))
@@ -181,6 +183,7 @@ def test_any_split_of_the_origins_gives_the_same_forecasts(model, long_close):
     assert np.isfinite(whole).all()
 
 
+@pytest.mark.slow
 def test_garch_short_history_skips_origins():
     close = closes("2022-01-01", 400, seed=7)
     origins = close.index[200:]
@@ -193,6 +196,7 @@ def test_garch_short_history_skips_origins():
 # -- Bootstrap ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bootstrap_equals_np_quantile_of_overlapping_returns():
     close = with_hole(closes("2020-01-01", 900, seed=8), "2021-03-01", "2021-03-20")
     data = asset_data(close)
@@ -229,6 +233,7 @@ def test_quantiles_increase_with_level(model, long_close):
 
 
 @pytest.mark.parametrize("model", baseline_models(), ids=lambda m: m.name)
+@pytest.mark.slow
 def test_look_ahead_guard(model, long_close):
     """Altering prices after D leaves every forecast at origins before D bitwise identical."""
     d = pd.Timestamp("2022-03-15")
@@ -274,6 +279,7 @@ def test_too_little_history_is_nan_not_an_error(model):
 
 
 @pytest.mark.parametrize("model", baseline_models(), ids=lambda m: m.name)
+@pytest.mark.slow
 def test_two_year_hole(model):
     """A two-year hole: the gap return is scaled (EWMA/GARCH) or absent (bootstrap); nothing raises."""
     close = with_hole(closes("2017-01-01", 6 * 365, seed=11), "2019-06-01", "2021-05-31")

@@ -66,6 +66,7 @@ def test_small_run_writes_forecasts_and_report(capsys, data_dir, tmp_path):
     assert report.read_text().startswith("# Walk-forward backtest")
 
 
+@pytest.mark.slow
 def test_console_script_exit_code(data_dir):
     exe = Path(sys.executable).with_name("aetheris")
     if not exe.exists():

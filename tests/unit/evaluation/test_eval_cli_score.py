@@ -31,6 +31,7 @@ def _pooled_rows(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.startswith("| ") and not line.startswith("| model")]
 
 
+@pytest.mark.slow
 def test_one_model_with_baselines_reproduces_the_backtest(capsys, run, data_dir, tmp_path):
     """The model's rows alone (no model column, no y) plus --baselines give the run's pooled table exactly."""
     ex = run.export()
@@ -50,6 +51,7 @@ def test_one_model_with_baselines_reproduces_the_backtest(capsys, run, data_dir,
     assert "## Sampling uncertainty (block bootstrap)" in md and "## Per asset" in md
 
 
+@pytest.mark.slow
 def test_a_file_with_every_model_scores_as_the_run_and_skips_rows_without_prices(capsys, run, data_dir, tmp_path):
     ex = run.export()
     extra = ex[(ex.model == "engine")].head(3).copy()
@@ -64,6 +66,7 @@ def test_a_file_with_every_model_scores_as_the_run_and_skips_rows_without_prices
     assert _pooled_rows(out) == _pooled_rows(markdown_table(run.pooled()))
 
 
+@pytest.mark.slow
 def test_the_files_own_y_is_not_trusted(capsys, run, data_dir, tmp_path):
     ex = run.export()
     ex["y"] = 0.0  # a wrong realised return in the file changes nothing
@@ -86,6 +89,7 @@ def test_the_files_own_y_is_not_trusted(capsys, run, data_dir, tmp_path):
     ("unknown", [], "error: unknown asset 'ZZZ-USD'"),
     ("future", [], "error: f.csv: none of its"),
 ])
+@pytest.mark.slow
 def test_bad_files_get_one_line(capsys, run, data_dir, tmp_path, make, extra, message):
     path = tmp_path / ("nope.csv" if make is None else "f.csv")
     ex = run.export()

@@ -72,6 +72,7 @@ def test_overlapping_targets_widen_the_standard_error():
     assert long["coverage_se[0.50]"] > 1.5 * short["coverage_se[0.50]"]
 
 
+@pytest.mark.slow
 def test_point_figures_equal_the_pooled_table(data_dir):
     res = backtest(SourceSpec(data=str(data_dir)), "all", "2022-03-01", "2022-09-30", [1, 7], baseline_models(),
                    progress=False, workers=1)
@@ -122,6 +123,7 @@ def test_common_origins_and_gaps():
     assert block_bootstrap(a.iloc[:0], LEVELS).empty
 
 
+@pytest.mark.slow
 def test_a_period_shorter_than_two_blocks_gets_no_standard_error(data_dir):
     y = np.random.default_rng(7).standard_normal(40)
     u = block_bootstrap(pd.concat([_frame(y, 1.0, "eng"), _frame(y, 1.2, "base")]), LEVELS, baselines=["base"])
@@ -145,6 +147,7 @@ def test_bad_arguments(kwargs, match):
         block_bootstrap(_frame(np.zeros(60), 1.0), LEVELS, **kwargs)
 
 
+@pytest.mark.slow
 def test_cli_prints_intervals_and_rejects_too_few_resamples(capsys, data_dir, tmp_path):
     base = ["backtest", "--data", str(data_dir), "--assets", "AAA-USD", "--start", "2022-03-01", "--end",
             "2022-09-30", "--horizons", "1", "--model", "none", "--baselines", "--no-progress", "--workers", "1"]

@@ -67,6 +67,7 @@ def test_no_look_ahead_altering_the_future_changes_nothing():
         assert longer.spot != before.spot or not np.array_equal(longer.returns, before.returns)
 
 
+@pytest.mark.slow
 def test_compute_states_equals_compute_state_at_every_origin():
     data = full_asset()
     dates = bar_dates(data)
@@ -77,6 +78,7 @@ def test_compute_states_equals_compute_state_at_every_origin():
         assert_same_state(state, compute_state(data, origin))
 
 
+@pytest.mark.slow
 def test_compute_states_equals_compute_state_on_real_btc(btc):
     origins = list(pd.date_range("2017-08-15", "2024-12-09", freq="97D")) + [pd.Timestamp("2024-12-09")]
     for origin, state in zip(origins, compute_states(btc, origins)):
@@ -277,6 +279,7 @@ def test_too_little_history_is_a_data_error():
     assert len(compute_state(data, dates[1]).returns) == 1
 
 
+@pytest.mark.slow
 def test_speed_on_real_btc(btc):
     """Budget: one state < 5 ms, 1,500 origins < 1 s; asserted with slack for a shared CI machine."""
     compute_state(btc, "2024-12-09")
