@@ -58,6 +58,12 @@ def fan_chart(fc: "Forecast", path: str | None = None, history: pd.Series | None
     fig.autofmt_xdate()
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path)
+        from pathlib import Path
+
+        from aetheris_ray.atomic import open_atomic
+
+        fmt = Path(path).suffix.lstrip(".").lower() or "png"
+        with open_atomic(path) as fh:
+            fig.savefig(fh, format=fmt)
         plt.close(fig)
     return fig

@@ -92,7 +92,9 @@ def backtest_cmd(
         res.write(out)
     unc = res.uncertainty(bootstrap) if bootstrap else None
     if report is not None:
-        report.write_text(res.report(bootstrap, uncertainty=unc), encoding="utf-8")
+        from aetheris_ray.atomic import write_text
+
+        write_text(report, res.report(bootstrap, uncertainty=unc))
     pooled = res.pooled()
     n_scored = len(res.assets) - len(res.unscored)
     typer.echo(f"backtest {res.start.date()} to {res.end.date()}: {n_scored}/{len(res.assets)} assets scored, "

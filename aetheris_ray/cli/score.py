@@ -81,7 +81,9 @@ def score_cmd(
     meta = {"file": str(file), "models": ", ".join(names), "assets": frame["asset"].nunique(),
             "rows without a close at origin or target (left out)": len(unscorable)}
     if report is not None:
-        report.write_text(render_report(metrics, models=names, meta=meta, uncertainty=unc), encoding="utf-8")
+        from aetheris_ray.atomic import write_text
+
+        write_text(report, render_report(metrics, models=names, meta=meta, uncertainty=unc))
     typer.echo(f"scored {file.name}: {len(frame):,} forecasts of {', '.join(names)} on "
                f"{frame['asset'].nunique()} assets; {len(unscorable):,} row(s) without a close at origin or target "
                "left out")

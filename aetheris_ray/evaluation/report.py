@@ -284,10 +284,13 @@ def write_export(df: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise InvalidInput(f"--out {str(path)!r}: the folder {str(path.parent)!r} does not exist")
-    if path.suffix.lower() in _PARQUET:
-        df.to_parquet(path, index=False)
-    else:
-        df.to_csv(path, index=False)
+    from aetheris_ray.atomic import open_atomic
+
+    with open_atomic(path, binary=path.suffix.lower() in _PARQUET) as fh:  # a failed write keeps the old file
+        if path.suffix.lower() in _PARQUET:
+            df.to_parquet(fh, index=False)
+        else:
+            df.to_csv(fh, index=False)
     return path
 
 
