@@ -74,6 +74,7 @@ def test_history_pair_is_kept_over_a_posted_one():
     assert raw == [0.2, 0.3, 0.9] and len(cal) == 2  # the original is untouched
 
 
+@pytest.mark.slow
 def test_unreadable_log_warns_and_forecast_goes_on(market, settings):
     settings.state_path.mkdir(parents=True, exist_ok=True)
     (settings.state_path / "outcomes.json").write_text("{not json")

@@ -322,6 +322,7 @@ def req(asset: str = "SYN-BTC", **kw) -> ForecastRequest:
     return ForecastRequest(**{"asset": asset, "horizon": 7, "paths": 4000, "seed": 11, **kw})
 
 
+@pytest.mark.slow
 def test_the_unconditional_forecast_is_the_models_own_paths(syn):
     data = syn["SYN-BTC"]
     prep = prepare(data, req(), config=CFG)

@@ -193,6 +193,7 @@ def test_no_pickle_in_artefacts(fitted, tmp_path):
 
 
 @pytest.mark.parametrize(("kind", "name"), [_param(k, n) for k, n in MODEL_VARIANTS])
+@pytest.mark.slow
 def test_extreme_inputs_stay_finite(kind, name, make):
     make_state = make.state
     crash = np.concatenate([0.02 * np.random.default_rng(0).standard_normal(400), [np.log(0.1)],

@@ -48,6 +48,7 @@ def test_independent_outcomes_give_the_binomial_standard_error():
         assert r[f"coverage_se[{p}]"] == pytest.approx(np.sqrt(cov * (1 - cov) / n), rel=0.12)
 
 
+@pytest.mark.slow
 def test_assets_that_move_together_do_not_shrink_the_standard_error():
     """Ten copies of one asset's outcomes carry the information of one: the SE stays put (a binomial
     SE would fall by sqrt(10))."""
@@ -61,6 +62,7 @@ def test_assets_that_move_together_do_not_shrink_the_standard_error():
     assert ten["ql_se"] == pytest.approx(one["ql_se"], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_overlapping_targets_widen_the_standard_error():
     """14-day sums of daily shocks overlap: blocks longer than the overlap see it, 1-day blocks do not."""
     shocks = np.random.default_rng(3).standard_normal(1500 + 13)
