@@ -29,8 +29,9 @@ test: setup
 	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(PY) -m pytest
 
 # The edit loop: no test marked slow (each over about a second) and no real Ray; `make test` runs them all.
+# the numpy core's fast tests on 2 processes (about 45 s on 2 cores); torch and ray tests have their own groups
 test-fast: setup
-	$(PY) -m pytest -m "not slow and not integration"
+	$(PY) -m pytest -n 2 -m "not slow and not integration and not torch and not ray" --ignore=aetheris_ray/distributed
 
 # The tests that need torch (rough_vol, torch utilities, the lazy-registration probe), slow ones included.
 test-torch: setup

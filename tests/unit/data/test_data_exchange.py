@@ -98,6 +98,7 @@ def test_unknown_exchange_id_is_invalid_input_without_network():
         ExchangeSource("nosuchexchange", ["BTC/USDT"]).history("BTC-USD")
 
 
+@pytest.mark.slow
 def test_importing_the_data_layer_does_not_import_ccxt():
     code = "import sys, aetheris_ray.data; assert 'ccxt' not in sys.modules; assert 'ray' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -115,6 +115,7 @@ def test_python_backtest_errors_name_the_argument(tmp_path):
         backtest("SYN-BTC", "2024-01-01", "2024-12-31", synthetic=True, model="none")
 
 
+@pytest.mark.slow
 def test_backtest_is_public_and_importing_it_stays_cheap():
     import aetheris_ray
 
