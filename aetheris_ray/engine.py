@@ -140,7 +140,7 @@ def _extras(data: AssetData, req: ForecastRequest, state: Any, cal: Any, fitted:
     if state.missing:
         warnings_.append("missing inputs (neutral values used): " + ", ".join(state.missing))
     for fb in config.fallbacks:
-        warnings_.append(f"{fb.kind}: {fb.wanted} fell back to the baseline {fb.used!r} ({fb.why})")
+        warnings_.append(f"{fb.kind}: {fb.wanted} unavailable, fell back to the baseline {fb.used!r}: {fb.why}")
     for kind, inf in fitted.info().items():
         fb = inf.get("fallback") or inf.get("fallbacks")
         if fb:

@@ -320,7 +320,7 @@ class Resolution:
     wanted : str              the version asked for (``latest`` or an id)
     version : str or None     the concrete registry version used; None when it fell back
     fallback : str or None    the baseline variant used instead
-    why : str                 the reason for the fallback (for the forecast's metadata)
+    why : str                 why the artefact could not be used (for the forecast's metadata)
     """
 
     kind: str
@@ -352,9 +352,9 @@ def resolve_artefact(kind: str, name: str, version: str = "latest", registry: An
         load_artefact(name, rec.version, reg)
         return Resolution(kind, name, version, rec.version)
     except ModelNotFound as e:
-        msg = f"{name}@{version} unavailable ({e}); fell back to the {kind} baseline {v.fallback!r}"
-        warnings.warn(msg, FallbackWarning, stacklevel=2)
-        return Resolution(kind, name, version, None, v.fallback, msg)
+        warnings.warn(f"{name}@{version} unavailable ({e}); fell back to the {kind} baseline {v.fallback!r}",
+                      FallbackWarning, stacklevel=2)
+        return Resolution(kind, name, version, None, v.fallback, str(e))
 
 
 #: Loaded artefacts by (registry root, version, manifest mtime): a version id names fixed contents.
