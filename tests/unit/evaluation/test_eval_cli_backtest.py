@@ -98,3 +98,16 @@ def test_several_engine_models_by_name(isolated_home):
     # resolved once on the driver: no registered rough_vol in this home, so every block uses the GARCH fallback
     rv = models[1].config
     assert rv.resolved and rv.volatility.name == "garch" and rv.fallbacks[0].wanted == "rough_vol@latest"
+
+
+def test_component_swaps_a_part_of_every_engine_model(isolated_home):
+    from aetheris_ray.api import backtest_models
+    from aetheris_ray.cli import main
+
+    (m,) = backtest_models("baseline", False, components=["trend=zero", "residuals=gaussian"])
+    assert m.name == "engine_baseline+trend=zero,residuals=gaussian"
+    assert (m.config.trend.name, m.config.residuals.name, m.config.volatility.name) == ("zero", "gaussian", "garch")
+    assert main(["backtest", "--synthetic", "--start", "2024-10-01", "--end", "2024-11-30",
+                 "--component", "trend=nope"]) == 2
+    assert main(["backtest", "--synthetic", "--start", "2024-10-01", "--end", "2024-11-30",
+                 "--component", "paths"]) == 2
