@@ -21,9 +21,10 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, AliasChoices
+from pydantic import BaseModel, ConfigDict, Field, AliasChoices, field_validator
 
 from aetheris_ray import atomic
+from aetheris_ray.contract import Int, Number, check_date
 
 SCHEMA_VERSION = 1
 FILE_NAME = "outcomes.json"
@@ -36,8 +37,13 @@ class Outcome(BaseModel):
 
     asset: str = Field(min_length=1, max_length=64)
     origin: dt.date = Field(validation_alias=AliasChoices("origin", "as_of"), description="forecast origin (alias as_of)")
-    horizon: int = Field(ge=1, le=90, description="days after the origin, 1..90")
-    price: float = Field(gt=0, allow_inf_nan=False, description="realised close, quote currency")
+    horizon: Int = Field(ge=1, le=90, description="days after the origin, 1..90")
+    price: Number = Field(gt=0, allow_inf_nan=False, description="realised close, quote currency")
+
+    @field_validator("origin")
+    @classmethod
+    def _origin(cls, v: dt.date) -> dt.date:
+        return check_date(v)  # type: ignore[return-value]
 
 
 class OutcomeBatch(BaseModel):

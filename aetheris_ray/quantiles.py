@@ -14,6 +14,8 @@ from aetheris_ray.errors import InvalidInput
 
 DEFAULT_LEVELS: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
 
+#: Decimals a level keeps (its label, in percent, keeps two fewer): finer levels round to their neighbours.
+LABEL_DIGITS = 10
 _FORMS = "a float in (0, 1) such as 0.05, or a label such as 'q05', 'p05', 'P5', 'q025'"
 _LABEL = re.compile(r"^[qQpP](\d+)$")
 
@@ -39,6 +41,8 @@ class Quantile:
         if isinstance(x, (int, float)):
             value = float(x)
         elif isinstance(x, str):
+            if len(x) > 40:
+                raise InvalidInput(f"quantile level {x[:40]!r}... is {len(x):,} characters long: use {_FORMS}")
             s = x.strip()
             m = _LABEL.match(s)
             if m:
@@ -57,11 +61,17 @@ class Quantile:
             raise InvalidInput(f"quantile level {x!r} is not valid: use {_FORMS}")
         if not (0.0 < value < 1.0):
             raise InvalidInput(f"quantile level {x!r} is outside (0, 1): use {_FORMS}")
-        return cls(round(value, 10))
+        rounded = round(value, LABEL_DIGITS)
+        if not (0.0 < rounded < 1.0):
+            # the level and its label keep LABEL_DIGITS decimals: 1e-12 would be stored as 0 and labelled q00
+            raise InvalidInput(f"quantile level {x!r} rounds to {rounded:g} at the label precision "
+                               f"({LABEL_DIGITS} decimals): use a level from {10.0 ** -LABEL_DIGITS:g} "
+                               f"to {1 - 10.0 ** -LABEL_DIGITS}")
+        return cls(rounded)
 
     @property
     def label(self) -> str:
-        pct = f"{self.value * 100:.8f}".rstrip("0").rstrip(".")
+        pct = f"{self.value * 100:.{LABEL_DIGITS - 2}f}".rstrip("0").rstrip(".")
         whole, _, frac = pct.partition(".")
         return "q" + whole.zfill(2) + frac
 

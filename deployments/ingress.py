@@ -12,7 +12,10 @@ Routes (OpenAPI at ``/docs``):
 
 Errors: `AetherisError` subclasses map to their ``http_status`` with the message;
 pydantic errors become 422 with `contract.validation_message`'s one line naming each
-field.  Every error body is ``{"detail": "...", "error": "<class>"}``.
+field; a body that is not JSON (truncated, not UTF-8, nested too deeply, an integer of
+over 4,300 digits) is 422 naming ``body``; Starlette's own errors (unknown route, wrong
+method) keep their status.  Every error body is ``{"detail": "<field>: ...", "error":
+"<class>"}``, its detail at most `MAX_DETAIL` characters (echoed inputs are shortened).
 """
 
 
@@ -28,13 +31,14 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from aetheris_ray import engine
 from aetheris_ray.history import resolve_seed
-from aetheris_ray.contract import ForecastRequest, ForecastResponse, validation_message
+from aetheris_ray.contract import ForecastRequest, ForecastResponse, clip, validation_message
 from aetheris_ray.distributed.budget import MAX_BATCH_CELLS, cells, check_request
 from aetheris_ray.distributed.montecarlo import forecast_prepared
 from aetheris_ray.errors import AetherisError
@@ -48,6 +52,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 MAX_BATCH = 64
 #: Largest request body (a full 64-item batch is about 150 kB; 10,000 outcomes about 0.8 MB).
 MAX_BODY_BYTES = 2_000_000
+#: Longest error detail sent back (validation messages are shorter; this bounds every other message too).
+MAX_DETAIL = 2_000
 
 #: Prepared requests an ingress replica keeps (LRU).
 PREPARED_CACHE_SIZE = 256
@@ -84,8 +90,25 @@ api = FastAPI(
 )
 
 
-def error_response(status: int, detail: str, kind: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail, "error": kind})
+def error_response(status: int, detail: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The contract's error body, ``{"detail": ..., "error": kind}``, the detail clipped to `MAX_DETAIL` characters."""
+    return JSONResponse(status_code=status, content={"detail": clip(detail, MAX_DETAIL), "error": kind},
+                        headers=headers)
+
+
+def body_problem(e: BaseException | None) -> str:
+    """Why a request body could not be read as JSON, in a few words (never the body itself)."""
+    if isinstance(e, UnicodeDecodeError):
+        return f"not valid UTF-8 at byte {e.start}"
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    if isinstance(e, ValueError) and "integer string conversion" in str(e):
+        return "an integer literal of more than 4,300 digits"
+    return clip(f"{type(e).__name__}: {e}" if e is not None else "not valid JSON")
+
+
+_HTTP_KINDS = {404: "NotFound", 405: "MethodNotAllowed", 413: "InvalidInput", 415: "InvalidInput",
+               422: "InvalidInput"}
 
 
 def json_response(body: str | bytes) -> Response:
@@ -132,12 +155,29 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
         if err.get("type") == "json_invalid":
-            ctx = err.get("ctx", {}).get("error", "")
+            ctx = clip(str(err.get("ctx", {}).get("error", "")))
             return error_response(422, f"body: malformed JSON ({ctx or 'not valid JSON'})", "InvalidInput")
         if loc and loc[0] in ("body", "query"):
             loc = loc[1:]
         errs.append({**err, "loc": loc})
     return error_response(422, validation_message(_Errors(errs)), "InvalidInput")
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's and Starlette's own errors on the contract's body.
+
+    A body FastAPI could not parse (anything but a JSON syntax error: invalid UTF-8,
+    nesting past the recursion limit, an over-long integer) comes as a 400 with the
+    cause chained; it is answered like any malformed JSON, 422 naming ``body``.
+    """
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        return error_response(422, f"body: malformed JSON ({body_problem(exc.__cause__)})", "InvalidInput")
+    field = "path" if exc.status_code in (404, 405) else "request"
+    kind = _HTTP_KINDS.get(exc.status_code, "InvalidInput" if 400 <= exc.status_code < 500 else "HTTPError")
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return error_response(exc.status_code, f"{field}: {clip(detail)} ({request.method} {clip(request.url.path, 100)})",
+                          kind, headers=getattr(exc, "headers", None))
 
 
 @api.exception_handler(AetherisError)
@@ -170,7 +210,7 @@ class Guard:
         else:
             size = headers.get("content-length")
             if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
-                resp = error_response(413, f"body: {size} bytes is more than the {MAX_BODY_BYTES:,}-byte limit; "
+                resp = error_response(413, f"body: {clip(size, 40)} bytes is more than the {MAX_BODY_BYTES:,}-byte limit; "
                                            "split the batch", "InvalidInput")
         if resp is not None:
             return await resp(scope, receive, send)
