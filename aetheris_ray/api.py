@@ -75,12 +75,18 @@ def forecast(
     store: str | Path | None = None,
     synthetic: bool = False,
     settings: Settings | None = None,
+    force: bool = False,
 ) -> Forecast:
     """Forecast one asset.
 
     Parameters mirror the forecast contract (ARCHITECTURE.md).  The data comes from
     ``source`` when given, else from ``data`` (a CSV file or directory), ``store``
     (a Parquet store), ``synthetic=True`` (the seeded demo market), or the home store.
+
+    A request above the HTTP service's memory budget (``paths x horizon`` over
+    `aetheris_ray.distributed.budget.MAX_CELLS`, e.g. 1,000,000 paths x 90 days, over
+    2 GB at peak) raises `InvalidInput` stating the memory estimate, before any data is
+    read; ``force=True`` (``aetheris forecast --force``) runs it anyway.
 
     Examples
     --------
@@ -106,8 +112,34 @@ def forecast(
                 "components": list(components) or None,
             }
         )
+    if not force:
+        check_budget(req.paths, req.horizon)
     src = source or resolve_source(settings, data=data, store=store, synthetic=synthetic)
     return forecast_request(req, src, settings)
+
+
+#: Peak bytes per path-step of a forecast (float32 draws + float64 cumulative sum + quantile copy;
+#: `aetheris_ray.distributed.budget`).
+BYTES_PER_CELL = 24
+
+
+def check_budget(paths: int, horizon: int) -> None:
+    """The HTTP budget of one request (`budget.check_request`), with the memory estimate and the way round it.
+
+    >>> check_budget(1_000_000, 90)
+    Traceback (most recent call last):
+    ...
+    aetheris_ray.errors.InvalidInput: paths x horizon = 1,000,000 x 90 = 90,000,000 exceeds the budget of 32,000,000 path-steps per request; lower paths (at most 355,555 for horizon 90) or horizon (about 2.2 GB of memory at peak, 0.8 GB at the budget); --force (Python: force=True) runs it anyway
+    """
+    from aetheris_ray.distributed.budget import MAX_CELLS, cells, check_request
+    from aetheris_ray.errors import InvalidInput
+
+    try:
+        check_request(paths, horizon)
+    except InvalidInput as exc:
+        gb, at_budget = cells(paths, horizon) * BYTES_PER_CELL / 1e9, MAX_CELLS * BYTES_PER_CELL / 1e9
+        raise InvalidInput(f"{exc} (about {gb:.1f} GB of memory at peak, {at_budget:.1f} GB at the budget); "
+                           "--force (Python: force=True) runs it anyway") from None
 
 
 def forecast_request(req: ForecastRequest, source: MarketSource, settings: Settings | None = None) -> Forecast:

@@ -52,13 +52,13 @@ def resolve_origin(close: pd.Series, as_of: Any, asset: str) -> pd.Timestamp:
         raise DataError(f"{asset}: no daily closes in the data source")
     if as_of is None:
         return close.index[-1]
-    as_of = pd.Timestamp(as_of).normalize()
+    as_of = pd.Timestamp(as_of).normalize()  # unit "s" for dates past 2262 (9999-12-31): compare, never subtract
     known = close.index[close.index <= as_of]
     if known.empty:
         raise DataError(f"as_of {as_of.date()}: {asset} has no close on or before it "
                         f"(first close {close.index[0].date()})")
     origin = known[-1]
-    stale = (as_of - origin).days
+    stale = (as_of.date() - origin.date()).days
     if stale > MAX_STALENESS_DAYS:
         raise DataError(
             f"as_of {as_of.date()}: the newest {asset} close on or before it is {origin.date()}, "

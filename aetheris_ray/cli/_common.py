@@ -25,6 +25,34 @@ BootstrapOpt = typer.Option(1000, "--bootstrap", help="block-bootstrap resamples
                             "pooled figures and the QL ratios' intervals (0: skip; at least 100)")
 
 
+def check_data(data: Optional[Path]) -> None:
+    """``--data`` must be a CSV file or a directory (``/dev/null``, a socket, a missing path: exit 2)."""
+    from aetheris_ray.errors import InvalidInput
+
+    if data is None:
+        return
+    if not data.exists():
+        raise InvalidInput(f"--data {str(data)!r} does not exist; pass a CSV file or a directory laid out like "
+                           "shared/data")
+    if not (data.is_file() or data.is_dir()):
+        raise InvalidInput(f"--data {str(data)!r} is neither a CSV file nor a directory; pass a CSV file or a "
+                           "directory laid out like shared/data")
+
+
+def check_output(path: Optional[Path], flag: str) -> None:
+    """An output path's folder must exist (checked before any work is done)."""
+    from aetheris_ray.errors import InvalidInput
+
+    if path is None:
+        return
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        why = "is not a folder" if folder.exists() else "does not exist"
+        raise InvalidInput(f"{flag} {str(path)!r}: the folder {str(folder)!r} {why}; create it or pick another path")
+    if path.is_dir():
+        raise InvalidInput(f"{flag} {str(path)!r} is a folder; give a file name, e.g. {str(path / 'fan.png')!r}")
+
+
 def check_bootstrap(resamples: int) -> None:
     from aetheris_ray.errors import InvalidInput
 

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from aetheris_ray.cli import app
-from aetheris_ray.cli._common import DataOpt, OptPath, StoreOpt, SyntheticOpt
+from aetheris_ray.cli._common import DataOpt, OptPath, StoreOpt, SyntheticOpt, check_data, check_output
 
 
 class Format(str, Enum):
@@ -53,6 +53,8 @@ def forecast_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help="random seed (default: drawn, and printed with the result)"),
     fmt: Format = typer.Option(Format.table, "--format", help="table, json or csv (json/csv follow the forecast contract)"),
     plot: OptPath = typer.Option(None, "--plot", help="also write a fan-chart PNG to this path"),
+    force: bool = typer.Option(False, "--force", help="run even above the HTTP memory budget of paths x horizon "
+                               "(32,000,000 path-steps, about 0.8 GB; 1,000,000 x 90 days is over 2 GB)"),
 ) -> None:
     """Forecast an asset's price cone and threshold probabilities from an as-of date.
 
@@ -66,6 +68,8 @@ def forecast_cmd(
     from aetheris_ray.errors import DataQualityWarning
 
     warnings.filterwarnings("ignore", category=DataQualityWarning)
+    check_data(data)
+    check_output(plot, "--plot")
 
     settings = load_settings(store=store)
     fc = forecast(
@@ -84,6 +88,7 @@ def forecast_cmd(
         store=store,
         synthetic=synthetic,
         settings=settings,
+        force=force,
     )
     if plot is not None:
         fc.plot(str(plot))

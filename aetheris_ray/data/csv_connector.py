@@ -43,6 +43,7 @@ from aetheris_ray.data.schema import (
 )
 from aetheris_ray.data.validation import (
     check_bars,
+    check_not_future,
     check_columns,
     check_series,
     parse_times,
@@ -109,6 +110,21 @@ RULES = (
          "market_{name}_mcap", "market_cap_usd", "USD", "1D", positive=True),
 )
 FOLDERS = ("daily", "intraday", "derivatives", "macro", "onchain")
+#: File names each folder accepts (quoted when a name claims a kind but matches no pattern).
+NAME_PATTERNS = {
+    "intraday": "<BASE>-<QUOTE>_<venue>_<cadence>.csv",
+    "derivatives": "<BASE>-<QUOTE>_<venue>_funding_<cadence>.csv, <BASE>_funding_daily_aggregate.csv, "
+                   "<BASE>_<venue>_dvol_daily.csv, <BASE>_perp_basis_daily.csv",
+    "onchain": "<BASE>_txcount_daily.csv, <NAME>_dominance_daily.csv, <NAME>_marketcap_daily.csv",
+}
+#: A CSV whose name matches no pattern of its folder but contains one of these words
+#: claims to be that folder's kind of file: malformed (an error), not an unknown file
+#: (skipped with a warning).  Every CSV of intraday/ claims to be bars.
+_CLAIMS = {
+    "intraday": re.compile(r""),
+    "derivatives": re.compile(r"funding|dvol|basis", re.IGNORECASE),
+    "onchain": re.compile(r"tx_?count|dominance|market_?cap", re.IGNORECASE),
+}
 
 
 @dataclass(frozen=True)
@@ -160,13 +176,16 @@ class CsvSource:
     Raises
     ------
     InvalidInput
-        When ``path`` does not exist.
+        When ``path`` does not exist or is neither a file nor a directory (e.g. ``/dev/null``).
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise InvalidInput(f"data path {str(self.path)!r} does not exist; pass a CSV file or a data directory")
+        if not (self.path.is_file() or self.path.is_dir()):
+            raise InvalidInput(f"data path {str(self.path)!r} is neither a CSV file nor a directory; "
+                               "pass a CSV file or a data directory")
         self._index_cache: _Index | None = None
         self._bars_cache: dict[Path, tuple[pd.DataFrame, str]] = {}
         self._series_cache: dict[Path, tuple[pd.DataFrame, SeriesInfo]] = {}
@@ -246,6 +265,12 @@ class CsvSource:
                     continue
                 spec = _map_file(entry, f"{folder}/{entry.name}", folder)
                 if spec is None:
+                    claim = _CLAIMS.get(folder)
+                    if entry.suffix.lower() == ".csv" and entry.is_file() and claim and claim.search(entry.stem):
+                        raise DataError(
+                            f"{entry}: the name matches none of the {folder}/ patterns "
+                            f"({NAME_PATTERNS[folder]}); rename it (docs/data.md) or move it out of {folder}/"
+                        )
                     warnings.warn(
                         f"{entry}: skipped, the name matches no known pattern of {folder}/ (see docs/data.md)",
                         DataQualityWarning,
@@ -294,6 +319,8 @@ class CsvSource:
                 if col in raw.columns:
                     frame[col] = to_numeric(raw[col], col, where, lines)
             cadence = "1D" if kind == "date" else (spec.cadence or _infer_cadence(times, where))
+            known = bar_ts_from_dates(times) if kind == "date" else bar_ts_from_open(times, cadence)
+            check_not_future(known, where, lines, raw[kind])
             checked = check_bars(frame, where, lines, cadence)
             out = checked.frame
             out["ts"] = bar_ts_from_dates(out["ts"]) if kind == "date" else bar_ts_from_open(out["ts"], cadence)
@@ -309,6 +336,8 @@ class CsvSource:
             time_col = rule.time_kind
             check_columns(list(raw.columns), [time_col, rule.column], [], where)
             times = parse_times(raw[time_col], rule.time_kind, where, lines, time_col)
+            check_not_future(series_ts_from_dates(times) if rule.time_kind == "date" else times, where, lines,
+                             raw[time_col])
             frame = pd.DataFrame({"ts": times, rule.column: to_numeric(raw[rule.column], rule.column, where, lines)})
             checked = check_series(frame, where, lines, spec.cadence, rule.column, rule.positive)
             out = checked.frame

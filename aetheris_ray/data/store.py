@@ -16,6 +16,9 @@ Rules:
 
 * ingest validates every frame and checks every existing partition before it
   writes anything, so a rejected input leaves the store untouched;
+* a row known after the time of ingest is refused (`check_not_future`: a daily
+  bar dated D is known at its close, D 22:00 UTC, so today's bar is refused until
+  then), so a typo such as 2099 can never become the newest close;
 * rows are keyed by ``ts``: rows already stored are kept; a new row at a stored
   ``ts`` with different values is not written (the stored value wins, and the
   report says so) -- history that forecasts were made on never changes silently;
@@ -47,7 +50,15 @@ from aetheris_ray.data.schema import (
     SeriesInfo,
     is_market_series,
 )
-from aetheris_ray.data.validation import check_bars, check_series, fmt_time, resolve_cutoff, unknown_asset
+from aetheris_ray.data.validation import (
+    check_bars,
+    check_not_future,
+    check_series,
+    fmt_time,
+    resolve_cutoff,
+    unknown_asset,
+    utc_now,
+)
 from aetheris_ray.errors import DataError, DataQualityWarning, InvalidInput
 
 #: Partition ``asset`` value of the market-wide series.
@@ -190,6 +201,8 @@ class ParquetStore:
         import pyarrow.parquet as pq
 
         cutoff = resolve_cutoff(until)
+        if cutoff is not None and cutoff > pd.Timestamp.max.tz_localize("UTC"):
+            cutoff = None  # past 2262 (e.g. 9999-12-31): later than any stored ts, and no ns filter can hold it
         self._require(asset)
         bars: dict[str, pd.DataFrame] = {}
         series: dict[str, pd.DataFrame] = {}
@@ -262,6 +275,7 @@ class ParquetStore:
     def _collect(self, source: MarketSource) -> tuple[list[_Plan], list[str]]:
         """Read and validate everything the source holds (nothing written yet)."""
         plans: dict[tuple[str, str], _Plan] = {}
+        now = utc_now()  # the time of ingest: rows known later than this are refused
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             for asset in source.assets():
@@ -274,6 +288,7 @@ class ParquetStore:
                     name, cadence = f"bars_{key}", key.split("_")[0]
                     meta = {"kind": "bars", "cadence": cadence, "unit": "price", "source": repr(source)}
                     checked = check_bars(bars, f"{source!r} asset={asset} series={name}", cadence=cadence)
+                    check_not_future(checked.frame["ts"], f"{source!r} asset={asset} series={name}", now=now)
                     plans[(asset, name)] = _Plan(asset, name, meta, checked.frame)
                 for name, frame in data.series.items():
                     owner = MARKET if is_market_series(name) else asset
@@ -282,6 +297,7 @@ class ParquetStore:
                     si = data.info.get(name) or SeriesInfo(name, "unknown", "1D")
                     meta = {"kind": "series", "cadence": si.cadence, "unit": si.unit, "source": si.source}
                     checked = check_series(frame, f"{source!r} asset={owner} series={name}", cadence=si.cadence)
+                    check_not_future(checked.frame["ts"], f"{source!r} asset={owner} series={name}", now=now)
                     plans[(owner, name)] = _Plan(owner, name, meta, checked.frame)
         notes = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, DataQualityWarning)))
         for w in caught:

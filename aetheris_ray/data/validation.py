@@ -12,7 +12,12 @@ One rule set, one place (docs/data.md, "Validation rules"):
   most `OC_TOLERANCE` outside ``[low, high]`` widen the range; exact duplicate
   rows are dropped;
 * notes only: gaps (counted, largest one named, never filled) and zero-volume
-  bars.
+  bars;
+* future rows (`check_not_future`): a row whose ``ts`` -- the time its value is
+  known: a daily bar dated D closes at D 22:00 UTC, an intraday bar at its open +
+  cadence, a daily side-series value dated D at D+1 00:00 UTC -- is later than the
+  time of reading (`utc_now`) is an error.  So a daily bar dated today is refused
+  until 22:00 UTC today, when it has closed.
 
 The check functions return the clean frame and the notes; callers decide how to
 surface the notes (connectors warn, the store puts them in its `IngestReport`).
@@ -124,6 +129,44 @@ def parse_times(raw: pd.Series, kind: str, where: str, lines: np.ndarray | None,
             )
         return parsed
     return parsed.floor("s")
+
+
+def utc_now() -> pd.Timestamp:
+    """The wall-clock time rows are checked against (a function so tests can pin it)."""
+    return pd.Timestamp.now(tz="UTC")
+
+
+def check_not_future(
+    ts: pd.Series | pd.DatetimeIndex,
+    where: str,
+    lines: np.ndarray | None = None,
+    shown: pd.Series | None = None,
+    now: pd.Timestamp | None = None,
+) -> None:
+    """Raise `DataError` at the first row whose ``ts`` is after ``now`` (default `utc_now`).
+
+    ``ts`` is the canonical time a row's value is known (a daily bar's 22:00 UTC close);
+    ``shown`` (the file's own time column, same rows) is quoted in the message.
+
+    >>> import pandas as pd
+    >>> check_not_future(pd.Series(pd.to_datetime(["2024-01-01 22:00"], utc=True)), "x.csv",
+    ...                  now=pd.Timestamp("2024-01-01 21:00", tz="UTC"))
+    Traceback (most recent call last):
+    ...
+    aetheris_ray.errors.DataError: x.csv, row 1: 2024-01-01 22:00:00 UTC is in the future (now 2024-01-01 21:00:00 UTC); remove rows that have not happened yet
+    """
+    now = utc_now() if now is None else now
+    times = pd.DatetimeIndex(ts)
+    late = np.flatnonzero(times > now)
+    if not late.size:
+        return
+    i = int(late[0])
+    known = f"{fmt_time(times[i])} UTC"
+    what = known if shown is None else f"{shown.name} {str(shown.iloc[i]).strip()} (known at {known})"
+    raise DataError(
+        f"{at(where, lines, i)}: {what} is in the future (now {now.strftime('%Y-%m-%d %H:%M:%S')} UTC); "
+        "remove rows that have not happened yet"
+    )
 
 
 def to_numeric(raw: pd.Series, column: str, where: str, lines: np.ndarray | None) -> np.ndarray:
