@@ -212,3 +212,44 @@ def test_outcomes_persist_across_serve_restart(served, synthetic_source, in_proc
     eth = requests.get(served.url + "/v1/outcomes?asset=SYN-ETH", headers=served.headers, timeout=10).json()
     assert eth["outcomes"] == [{"asset": "SYN-ETH", "origin": "2024-01-02", "horizon": 1, "price": 20.25}]
     assert post(served, "/v1/forecast", body).json() == live
+
+
+_JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    "path, data, field",
+    [
+        ("/v1/forecast", dict(REQ, horizon=True), "horizon"),
+        ("/v1/forecast", dict(REQ, horizon="7"), "horizon"),
+        ("/v1/forecast", dict(REQ, quantiles=[1e-12, 0.5]), "quantiles"),
+        ("/v1/forecast", dict(REQ, as_of="9999-12-31"), "as_of"),
+        ("/v1/forecast", dict(REQ, as_of="2000-01-01"), "as_of"),
+        ("/v1/forecast", dict(REQ, thresholds=list(range(1, 150_001))), "thresholds"),
+        ("/v1/forecast/batch", {"requests": [dict(REQ, paths=True)]}, "requests.0.paths"),
+        ("/v1/outcomes", {"outcomes": [{"asset": "SYN-BTC", "origin": "9999-12-31", "horizon": 1, "price": 1.0}]},
+         "outcomes.0.origin"),
+        ("/v1/forecast", b'{"asset": "SYN-BTC", "horizon": 7, "model": "\xff\xfe"}', "body"),
+        ("/v1/forecast", b"[" * 1000 + b"]" * 1000, "body"),
+        ("/v1/forecast", b'{"asset": "SYN-BTC", "horizon": ' + b"9" * 5000 + b"}", "body"),
+    ],
+    ids=["bool-horizon", "str-horizon", "tiny-level", "far-as_of", "early-as_of", "huge-thresholds",
+         "batch-bool-paths", "far-origin", "invalid-utf8", "deep-nesting", "5000-digit-int"],
+)
+def test_hostile_requests_are_bad_input(served, path, data, field):
+    """Issue 14 item 3: every hostile input is a 4xx on the contract's error body, naming the field, never echoing it whole."""
+    import json
+
+    body = data if isinstance(data, bytes) else json.dumps(data).encode()
+    r = requests.post(served.url + path, data=body, headers={**served.headers, **_JSON}, timeout=60)
+    assert 400 <= r.status_code < 500, r.text[:500]
+    assert len(r.content) < 10_000
+    got = r.json()
+    assert set(got) == {"detail", "error"} and got["error"] == "InvalidInput"
+    assert got["detail"].startswith(field + ":"), got["detail"]
+    assert post(served, "/v1/forecast", REQ).status_code == 200  # the service is still up
+
+
+def test_unknown_route_is_on_the_error_contract(served):
+    r = requests.get(served.url + "/v1/nope", headers=served.headers, timeout=10)
+    assert r.status_code == 404 and r.json()["error"] == "NotFound" and r.json()["detail"].startswith("path:")
