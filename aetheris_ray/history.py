@@ -49,6 +49,9 @@ def positive_closes(data: AssetData) -> pd.Series:
 def resolve_origin(close: pd.Series, as_of: Any, asset: str) -> pd.Timestamp:
     """The origin date: the newest close on or before ``as_of`` (default: the newest close)."""
     if close.empty:
+        if as_of is not None:  # the source was read up to as_of: nothing that early
+            raise DataError(f"as_of {pd.Timestamp(as_of).date()}: {asset} has no daily close on or before it; "
+                            "pick a later as_of")
         raise DataError(f"{asset}: no daily closes in the data source")
     if as_of is None:
         return close.index[-1]
@@ -98,6 +101,7 @@ def at_origin(data: AssetData, as_of: Any, min_closes: int) -> tuple[pd.Timestam
     cut = point_in_time(data, cutoff_for(origin))
     close = close_all[close_all.index <= origin]
     if len(close) < min_closes:
-        raise DataError(f"{data.asset}: {len(close)} daily closes up to {origin.date()}, at least {min_closes} "
+        where = f"as_of {pd.Timestamp(as_of).date()}: " if as_of is not None else ""
+        raise DataError(f"{where}{data.asset}: {len(close)} daily closes up to {origin.date()}, at least {min_closes} "
                         "needed; pick a later as_of or give more history")
     return origin, cut, close

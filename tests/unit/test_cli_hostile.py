@@ -241,3 +241,16 @@ def test_python_api_budget_and_force(data, monkeypatch):
     monkeypatch.setattr(api, "forecast_request", lambda req, source, settings=None: (req.paths, req.horizon))
     assert api.forecast("X-USD", 90, paths=1_000_000, data=data, force=True) == (1_000_000, 90)
     assert api.forecast("X-USD", 32, paths=1_000_000, data=data) == (1_000_000, 32)  # at the budget: allowed
+
+
+def test_an_as_of_before_the_first_close_names_as_of():
+    import pandas as pd
+
+    from aetheris_ray.errors import DataError
+    from aetheris_ray.history import resolve_origin
+
+    empty = pd.Series(dtype=float, index=pd.DatetimeIndex([]))
+    with pytest.raises(DataError, match=r"^as_of 2010-01-01: X-USD has no daily close on or before it"):
+        resolve_origin(empty, "2010-01-01", "X-USD")
+    with pytest.raises(DataError, match=r"^X-USD: no daily closes in the data source"):
+        resolve_origin(empty, None, "X-USD")
