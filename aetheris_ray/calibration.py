@@ -86,6 +86,15 @@ def bucket_index(horizon: Any) -> np.ndarray:
     return np.minimum(np.searchsorted(uppers, h, side="left"), len(BUCKETS) - 1)
 
 
+def sim_horizon(horizon: int, calibrate: bool = True) -> int:
+    """Steps a calibrated walk-forward simulates for ``horizon``: the representative horizon of its bucket.
+
+    >>> sim_horizon(5), sim_horizon(5, calibrate=False)
+    (7, 5)
+    """
+    return int(BUCKETS[int(bucket_index(horizon))][1]) if calibrate else int(horizon)
+
+
 def day_number(ts: Any) -> np.ndarray | int:
     """Days since 1970-01-01 of a date or DatetimeIndex (tz dropped)."""
     if isinstance(ts, (pd.DatetimeIndex, np.ndarray, list)):

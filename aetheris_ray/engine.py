@@ -27,14 +27,14 @@ import pandas as pd
 
 from aetheris_ray import simulation as sim
 from aetheris_ray.assemble import assemble
-from aetheris_ray.calibration import ConformalLevelMap, bucket_index, day_number
+from aetheris_ray.calibration import ConformalLevelMap, bucket_index, day_number, sim_horizon
 from aetheris_ray.components.base import Context
 from aetheris_ray.components.registry import spec_class
 from aetheris_ray.contract import MAX_HORIZON, ForecastRequest
 from aetheris_ray.data.schema import AssetData
 from aetheris_ray.history import MIN_CLOSES, at_origin, resolve_seed
 from aetheris_ray.model import EngineConfig, FittedModel, model_config, resolve_config
-from aetheris_ray.pairs import outcome_pairs, sim_horizon
+from aetheris_ray.pairs import outcome_pairs
 from aetheris_ray.result import Forecast
 from aetheris_ray.state_cache import OriginState, origin_state, sensitivities
 from aetheris_ray.tails import ModelSampler

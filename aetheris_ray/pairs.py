@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from aetheris_ray import simulation as sim
-from aetheris_ray.calibration import BUCKETS, ConformalLevelMap, bucket_index, day_number, pit
+from aetheris_ray.calibration import ConformalLevelMap, bucket_index, day_number, pit, sim_horizon
 from aetheris_ray.data.schema import AssetData
 from aetheris_ray.errors import DataError
 from aetheris_ray.features.state import regime_code
@@ -24,7 +24,7 @@ from aetheris_ray.history import MIN_CLOSES, at_origin, positive_closes
 from aetheris_ray.model import EngineConfig
 from aetheris_ray.state_cache import Lru, origin_state
 
-__all__ = ["outcome_pairs", "sim_horizon", "clear"]
+__all__ = ["outcome_pairs", "clear"]
 
 #: Pairs of posted outcomes already computed: (asset, model version, origin, horizon, price) -> pair.
 _PAIRS = Lru(50_000)
@@ -32,11 +32,6 @@ _PAIRS = Lru(50_000)
 
 def clear() -> None:
     _PAIRS.clear()
-
-
-def sim_horizon(horizon: int, calibrate: bool = True) -> int:
-    """Steps the calibration walk-forward simulates: the representative horizon of the request's bucket."""
-    return int(BUCKETS[int(bucket_index(horizon))][1]) if calibrate else int(horizon)
 
 
 def outcome_pairs(data: AssetData, outcomes: Sequence[Mapping[str, Any]], *, config: EngineConfig,

@@ -52,13 +52,12 @@ import numpy as np
 import pandas as pd
 
 from aetheris_ray.calibration import (
-    BUCKETS,
     REP_HORIZONS,
     Calibrator,
     ConformalLevelMap,
-    bucket_index,
     day_number,
     pit,
+    sim_horizon,
 )
 from aetheris_ray.components.base import Context
 from aetheris_ray.components.contract import needed_inputs
@@ -266,7 +265,7 @@ def _check_request(origins: Sequence[Any], horizons: Sequence[int], levels: Sequ
 
 def _sim_plan(cfg: EngineConfig, hz: np.ndarray, n_paths: int) -> tuple[int, list[int], int]:
     """Steps simulated, representative horizons recorded, and the chunk length in days."""
-    h_sim = int(BUCKETS[int(bucket_index(hz.max()))][1]) if cfg.calibrate else int(hz.max())
+    h_sim = sim_horizon(int(hz.max()), cfg.calibrate)
     rep = [h for h in REP_HORIZONS if h <= h_sim] if cfg.calibrate else []
     return h_sim, rep, chunk_days(n_paths, h_sim)
 
