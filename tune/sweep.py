@@ -122,7 +122,7 @@ def run_sweep(
     from tune.spaces import search_space
     from tune.trainables import MODEL_DIR, trainable as trainable_of
 
-    train_fn, _ = trainable_of(component)  # InvalidInput listing the tunable parts
+    train_fn = trainable_of(component)  # InvalidInput listing the tunable parts
     if opts.num_samples < 1:
         raise InvalidInput(f"--trials {opts.num_samples}: must be >= 1")
     t0 = time.perf_counter()

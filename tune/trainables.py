@@ -81,9 +81,9 @@ def train_component(config: dict[str, Any], windows: dict[str, np.ndarray] | Non
             tune.report(metrics)
 
 
-def trainable(component: str) -> tuple[Any, str]:
-    """The trainable and the ``KIND/NAME`` of a tunable variant (`InvalidInput` listing the tunable ones)."""
+def trainable(component: str) -> Any:
+    """The trainable of a tunable variant (`InvalidInput` listing the tunable ones)."""
     from aetheris_ray.components.registry import tunable
 
-    v = tunable(component)
-    return train_component, f"{v.kind}/{v.name}"
+    tunable(component)
+    return train_component
