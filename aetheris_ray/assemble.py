@@ -24,15 +24,15 @@ def assemble(asset, origin, spot, paths, req: ForecastRequest, seed, model_versi
     ``tail_sampler`` (the model's tilted paths) lets far thresholds be estimated by
     importance sampling; without it every threshold is plain Monte Carlo.
     """
-    cum = sim.cumulative(paths)
-    srt = sim.sorted_steps(cum)
-    q_log = sim.cone(cum, req.quantiles, level_map, srt=srt)
-    last = srt[:, -1:] if srt is not None else None
-    grid_log = sim.cone(cum[:, -1:], sim.CDF_GRID, _LastStep(level_map, cum.shape[1]), srt=last)[0]
+    cum_t = sim.cumulative_steps(paths)  # (horizon, n_paths), one row per step
+    n_steps = cum_t.shape[0]
+    last = cum_t[-1]
+    last.sort()  # the last step serves the cone, the dense CDF grid and the thresholds
+    q_log = sim.cone_steps(cum_t, req.quantiles, level_map, sorted_rows=_sort_rows(cum_t))
+    grid_log = sim.cone_steps(last[None, :], sim.CDF_GRID, _LastStep(level_map, n_steps), sorted_rows=True)[0]
     thresholds = np.asarray(req.thresholds, dtype=float)
-    tp = threshold_probabilities(cum[:, -1] if last is None else last[:, 0], np.log(thresholds / spot), level_map,
-                                 cum.shape[1] - 1, sampler=tail_sampler, seed=seed, n_paths=req.paths,
-                                 presorted=last is not None)
+    tp = threshold_probabilities(last, np.log(thresholds / spot), level_map, n_steps - 1, sampler=tail_sampler,
+                                 seed=seed, n_paths=req.paths, presorted=True)
     metadata = extra.get("metadata", {})
     if tp.warnings or IMPORTANCE_SAMPLING in tp.estimator:
         metadata = {**metadata, "warnings": [*metadata.get("warnings", []), *tp.warnings]}
@@ -64,6 +64,18 @@ def assemble(asset, origin, spot, paths, req: ForecastRequest, seed, model_versi
         threshold_se=tp.se,
         threshold_estimator=tp.estimator,
     )
+
+
+def _sort_rows(cum_t: np.ndarray) -> np.ndarray:
+    """Sort every step when that is cheap (`sim.SORT_MAX_PATHS`), else only the last (already sorted).
+
+    Returns which rows are sorted; the others get their order statistics by selection.
+    """
+    n_steps, n = cum_t.shape
+    if n <= sim.SORT_MAX_PATHS:
+        cum_t[:-1].sort(axis=1)
+        return np.ones(n_steps, dtype=bool)
+    return np.arange(n_steps) == n_steps - 1
 
 
 class _LastStep:

@@ -81,7 +81,8 @@ def test_cone_shared_sort_and_cached_grid_are_bitwise_the_per_step_cone():
     levels = [0.05, 0.25, 0.5, 0.75, 0.95]
     ref = sim.cone(cum, levels, PerStep(lm))
     np.testing.assert_array_equal(sim.cone(cum, levels, lm), ref)
-    np.testing.assert_array_equal(sim.cone(cum, levels, lm, srt=sim.sorted_steps(cum)), ref)
+    sorted_t = np.sort(cum.T, axis=1)
+    np.testing.assert_array_equal(sim.cone_steps(sorted_t, levels, lm, sorted_rows=True), ref)
     np.testing.assert_array_equal(sim.cone(cum, levels, lm), ref)  # from the cache
     with pytest.raises(ValueError):
         lm.raw_level_grid(20, levels)[0, 0] = 0.5  # cached grids are read-only
@@ -95,3 +96,43 @@ def test_thresholds_from_presorted_last_step_equal_unsorted():
     last = sim.cumulative(gaussian(3_000, 2, rng))[:, -1]
     ks = np.array([-0.1, 0.0, 0.02])
     np.testing.assert_array_equal(sim.prob_below(np.sort(last), ks, presorted=True), sim.prob_below(last, ks))
+
+
+def test_step_major_cumsum_is_bitwise_the_path_major_one():
+    rng = np.random.default_rng(5)
+    for n in (1, 7, sim.CUM_BLOCK_PATHS + 3):
+        x = gaussian(n, 9, rng).astype(np.float32)
+        got = sim.cumulative_steps(x)
+        assert got.shape == (9, n) and got.dtype == np.float64 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, sim.cumulative(x).T)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 1000])
+def test_select_ranks_is_the_sorted_sample(n):
+    rng = np.random.default_rng(n)
+    x = np.round(rng.standard_normal(n), 1)  # ties included
+    for ranks in (np.arange(n), np.array([0]), np.array([n - 1]), np.unique(rng.integers(0, n, 7))):
+        row = x.copy()
+        np.testing.assert_array_equal(sim.select_ranks(row, ranks), np.sort(x)[ranks])
+        np.testing.assert_array_equal(np.sort(row), np.sort(x))  # reordered, same values
+
+
+def test_cone_by_selection_above_the_sort_limit_is_bitwise_numpy():
+    """Above SORT_MAX_PATHS the steps are not sorted: selection + numpy's own interpolation."""
+    from aetheris_ray.calibration import BUCKETS, KNOTS, ConformalLevelMap
+
+    rng = np.random.default_rng(6)
+    n = sim.SORT_MAX_PATHS + 1001
+    cum = sim.cumulative(gaussian(n, 4, rng))
+    levels = [0.05, 0.25, 0.5, 0.75, 0.95]
+    np.testing.assert_array_equal(sim.cone(cum, levels), np.maximum.accumulate(np.quantile(cum, levels, axis=0).T,
+                                                                               axis=1))
+    maps = np.stack([np.clip(KNOTS + 0.05 * np.sin(np.pi * KNOTS) * (k - 2.5), 0, 1) for k in range(len(BUCKETS))])
+    lm = ConformalLevelMap(maps, "t")
+    raw = lm.raw_level_grid(4, levels)
+    ref = np.stack([np.quantile(cum[:, s], raw[s]) for s in range(4)])
+    np.testing.assert_array_equal(sim.cone(cum, levels, lm), np.maximum.accumulate(ref, axis=1))
+    cum_t = sim.cumulative_steps(gaussian(n, 4, np.random.default_rng(6)))
+    cum_t[-1].sort()
+    np.testing.assert_array_equal(sim.cone_steps(cum_t, levels, lm, sorted_rows=[False, False, False, True]),
+                                  sim.cone(cum, levels, lm))
