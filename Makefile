@@ -26,7 +26,7 @@ demo: setup
 	AETHERIS_HOME=$${AETHERIS_HOME:-$(CURDIR)/.aetheris} $(VENV)/bin/aetheris forecast --asset SYN-BTC --horizon 7 --seed 7 --threshold 450000
 
 test: setup
-	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(PY) -m pytest
+	RAY_AUTH_MODE=token RAY_USAGE_STATS_ENABLED=0 $(PY) -m pytest
 
 # The edit loop: no test marked slow (each over about a second) and no real Ray; `make test` runs them all.
 # the numpy core's fast tests on 2 processes (about 45 s on 2 cores); torch and ray tests have their own groups

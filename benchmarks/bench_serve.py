@@ -1,6 +1,6 @@
 """Serve vs in-process latency, and sharded Monte Carlo with 1 vs 2 actors.
 
-    RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 .venv/bin/python benchmarks/bench_serve.py [--quick]
+    RAY_USAGE_STATS_ENABLED=0 .venv/bin/python benchmarks/bench_serve.py [--quick]
 
 1. In-process ``api.forecast_request`` (1,000 paths x 7 days, engine cache warm) vs the
    served ``POST /v1/forecast`` at concurrency 1, 8 and 32 (aiohttp, request-count
@@ -31,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # never off (RAY_NOTES.md gotcha 5)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the local Ray on 127.0.0.1 (serving.loopback_ray_env)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 REQ = {"asset": "SYN-BTC", "horizon": 7, "paths": 1000, "seed": 7}

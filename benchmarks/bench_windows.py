@@ -3,7 +3,7 @@
 Both window paths read the same Parquet store (ingested first, untimed) and call
 the same core function, so the difference is Ray's overhead / parallelism.
 
-    RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 \
+    RAY_USAGE_STATS_ENABLED=0 \
         .venv/bin/python benchmarks/bench_windows.py [--data ../shared/data | --synthetic] [--assets N] \
         [--trials 4] [--max-steps 100] [--no-tune]
 
@@ -19,7 +19,8 @@ import time
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # never off (RAY_NOTES.md gotcha 5)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the local Ray on 127.0.0.1 (serving.loopback_ray_env)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 

@@ -25,11 +25,11 @@ METRIC, MODE = "val_ql", "min"
 
 
 def quiet_tune_env() -> None:
-    """Environment that silences Tune's repeated checkpoint-sync warning and Ray's auth/usage notices (set before Tune starts)."""
+    """Environment that silences Tune's repeated checkpoint-sync warning and Ray's usage notice, token auth on (set before Tune starts)."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")  # never off: RAY_NOTES.md gotcha 5
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,10 @@ def run_sweep(
         if os.environ.get("RAY_ADDRESS"):  # `ray job submit` / a cluster: connect, start nothing
             ray.init(log_to_driver=False, configure_logging=False)
         else:
+            from aetheris_ray.distributed.serving import loopback_ray_env, require_ray_auth
+
+            require_ray_auth()  # token auth on, and a local Ray on 127.0.0.1 only
+            loopback_ray_env()
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
         started = True
     try:

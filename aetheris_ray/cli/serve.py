@@ -34,20 +34,23 @@ def serve_cmd(
     proxy: Optional[Proxy] = typer.Option(None, "--proxy", help="HTTP front of a Ray this command starts: 'haproxy' "
                                         "(default where its binary exists; about 3x the throughput) or 'python' "
                                         "(Serve's own proxy)"),
+    insecure_ray: bool = typer.Option(False, "--insecure-ray", help="run even with RAY_AUTH_MODE=disabled (anyone "
+                                      "who can reach Ray's ports could then run commands as this user)"),
 ) -> None:
     """Serve forecasts over HTTP (POST /v1/forecast, web page at /, OpenAPI at /docs) until Ctrl-C / SIGTERM."""
     import signal
     import threading
 
-    from aetheris_ray.distributed.serving import start_ray, start_serve, stop_serve, use_serve_env
+    from aetheris_ray.distributed.serving import require_ray_auth, start_ray, start_serve, stop_serve, use_serve_env
 
     from aetheris_ray.config import load_settings
 
+    require_ray_auth(insecure_ray)
     front = use_serve_env(proxy.value if proxy else None)
 
     settings = load_settings(store=store, host=host, port=port)
 
-    started_ray = start_ray(address, num_cpus=num_cpus)
+    started_ray = start_ray(address, num_cpus=num_cpus, insecure=insecure_ray)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -93,6 +93,10 @@ def tune_cmd(
         if not isinstance(src, ParquetStore):
             raise InvalidInput("--ray-data reads a Parquet store: pass --store PATH (or ingest into the home store)")
         if not ray.is_initialized():
+            from aetheris_ray.distributed.serving import loopback_ray_env, require_ray_auth
+
+            require_ray_auth()  # token auth on, and a local Ray on 127.0.0.1 only (issue 14)
+            loopback_ray_env()
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
         windows = build_windows(str(src.path), names, spec, start=start, end=end)
     else:

@@ -46,6 +46,10 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
         return False
+    from aetheris_ray.distributed.serving import loopback_ray_env, require_ray_auth
+
+    require_ray_auth()  # token auth on, and a local Ray on 127.0.0.1 only (issue 14)
+    loopback_ray_env()
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     return True
 

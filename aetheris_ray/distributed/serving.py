@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,92 @@ import ray
 from ray import serve
 
 from aetheris_ray.config import Settings
+from aetheris_ray.errors import AetherisError
+
+#: Ray's token authentication (RAY_NOTES.md gotcha 5).  With it off, the dashboard agent's
+#: job API runs any command it is sent, as the user running Ray; with it on, every Ray
+#: gRPC and HTTP port answers 401 / UNAUTHENTICATED to a caller without the token (which
+#: Ray writes to ``~/.ray/auth_token``, mode 600, or takes from ``RAY_AUTH_TOKEN`` /
+#: ``RAY_AUTH_TOKEN_PATH``).
+AUTH_MODE = "RAY_AUTH_MODE"
+#: Set to "0", Ray treats the machine as a single node and uses 127.0.0.1 as the node
+#: address: the dashboard agent (job API), the runtime-env agent and the three Prometheus
+#: exporters (dashboard agent, dashboard, autoscaler monitor) then listen on 127.0.0.1
+#: instead of the external address or every interface.  Ray reads it when ``ray`` is first
+#: imported (`loopback_ray_env` also updates the value already read).  GCS, raylet and the
+#: workers' gRPC servers listen on every interface whatever is set; token auth covers them.
+SINGLE_NODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+class RayAuthDisabled(AetherisError):
+    """Ray's token authentication is off and the user did not accept that (``--insecure-ray``)."""
+
+    exit_code = 2
+
+
+def _set_ray_env(name: str, value: str) -> None:
+    """Set a variable Ray reads at import; where ray is already imported, refresh its cached config as Ray itself does."""
+    if os.environ.get(name) == value:
+        return
+    os.environ[name] = value
+    if "ray._raylet" in sys.modules:
+        from ray._raylet import Config
+
+        Config.initialize("")
+
+
+def private_token() -> Path | None:
+    """Make sure Ray's token file is readable by its owner only; create it (256 random bits) when missing.
+
+    Ray writes ``~/.ray/auth_token`` with the process umask (mode 644 here), so any local
+    user could read the token.  Returns the file, or None when the token comes from
+    ``RAY_AUTH_TOKEN``.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if not path.exists():
+        import secrets
+
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it meanwhile
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+    st = path.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        path.chmod(0o600)
+    return path
+
+
+def require_ray_auth(insecure: bool = False) -> None:
+    """Keep Ray's token authentication on: ``RAY_AUTH_MODE=token`` when unset, the token file private; refuse any other mode.
+
+    ``insecure=True`` (``aetheris serve --insecure-ray``) accepts a mode that is not
+    ``token``.  Raises `RayAuthDisabled` with one line saying why otherwise.
+    """
+    mode = os.environ.get(AUTH_MODE, "token")
+    if mode.strip().lower() != "token":
+        if insecure:
+            return
+        raise RayAuthDisabled(
+            f"{AUTH_MODE}={mode[:40]!r} turns Ray's token authentication off: anyone who can reach this machine's "
+            f"Ray ports could run commands as this user; unset it (or set {AUTH_MODE}=token), or pass "
+            "--insecure-ray to run anyway")
+    _set_ray_env(AUTH_MODE, "token")
+    private_token()
+
+
+def loopback_ray_env() -> None:
+    """Environment of a single-node local Ray on 127.0.0.1 (`SINGLE_NODE`); call before it starts."""
+    os.environ[SINGLE_NODE] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # ray was imported before this call: its copy of the flag too
+        constants.ENABLE_RAY_CLUSTER = False
+
 
 #: Environment of the Ray processes Serve runs in, read by each Serve process when it starts:
 #:
@@ -23,7 +112,8 @@ from aetheris_ray.config import Settings
 #:   2-core box a served 1,000 x 7 forecast at concurrency 8 went from about 200 to about
 #:   620 req/s (p50 39 -> 12 ms, docs/serving.md).  Where no binary is found (`haproxy_binary`),
 #:   `use_serve_env` falls back to the Python proxy.  The replica's own port (30000-31000)
-#:   also answers HTTP; the API keys apply there too.
+#:   also answers HTTP, on the Serve host (127.0.0.1); the API keys apply there too.
+#:   `harden_haproxy` tightens the config Serve generates (deployments/haproxy_front.py).
 #: * ``RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=5``: a stopping ingress replica keeps
 #:   answering 5 s (Serve's default, 30 s, leaves time for an external load balancer that
 #:   targets replicas directly; HAProxy here is reconfigured by Serve's controller within a
@@ -79,12 +169,49 @@ def use_serve_env(proxy: str | None = None) -> str:
     for name, default in HAPROXY_PORTS.items():  # a second HAProxy-mode Serve on this host
         if name not in os.environ and not _bindable(default):
             os.environ[name] = str(_free_port())
+    harden_haproxy()
     return "haproxy"
 
 
+#: Where Serve's HAProxy keeps its config, admin socket and state: a private directory
+#: (mode 700) made per process by `harden_haproxy`, instead of Serve's default, the shared
+#: /tmp/haproxy-serve (mode 755, its config and logs readable by every local user).
+HAPROXY_FILES = {"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": "haproxy.cfg", "RAY_SERVE_HAPROXY_SOCKET_PATH": "admin.sock",
+                 "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": "", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": "server-state",
+                 "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": "metrics.sock"}
+#: The binary HAProxy would be without the hardening wrapper (set by `harden_haproxy`).
+HAPROXY_REAL = "AETHERIS_HAPROXY_BINARY"
+
+
+def harden_haproxy() -> str:
+    """Run Serve's HAProxy through ``deployments/haproxy_front.py`` (admin socket 600, side ports on
+    127.0.0.1, header and client timeouts, a per-source connection limit), its files in a private directory.
+
+    Writes a two-line wrapper script into a new private directory and points
+    ``RAY_SERVE_HAPROXY_BINARY_PATH`` at it.  Idempotent; returns the wrapper's path.
+    """
+    current = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH", "")
+    if os.environ.get(HAPROXY_REAL) and current.endswith("/aetheris-haproxy") and os.access(current, os.X_OK):
+        return current
+    real = haproxy_binary()
+    if real is None:
+        raise FileNotFoundError("no HAProxy binary to harden")
+    private = tempfile.mkdtemp(prefix="aeth-hap-")  # mode 700; short: socket paths are limited to 107 bytes
+    for name, leaf in HAPROXY_FILES.items():
+        os.environ.setdefault(name, os.path.join(private, leaf) if leaf else private)
+    front = Path(__file__).resolve().parents[2] / "deployments" / "haproxy_front.py"
+    wrapper = os.path.join(private, "aetheris-haproxy")
+    with open(wrapper, "w", encoding="utf-8") as f:
+        f.write(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(front))} {shlex.quote(real)} \"$@\"\n")
+    os.chmod(wrapper, 0o700)
+    os.environ[HAPROXY_REAL] = real
+    os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = wrapper
+    return wrapper
+
+
 #: Fixed ports of Serve's HAProxy mode besides the Serve port (Serve's defaults): HAProxy's
-#: stats page and Prometheus metrics (on every interface), and the Python proxy HAProxy
-#: falls back to while no ingress replica is up (on the Serve host).  `use_serve_env` moves
+#: stats page and Prometheus metrics (on 127.0.0.1: `harden_haproxy`), and the Python
+#: proxy HAProxy falls back to while no ingress replica is up (on the Serve host).  `use_serve_env` moves
 #: them to free ports when they are taken (another HAProxy-mode Serve on this host), unless
 #: they are set.
 HAPROXY_PORTS = {"RAY_SERVE_HAPROXY_STATS_PORT": 8404, "RAY_SERVE_HAPROXY_METRICS_PORT": 9101,
@@ -112,16 +239,20 @@ def serve_logging(access_log: bool = False) -> dict[str, Any]:
     return {"enable_access_log": bool(access_log)}
 
 
-def start_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+def start_ray(address: str | None = None, *, num_cpus: int | None = None, insecure: bool = False) -> bool:
     """Connect to Ray at ``address``, else to a running local Ray, else start one here.
 
     ``address="local"`` always starts a new local Ray, even when one is running.
-    Returns whether this call started a new Ray (and so should shut it down).
+    A Ray started here is single-node on 127.0.0.1 (`loopback_ray_env`), without the
+    dashboard.  Ray's token auth stays on (`require_ray_auth`; ``insecure=True`` accepts
+    it off).  Returns whether this call started a new Ray (and so should shut it down).
     """
+    require_ray_auth(insecure)
     use_serve_env()
     if ray.is_initialized():
         return False
     if address == "local":
+        loopback_ray_env()
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         return True
     if address:
@@ -131,6 +262,7 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None) -> boo
         ray.init(address="auto", log_to_driver=False)
         return False
     except ConnectionError:
+        loopback_ray_env()
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         return True
 

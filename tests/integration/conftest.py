@@ -2,13 +2,18 @@
 
 The app serves the synthetic market with one API key; tests reuse it.  Ray is
 started once (``num_cpus=2``, no dashboard, no driver logs) and shut down at the end.
+It runs as ``aetheris serve`` runs it: Ray's token authentication on, single-node on
+127.0.0.1 (`aetheris_ray.distributed.serving.loopback_ray_env`), HAProxy hardened.
 """
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Set before anything imports ray (Ray reads them at import); `ray_session` re-applies them
+# in case another test module imported ray first.
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import socket  # noqa: E402
@@ -32,9 +37,11 @@ def free_port() -> int:
 def ray_session():
     import ray
 
-    from aetheris_ray.distributed.serving import use_serve_env
+    from aetheris_ray.distributed.serving import loopback_ray_env, require_ray_auth, use_serve_env
 
-    use_serve_env()  # the Ray environment `aetheris serve` uses (gRPC proxy -> ingress)
+    require_ray_auth()
+    loopback_ray_env()
+    use_serve_env()  # the Ray environment `aetheris serve` uses (HAProxy -> ingress)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         yield ray

@@ -31,8 +31,9 @@ def test_aetheris_serve_starts_serves_and_stops(tmp_path, proxy, label):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    env.update(AETHERIS_HOME=str(tmp_path), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    # its own Ray, HAProxy files and side ports: none of the session's
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_SERVE_", "AETHERIS_HAPROXY"))}
+    env.update(AETHERIS_HOME=str(tmp_path), RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0")
     exe = Path(sys.executable).with_name("aetheris")
     proc = subprocess.Popen([str(exe), "serve", "--synthetic", "--port", str(port), "--num-cpus", "1",
                              "--address", "local", "--proxy", proxy],  # its own Ray: never join (and redeploy over) the session's
