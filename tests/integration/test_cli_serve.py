@@ -62,3 +62,16 @@ def test_aetheris_serve_starts_serves_and_stops(tmp_path, proxy, label):
     assert rc == 0
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/healthz", timeout=5)
+
+
+def test_aetheris_serve_refuses_ray_without_auth(tmp_path):
+    """RAY_AUTH_MODE=disabled: exit 2 with one line saying why, before any Ray starts (issue 14 item 1)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_SERVE_", "AETHERIS_HAPROXY"))}
+    env.update(AETHERIS_HOME=str(tmp_path), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    exe = Path(sys.executable).with_name("aetheris")
+    r = subprocess.run([str(exe), "serve", "--synthetic", "--address", "local", "--port", "1"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "RAY_AUTH_MODE='disabled'" in lines[0] and "--insecure-ray" in lines[0], r.stderr
+    assert "Started a local Ray" not in r.stdout + r.stderr
