@@ -375,7 +375,9 @@ def raw_block(
     for k in needed.tolist():  # increasing: an anchor (index <= k) is fitted before the fits warm-started from it
         p = int(fp[k])
         warm = fitted[int(anchor[k])] if anchor[k] != k else None
-        fitted[k] = fit_model(cfg, specs, ret[:p], warm=warm, rv=state_of[p].intraday_rv,
+        st = state_of[p]
+        fitted[k] = fit_model(cfg, specs, ret[:p], warm=warm, rv=st.intraday_rv,
+                              ranges=None if st.log_hl is None else (st.log_hl, st.log_co),
                               features=None if feat is None else feat[:p], order=order)
     model = FittedModel.stack([fitted[int(k)] for k in used])
     row_of_fit = np.searchsorted(used, k_of)  # each origin's fit, as a row of `model`

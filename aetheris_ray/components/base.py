@@ -83,9 +83,12 @@ class Context:
     rv : ndarray, shape (n_origins, lookback) or None
         Intraday realised variances aligned with ``returns`` (NaN where absent);
         None when no origin has intraday bars.
+    log_hl, log_co : ndarray, shape (n_origins, lookback) or None
+        ``ln(high / low)`` and ``ln(close / open)`` of the daily bars aligned with
+        ``returns`` (NaN where unobserved or padding); None when no origin has them.
     overrides : tuple of dict
         Scenario overrides per origin (empty dicts for unconditional forecasts).
-        An ``rv_shock`` multiplier is already applied to ``returns`` and ``rv``
+        An ``rv_shock`` multiplier is already applied to ``returns``, ``rv``, ``log_hl`` and ``log_co``
         (observed data that `apply_scenario` leaves untouched), so every component
         that filters past returns sees the shocked volatility.
     """
@@ -97,6 +100,8 @@ class Context:
     mm: FloatArray
     rv: FloatArray | None = None
     overrides: tuple[dict[str, float], ...] = ()
+    log_hl: FloatArray | None = None
+    log_co: FloatArray | None = None
 
     @property
     def size(self) -> int:
@@ -124,6 +129,9 @@ class Context:
         rvec = np.zeros((n, d))
         mm = np.full((n, len(MM_KEYS)), np.nan)
         rv = np.full((n, lookback), np.nan) if any(s.intraday_rv is not None for s in states) else None
+        has_range = any(s.log_hl is not None for s in states)
+        hl = np.full((n, lookback), np.nan) if has_range else None
+        co = np.full((n, lookback), np.nan) if has_range else None
         for i, s in enumerate(states):
             # a scenario's realised-vol shock scales the observed returns (aetheris_ray.scenario.vol_multiplier)
             m = float(s.overrides.get("rv_shock", 1.0)) if s.overrides else 1.0
@@ -142,9 +150,12 @@ class Context:
             if rv is not None and s.intraday_rv is not None:
                 x = np.asarray(s.intraday_rv, dtype=float)[-lookback:] * m * m
                 rv[i, lookback - x.size:] = np.where(np.isfinite(x) & (x >= 0), x, np.nan)
+            if hl is not None and s.log_hl is not None and k:
+                hl[i, lookback - k:] = np.asarray(s.log_hl, dtype=float)[-k:] * m
+                co[i, lookback - k:] = np.asarray(s.log_co, dtype=float)[-k:] * m
         labels = tuple(str(s.regime_label) for s in states)
         overrides = tuple(dict(s.overrides) for s in states)
-        return cls(ret, valid, labels, rvec, mm, rv, overrides)
+        return cls(ret, valid, labels, rvec, mm, rv, overrides, hl, co)
 
     @classmethod
     def from_windows(cls, windows: Mapping[str, np.ndarray]) -> "Context":
@@ -179,6 +190,7 @@ class Context:
             self.returns[sel], self.valid[sel], tuple(self.regime_label[i] for i in sel), self.regime_vector[sel],
             self.mm[sel], None if self.rv is None else self.rv[sel],
             tuple(self.overrides[i] for i in sel) if self.overrides else (),
+            None if self.log_hl is None else self.log_hl[sel], None if self.log_co is None else self.log_co[sel],
         )
 
     def regime_codes(self) -> np.ndarray:

@@ -113,6 +113,10 @@ _BUILTIN: tuple[Variant, ...] = (
     Variant("volatility", "ewma", f"{_C}.volatility:EwmaVolatility", description="RiskMetrics EWMA"),
     Variant("volatility", "garch", f"{_C}.volatility:GarchVolatility", description="GARCH(1,1) via arch"),
     Variant("volatility", "har", f"{_C}.volatility:HarVolatility", description="HAR-RV from intraday bars"),
+    Variant("volatility", "range_garch", f"{_C}.range_vol:RangeGarchVolatility",
+            description="GARCH(1,1)-t with the daily range variance in the recursion"),
+    Variant("volatility", "range_har", f"{_C}.range_vol:RangeHarVolatility",
+            description="log-HAR on daily range variance, direct per horizon"),
     Variant("volatility", "blend", f"{_C}.volatility:BlendVolatility", description="score-weighted blend"),
     Variant(
         "volatility", "rough_vol", f"{_C}.rough_vol.component:RoughVolatility", artefact=True, fallback="garch",

@@ -368,6 +368,8 @@ class _Table:
     hist: dict[str, FloatArray]  # per-bar series behind HISTORY_WIDTHS
     levels: dict[str, FloatArray]  # macro / market / on-chain levels
     intraday: _Intraday | None
+    log_hl: FloatArray  # ln(high / low) per bar, NaN where unobserved (`_bar_ranges`)
+    log_co: FloatArray  # ln(close / open) per bar, NaN where unobserved
 
 
 def _daily(data: AssetData, cutoff_ns: int | None) -> tuple[np.ndarray, FloatArray, FloatArray]:
@@ -381,6 +383,37 @@ def _daily(data: AssetData, cutoff_ns: int | None) -> tuple[np.ndarray, FloatArr
         days = np.maximum(np.diff(bar_ns) / _DAY_NS, 1.0)
         ret[1:] = np.log(close[1:] / close[:-1]) / np.sqrt(days)
     return bar_ns, close, ret
+
+
+def _bar_ranges(data: AssetData, bar_ns: np.ndarray, close: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``ln(high / low)`` and ``ln(close / open)`` of each daily bar in ``bar_ns`` (NaN where unobserved).
+
+    A bar's range is unobserved (NaN, never 0) when high == low (a flat or stale
+    bar), when a price is missing or not positive, on the first bar, and on a bar
+    that follows a gap (more than 1.5 days after the previous close: its range would
+    not cover the gap its gap-scaled return spans).  The open is NaN where it is not
+    positive; ``ln(close / open)`` is NaN there.
+    """
+    n = bar_ns.size
+    hl = np.full(n, np.nan)
+    co = np.full(n, np.nan)
+    bars = data.bars["1D"]
+    if n < 2 or not {"high", "low"} <= set(bars.columns):
+        return hl, co
+    ts = _ts_ns(bars["ts"])
+    at = np.searchsorted(ts, bar_ns)  # bar_ns is a subset of the bars' times
+    high, low = (bars[c].to_numpy(dtype=float)[at] for c in ("high", "low"))
+    opn = bars["open"].to_numpy(dtype=float)[at] if "open" in bars.columns else np.full(n, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.log(high / low)
+        y = np.log(close / opn)
+    step = np.diff(bar_ns, prepend=bar_ns[0] - 2 * _DAY_NS)
+    ok = np.isfinite(x) & (x > 0) & (low > 0) & (step <= 1.5 * _DAY_NS)
+    ok[0] = False
+    hl[ok] = x[ok]
+    okc = ok & np.isfinite(y) & (opn > 0)
+    co[okc] = y[okc]
+    return hl, co
 
 
 def _table(data: AssetData, cutoff_ns: int | None, origin: pd.Timestamp | str | None = None) -> _Table:
@@ -407,8 +440,10 @@ def _table(data: AssetData, cutoff_ns: int | None, origin: pd.Timestamp | str | 
     dd = rg.drawdown(close)
     hist = {"rv_short": base["rv_short"], "iv": iv, "funding": funding, "basis": basis, "depth": -dd}
     hist.update({k: comps[k] for k in ("g1", "g2", "u2", "b2")})
-    table = _Table(data.asset, bar_ns, close, ret, dd, base, hist, side, _intraday(data, cutoff_ns, bar_ns, ret))
-    for arr in (bar_ns, close, ret, dd, *base.values(), *hist.values(), *side.values()):
+    hl, co = _bar_ranges(data, bar_ns, close)
+    table = _Table(data.asset, bar_ns, close, ret, dd, base, hist, side, _intraday(data, cutoff_ns, bar_ns, ret),
+                   hl, co)
+    for arr in (bar_ns, close, ret, dd, hl, co, *base.values(), *hist.values(), *side.values()):
         arr.flags.writeable = False
     if table.intraday is not None:
         table.intraday.rv.flags.writeable = False
@@ -494,6 +529,8 @@ def _assemble(
         origin=pd.Timestamp(origin),
         spot=float(t.close[e]),
         returns=t.ret[1 : e + 1],
+        log_hl=t.log_hl[1 : e + 1],
+        log_co=t.log_co[1 : e + 1],
         mu=float(base["mu"][j]),
         sigma=float(base["sigma"][j]),
         regime_label=REGIME_LABELS[int(out.label[j])],

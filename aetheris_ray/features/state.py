@@ -79,6 +79,10 @@ class MarketState:
     intraday_rv : ndarray or None
         Daily realised variances from intraday bars (for HAR-RV), aligned with the
         last days of ``returns``; None when no intraday bars exist.
+    log_hl, log_co : ndarray or None
+        ``ln(high / low)`` and ``ln(close / open)`` of the daily bars, aligned with
+        ``returns`` (NaN where a bar's range is unobserved: flat bars, gaps); None
+        when the source has no high / low.
     missing : tuple of str
         Optional inputs that were absent (reported in the forecast's metadata).
     overrides : dict
@@ -100,6 +104,8 @@ class MarketState:
     descriptors: dict[str, float] = field(default_factory=dict)
     mm_indices: dict[str, float | None] = field(default_factory=dict)
     intraday_rv: np.ndarray | None = None
+    log_hl: np.ndarray | None = None
+    log_co: np.ndarray | None = None
     missing: tuple[str, ...] = ()
     overrides: dict[str, float] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)

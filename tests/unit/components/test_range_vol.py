@@ -1,0 +1,193 @@
+"""Range-based volatility: estimators against their formulas and Brownian paths, the bars' ranges
+(flat days and gaps unobserved), range-GARCH against a loop, range-HAR's path and point-in-time fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aetheris_ray.components.base import Context
+from aetheris_ray.components.range_vol import (
+    ANCHORS,
+    FittedRangeGarch,
+    RangeGarchVolatility,
+    RangeHarVolatility,
+    range_variance,
+    variance_path,
+)
+from aetheris_ray.data.schema import AssetData, bar_ts_from_dates
+from aetheris_ray.errors import InvalidInput
+from aetheris_ray.features import compute_state
+from aetheris_ray.features.state import MarketState
+
+
+def brownian_bars(n_days: int, sigma: float, steps: int, seed: int, vol_path: np.ndarray | None = None):
+    """Daily O/H/L/C of a driftless Brownian log price sampled ``steps`` times a day (open = previous close)."""
+    rng = np.random.default_rng(seed)
+    s = np.full(n_days, sigma) if vol_path is None else np.asarray(vol_path)
+    inc = rng.standard_normal((n_days, steps)) * (s[:, None] / np.sqrt(steps))
+    path = np.cumsum(inc.ravel()).reshape(n_days, steps)
+    start = np.concatenate([[0.0], path[:-1, -1]])
+    full = np.concatenate([start[:, None], path], axis=1)
+    return start, full.max(axis=1), full.min(axis=1), path[:, -1]
+
+
+def test_estimators_match_their_formulas_on_hand_made_bars():
+    o, h, lo, c = 100.0, 110.0, 95.0, 104.0
+    hl, co = np.log(h / lo), np.log(c / o)
+    assert range_variance([hl])[0] == pytest.approx(hl ** 2 / (4 * np.log(2)))
+    assert range_variance([hl], [co], "garman_klass")[0] == pytest.approx(
+        0.5 * hl ** 2 - (2 * np.log(2) - 1) * co ** 2)
+    # NaN in, NaN out: an unobserved range is never a zero variance
+    assert np.isnan(range_variance([np.nan])[0])
+    assert np.isnan(range_variance([hl], [np.nan], "garman_klass")[0])
+    with pytest.raises(ValueError, match="estimator"):
+        range_variance([hl], estimator="yang_zhang")
+
+
+@pytest.mark.parametrize("estimator", ["parkinson", "garman_klass"])
+def test_estimators_are_unbiased_for_brownian_variance(estimator):
+    sigma = 0.03
+    o, h, lo, c = brownian_bars(2000, sigma, steps=10_000, seed=1)
+    v = range_variance(h - lo, c - o, estimator)
+    # discrete sampling biases the range down by O(1/sqrt(steps)): about 1.5 % at 10,000 steps
+    assert np.mean(v) / sigma ** 2 == pytest.approx(1.0, abs=0.04)
+    # and both are several times more efficient than the squared return
+    assert np.var(v) < np.var((c - o) ** 2) / 3
+
+
+def _data(close, high, low, dates):
+    bars = pd.DataFrame({"ts": bar_ts_from_dates(dates), "open": close, "high": high, "low": low, "close": close,
+                         "volume": np.nan})
+    return AssetData(asset="RNG-USD", bars={"1D": bars})
+
+
+def test_bar_ranges_flat_days_and_gaps_are_unobserved():
+    n = 60
+    dates = pd.date_range("2020-01-01", periods=n, freq="D")
+    close = 100.0 * np.exp(np.cumsum(np.full(n, 0.001)))
+    high, low = close * 1.02, close * 0.99
+    high[10] = low[10] = close[10]  # a flat (stale) bar
+    keep = np.ones(n, dtype=bool)
+    keep[30:33] = False  # a 3-day gap: the bar after it spans more than its own day
+    st = compute_state(_data(close[keep], high[keep], low[keep], dates[keep]), dates[-1])
+    assert st.log_hl.shape == st.returns.shape
+    expected = np.log(1.02 / 0.99)
+    obs = np.isfinite(st.log_hl)
+    np.testing.assert_allclose(st.log_hl[obs], expected)
+    # returns[i] is the return into bar i + 1: bar 10 is flat, bar 30 of the kept bars follows the gap
+    assert np.isnan(st.log_hl[9]) and np.isnan(st.log_hl[29])
+    assert obs.sum() == st.returns.size - 2
+    # ctx carries them aligned with the returns (rv_shock scales them like the returns)
+    ctx = Context.from_states([st.with_(overrides={"rv_shock": 2.0})], lookback=100)
+    np.testing.assert_allclose(ctx.log_hl[0, -5:], 2.0 * st.log_hl[-5:])
+    assert np.all(np.isnan(ctx.log_hl[0, ~ctx.valid[0]]))
+
+
+def _state(r, hl=None, co=None):
+    return MarketState(asset="T", origin=pd.Timestamp("2024-01-01"), spot=1.0, returns=r, mu=0.0, sigma=0.02,
+                       regime_label="normal", regime_vector=np.zeros(3), log_hl=hl, log_co=co)
+
+
+def test_range_garch_filter_matches_a_loop():
+    rng = np.random.default_rng(3)
+    r = 0.02 * rng.standard_normal(300)
+    hl = np.abs(0.03 * rng.standard_normal(300)) + 0.005
+    hl[::17] = np.nan  # unobserved days fall back to r^2
+    fit = FittedRangeGarch.from_params(RangeGarchVolatility(), omega=1e-5, alpha=0.12, beta=0.85, nu=5.0, k=0.9)
+    ctx = Context.from_states([_state(r, hl, np.zeros(300))], lookback=300)
+    v = fit.filter(ctx)[0]
+    q = hl ** 2 / (4 * np.log(2))
+    prev = np.mean(r[:30] ** 2)
+    ref = np.empty(300)
+    for t in range(300):
+        x = 0.9 * q[t] if np.isfinite(q[t]) else r[t] ** 2
+        prev = 1e-5 + 0.12 * x + 0.85 * prev
+        ref[t] = prev
+    np.testing.assert_allclose(v, ref, rtol=1e-10)
+
+
+def test_range_garch_fit_recovers_a_persistent_model():
+    n = 1500
+    rng = np.random.default_rng(5)
+    # a range-GARCH world: variance driven by the day's Brownian range
+    v = np.empty(n)
+    r = np.empty(n)
+    hl = np.empty(n)
+    var = 4e-4
+    for t in range(n):
+        v[t] = var
+        o, h, lo, c = brownian_bars(1, np.sqrt(var), 200, seed=int(rng.integers(1 << 30)))
+        r[t], hl[t] = c[0] - o[0], h[0] - lo[0]
+        var = 2e-5 + 0.25 * hl[t] ** 2 / (4 * np.log(2)) + 0.70 * var
+    fit = RangeGarchVolatility().fit(r, ranges=(hl, np.zeros(n)))
+    a, b = float(fit.params["alpha"][0]), float(fit.params["beta"][0])
+    assert 0.85 < a + b < 0.99 and a > 0.1, (a, b)
+    assert fit.info["close_ratio"] == pytest.approx(1.0, abs=0.15)
+
+
+def test_variance_path_running_means_hit_the_anchors():
+    mv = np.array([[4e-4, 4.2e-4, 4.4e-4, 4.6e-4, 4.8e-4, 5e-4, 5.2e-4, 5.4e-4, 5.6e-4, 5.8e-4, 6e-4, 6e-4]])
+    v = variance_path(mv, 90)
+    running = np.cumsum(v, axis=1) / np.arange(1, 91)
+    for a, m in zip(ANCHORS, mv[0]):
+        assert running[0, a - 1] == pytest.approx(m, rel=1e-9)
+    assert np.all(v > 0)
+
+
+def test_range_har_fit_is_point_in_time_and_scaled_to_close_variance():
+    o, h, lo, c = brownian_bars(1200, 0.03, 200, seed=7, vol_path=0.03 * np.exp(0.4 * np.sin(np.arange(1200) / 40)))
+    r, hl, co = c - o, h - lo, c - o
+    spec = RangeHarVolatility()
+    fit = spec.fit(r[:1000], ranges=(hl[:1000], co[:1000]))
+    # another future changes nothing fitted before it
+    hl2 = hl.copy()
+    hl2[1000:] *= 3.0
+    again = spec.fit(r[:1000], ranges=(hl2[:1000], co[:1000]))
+    for k in fit.params:
+        np.testing.assert_array_equal(fit.params[k], again.params[k])
+    # ranges longer than the returns are right-aligned (the fit input's contract)
+    aligned = spec.fit(r[:1000], ranges=(np.concatenate([[0.5], hl[:1000]]), np.concatenate([[0.0], co[:1000]])))
+    np.testing.assert_array_equal(aligned.params["coef"], fit.params["coef"])
+    # one-step forecasts track the variance: mean forecast ~ mean squared return
+    ctx = Context.from_states([_state(r[:1000], hl[:1000], co[:1000])], lookback=1000)
+    f = fit.filter(ctx)[0, 30:-1]
+    assert np.mean(f) / np.mean(r[31:1000] ** 2) == pytest.approx(1.0, abs=0.15)
+    # and the term structure is a proper variance path
+    cond = fit.condition(ctx)
+    ev = fit.expected_variance(cond, 30)
+    assert ev.shape == (1, 30) and np.all(ev > 0)
+    np.testing.assert_allclose(ev[0, 0], cond["v1"][0])
+
+
+def test_range_parts_without_ranges_fit_on_squared_returns_and_say_so():
+    r = 0.02 * np.random.default_rng(2).standard_normal(600)
+    fit = RangeHarVolatility().fit(r)
+    assert "no_ranges" in fit.info and np.all(np.isfinite(fit.params["coef"]))
+    ctx = Context.from_states([_state(r)], lookback=600)
+    assert ctx.log_hl is None and np.all(np.isfinite(fit.filter(ctx)))
+    g = RangeGarchVolatility().fit(r)
+    assert np.isfinite(g.filter(ctx)).all() and g.info["close_ratio"] == 1.0
+
+
+def test_young_asset_falls_back_and_bad_settings_are_refused():
+    r = 0.02 * np.random.default_rng(4).standard_normal(100)
+    assert "fallback" in RangeHarVolatility().fit(r).info
+    assert "fallback" in RangeGarchVolatility().fit(r).info
+    with pytest.raises(InvalidInput, match="estimator"):
+        RangeHarVolatility(estimator="rogers")
+
+
+def test_online_blend_of_range_parts_scores_a_context_shorter_than_its_window():
+    from aetheris_ray.components.volatility import BlendVolatility, GarchVolatility
+
+    o, h, lo, c = brownian_bars(400, 0.03, 100, seed=9)
+    r, hl, co = c - o, h - lo, c - o
+    spec = BlendVolatility(members=(GarchVolatility(), RangeGarchVolatility(), RangeHarVolatility()),
+                           weighting="online", eval_days=250)
+    fit = spec.fit(r, ranges=(hl, co))
+    ctx = Context.from_states([_state(r[-40:], hl[-40:], co[-40:])], lookback=40)  # 40 < eval_days
+    w = fit.weights(ctx)
+    assert w.shape == (1, 3) and np.isclose(w.sum(), 1.0) and np.all(w > 0)
+    assert np.all(np.isfinite(fit.filter(ctx)))
