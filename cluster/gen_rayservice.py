@@ -7,6 +7,8 @@
 The RayService's serveConfigV2 is the Serve config with two changes: the HTTP host
 is 0.0.0.0 (inside a pod the proxy must listen on the pod IP; the Service fronts it)
 and the app reads the Parquet store on the state volume instead of the synthetic market.
+Ray's token authentication is on (``authOptions: {mode: token}``, KubeRay >= 1.5), and
+cluster/kuberay/networkpolicies.yaml lets only the Serve port in from outside the cluster.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ HEADER = """\
 # The Aetheris-Ray Serve app on Kubernetes (KubeRay RayService): zero-downtime upgrades
 # when serveConfigV2 changes.  API keys come from the aetheris-api-keys Secret
 # (AETHERIS_API_KEYS='["key1","key2"]'); the outcome log lives on the state volume.
+# Ray's token auth is on (authOptions); apply cluster/kuberay/networkpolicies.yaml with it.
 """
 
 
@@ -73,7 +76,10 @@ def manifest() -> dict:
             "serveConfigV2": yaml.safe_dump(serve_config_for_k8s(), sort_keys=False),
             "rayClusterConfig": {
                 "rayVersion": "2.60.0",
+                "authOptions": {"mode": "token"},
                 "headGroupSpec": {
+                    # the dashboard on the pod IP: KubeRay's operator deploys serveConfigV2 through it
+                    # (with the token; networkpolicies.yaml admits only the operator and Ray pods)
                     "rayStartParams": {"num-cpus": "2", "dashboard-host": "0.0.0.0"},
                     "template": {"spec": {
                         "containers": [{

@@ -33,7 +33,7 @@ fi
 if ! "$PY" -c "from aetheris_ray.distributed.serving import haproxy_binary as h; raise SystemExit(h() is None)"; then
   export RAY_SERVE_ENABLE_HA_PROXY=0
 fi
-# refuse RAY_AUTH_MODE=disabled (one line saying why); make the token file owner-only
+# refuse a RAY_AUTH_MODE other than token (one line saying why); make the token file owner-only
 "$PY" -c "from aetheris_ray.distributed.serving import require_ray_auth as r; r()" || exit 2
 # HAProxy run through the hardening wrapper, its files in a private directory (serving.harden_haproxy)
 if [[ "$RAY_SERVE_ENABLE_HA_PROXY" == 1 ]]; then

@@ -34,8 +34,8 @@ def serve_cmd(
     proxy: Optional[Proxy] = typer.Option(None, "--proxy", help="HTTP front of a Ray this command starts: 'haproxy' "
                                         "(default where its binary exists; about 3x the throughput) or 'python' "
                                         "(Serve's own proxy)"),
-    insecure_ray: bool = typer.Option(False, "--insecure-ray", help="run even with RAY_AUTH_MODE=disabled (anyone "
-                                      "who can reach Ray's ports could then run commands as this user)"),
+    insecure_ray: bool = typer.Option(False, "--insecure-ray", help="run even when RAY_AUTH_MODE is not 'token' "
+                                      "(anyone who can reach Ray's ports could then run commands as this user)"),
 ) -> None:
     """Serve forecasts over HTTP (POST /v1/forecast, web page at /, OpenAPI at /docs) until Ctrl-C / SIGTERM."""
     import signal

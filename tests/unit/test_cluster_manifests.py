@@ -15,7 +15,9 @@ yaml = pytest.importorskip("yaml")
 pytestmark = pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
 
 ROOT = Path(__file__).resolve().parents[2]
-MANIFESTS = sorted((ROOT / "cluster").rglob("*.yaml")) + [ROOT / "deployments" / "serve_config.yaml"]
+POLICIES = ROOT / "cluster" / "kuberay" / "networkpolicies.yaml"
+MANIFESTS = sorted(p for p in (ROOT / "cluster").rglob("*.yaml") if p != POLICIES) + [
+    ROOT / "deployments" / "serve_config.yaml"]
 
 
 def load(path: Path) -> dict:
@@ -169,3 +171,89 @@ def test_every_serve_cluster_start_sets_the_serve_env():
         assert all(f"{k}={v}" in c for c in starts), f"ray-cluster.yaml: a ray start lacks {k}={v}"
         assert f'export {k}="${{{k}:-{v}}}"' in script, f"start_local.sh does not export {k}"
         assert all(e.get(k) == v for e in envs), f"rayservice.yaml: a container lacks {k}={v}"
+
+
+# -- issue 14 item 1: Ray closed to the outside on a cluster ---------------------------------------------------
+
+
+def kuberay_docs() -> dict[str, dict]:
+    return {p.name: load(p) for p in sorted((ROOT / "cluster" / "kuberay").glob("*.yaml")) if p != POLICIES}
+
+
+def test_every_kuberay_cluster_has_ray_token_auth():
+    clusters = {}
+    for name, doc in kuberay_docs().items():
+        spec = doc["spec"]
+        clusters[name] = {"RayService": lambda: spec["rayClusterConfig"], "RayCluster": lambda: spec,
+                          "RayJob": lambda: spec["rayClusterSpec"]}[doc["kind"]]()
+    assert set(clusters) == {"rayservice.yaml", "raycluster-tune.yaml", "rayjob-backtest.yaml"}
+    for name, c in clusters.items():
+        assert c.get("authOptions") == {"mode": "token"}, f"{name}: Ray's token authentication is not on"
+
+
+def test_cluster_launcher_starts_every_node_with_token_auth():
+    doc = load(ROOT / "cluster" / "ray-cluster.yaml")
+    starts = [c for c in doc["head_start_ray_commands"] + doc["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts), starts
+    assert any(dst.endswith("/.ray/auth_token") for dst in doc["file_mounts"]), "the token does not reach the nodes"
+    assert "--dashboard-host=127.0.0.1" in starts[0]
+
+
+def policy_docs() -> list[dict]:
+    docs = [d for d in yaml.safe_load_all(POLICIES.read_text(encoding="utf-8")) if d]
+    assert docs and all(d["apiVersion"] == "networking.k8s.io/v1" and d["kind"] == "NetworkPolicy" for d in docs)
+    return docs
+
+
+RAY_PODS = {"ray.io/is-ray-node": "yes"}
+OPERATOR = {"app.kubernetes.io/name": "kuberay-operator"}
+
+
+def test_network_policies_expose_only_the_serve_port():
+    """Default deny on every Ray pod; from outside the Ray pods only Serve's port, and the operator to the dashboard."""
+    docs = policy_docs()
+    deny = [d for d in docs if d["spec"]["podSelector"].get("matchLabels") == RAY_PODS and not d["spec"].get("ingress")]
+    assert deny and "Ingress" in deny[0]["spec"]["policyTypes"], "no default-deny ingress for Ray pods"
+    serve_port = yaml.safe_load(kuberay_docs()["rayservice.yaml"]["spec"]["serveConfigV2"])["http_options"]["port"]
+    open_ports = set()
+    for d in docs:
+        for rule in d["spec"].get("ingress", []):
+            ports = {(p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports", [])}
+            peers = rule.get("from") or []
+            if not peers:  # from anywhere: only the Serve HTTP port, only on head pods
+                assert ports == {("TCP", serve_port)}, (d["metadata"]["name"], ports)
+                assert d["spec"]["podSelector"]["matchLabels"] == {"ray.io/node-type": "head"}
+                open_ports |= ports
+                continue
+            for peer in peers:
+                assert "ipBlock" not in peer, d["metadata"]["name"]
+                labels = peer.get("podSelector", {}).get("matchLabels")
+                if labels == RAY_PODS:  # Ray pods of this namespace: Ray's own ports (token auth on)
+                    assert "namespaceSelector" not in peer, d["metadata"]["name"]
+                elif labels == OPERATOR:  # the KubeRay operator: the dashboard only
+                    assert ports == {("TCP", 8265)}, (d["metadata"]["name"], ports)
+                else:
+                    raise AssertionError(f"{d['metadata']['name']}: ingress from {peer} is neither Ray nor the operator")
+    assert open_ports == {("TCP", serve_port)}
+
+
+def test_nothing_in_the_repo_turns_ray_auth_off():
+    """No code, script, manifest, doc or CI file sets RAY_AUTH_MODE to disabled (RAY_NOTES.md gotcha 5).
+
+    The refusal tests set it on purpose, to check that `aetheris serve` refuses it.
+    """
+    import re
+
+    pattern = re.compile(r"RAY_AUTH_MODE[\"']?\s*(?:=|:|,)\s*[\"']?disabled")
+    allowed = {"tests/integration/test_cli_serve.py", "tests/unit/test_serving_env.py",
+               "tests/unit/test_cluster_manifests.py"}
+    hits = []
+    for top in ("aetheris_ray", "deployments", "cluster", "tune", "data_pipelines", "benchmarks", "tests", "docs", ".ci"):
+        for path in (ROOT / top).rglob("*"):
+            rel = str(path.relative_to(ROOT))
+            if path.is_file() and path.suffix in ("", ".py", ".sh", ".md", ".yaml", ".yml", ".toml") and rel not in allowed:
+                text = path.read_text(encoding="utf-8", errors="replace")
+                hits += [f"{rel}: {m.group(0)}" for m in pattern.finditer(text)]
+    for name in ("Makefile", "README.md"):
+        hits += [f"{name}: {m.group(0)}" for m in pattern.finditer((ROOT / name).read_text(encoding="utf-8"))]
+    assert not hits, hits
