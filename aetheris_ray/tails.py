@@ -17,10 +17,13 @@ likelihood ratio:
   included), the drift and the jumps are not tilted, so the likelihood ratio of a
   path is the product over steps of the innovation density ratios;
 * ``theta`` is chosen by rule: the median of the tilted ``X_h`` hits ``u``
-  (bisection on a pilot of `PILOT_PATHS` paths with common random numbers,
-  started from the Gaussian guess ``(u - sum drift) / sum sbar_t^2``);
+  (secant steps on a pilot of `PILOT_PATHS` paths with common random numbers,
+  started from the Gaussian guess ``(u - sum drift) / sum sbar_t^2``; usually one
+  or two pilot draws);
 * the estimate is the mean of ``1{X_h beyond u} * LR`` over the tilted paths and
-  its standard error the sample standard deviation over ``sqrt(n)``.
+  its standard error the sample standard deviation over ``sqrt(n)``; ``n`` is the
+  request's paths within [`IS_MIN_PATHS`, `IS_MAX_PATHS`], grown in blocks up to
+  `IS_MAX_PATHS` while the relative standard error is above `TARGET_REL_SE`.
 
 Whether a threshold gets importance sampling is decided from the plain paths
 (`use_importance`): fewer than `MIN_TAIL_HITS` paths beyond K *and* K outside the
@@ -45,7 +48,8 @@ from aetheris_ray import simulation as sim
 from aetheris_ray._typing import FloatArray
 
 __all__ = [
-    "MIN_TAIL_HITS", "TAIL_SHARE", "IS_MIN_PATHS", "IS_MAX_PATHS", "PILOT_PATHS", "ETA_MAX",
+    "MIN_TAIL_HITS", "TAIL_SHARE", "IS_MIN_PATHS", "IS_MAX_PATHS", "IS_BLOCK_PATHS", "TARGET_REL_SE",
+    "PILOT_PATHS", "PILOT_EVALS", "PILOT_TOL", "ETA_MAX",
     "MONTE_CARLO", "IMPORTANCE_SAMPLING",
     "TiltedSampler", "ModelSampler", "TailEstimate", "ThresholdProbabilities",
     "use_importance", "choose_tilt", "importance_estimate", "threshold_probabilities", "calibrated_above",
@@ -55,13 +59,20 @@ __all__ = [
 MIN_TAIL_HITS = 50
 #: ... and K outside the central 90% of the plain paths (beyond the bulk).
 TAIL_SHARE = 0.05
-#: Tilted paths per threshold: the request's paths, within these bounds.
+#: Tilted paths per threshold: at least the request's paths, within these bounds ...
 IS_MIN_PATHS = sim.BLOCK_PATHS
 IS_MAX_PATHS = 4 * sim.BLOCK_PATHS
+#: ... and more (up to `IS_MAX_PATHS`) while the estimate's relative standard error is above this
+#: (the precision of plain Monte Carlo with 100 paths beyond K).
+TARGET_REL_SE = 0.1
+#: Tilted paths per extra draw (the unit in which the path count grows past the request's).
+IS_BLOCK_PATHS = 2048
 #: Paths of the pilot that sets the tilt (common random numbers across candidate tilts).
 PILOT_PATHS = 512
-#: Bisection steps of the pilot once the tilt is bracketed (the bracket shrinks 2^-6).
-PILOT_BISECTIONS = 6
+#: Candidate tilts the pilot tries at most, and when it stops: the tilted median within this
+#: many standard deviations of X_h from the threshold.
+PILOT_EVALS = 4
+PILOT_TOL = 0.25
 #: Largest tilt of one step, in innovation standard deviations (keeps feedback volatility finite).
 ETA_MAX = 10.0
 #: Spawn key of the tail streams (apart from the plain blocks' ``SeedSequence(seed)`` children).
@@ -152,57 +163,89 @@ def _tail_stream(seed: int, u: float) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), TAIL_STREAM, bits])
 
 
-def choose_tilt(sampler: TiltedSampler, u: float, horizon: int, side: str, stream: np.random.SeedSequence) -> float:
+def choose_tilt(sampler: TiltedSampler, u: float, horizon: int, side: str, stream: np.random.SeedSequence,
+                profile: tuple[float, FloatArray] | None = None) -> float:
     """``theta`` such that the median of the tilted ``X_h`` is ``u`` (see the module docstring).
 
-    Bisection on ``|theta|`` with the same pilot draws for every candidate; the
-    bracket is found by doubling from the Gaussian guess.  Capped where a step's
-    tilt reaches `ETA_MAX` (a threshold the model can hardly reach).
+    Root finding on ``|theta|`` with the same pilot draws (`PILOT_PATHS`) for every
+    candidate, from the Gaussian guess ``|u - drift| / sum sbar^2``: the tilted
+    median's move from the drift is modelled as ``c theta^k`` (``k = 1`` for the
+    second candidate, then fitted through the last two).  Stops when the
+    tilted median is within `PILOT_TOL` standard deviations of ``u`` or after
+    `PILOT_EVALS` candidates (the best one is kept): the estimator's variance is
+    flat near the rule's tilt, so one or two pilots usually do.  Capped where a
+    step's tilt reaches `ETA_MAX` (a threshold the model can hardly reach).
+    ``profile`` is ``sampler.profile(horizon)`` when the caller has it.
     """
-    drift, sbar = sampler.profile(horizon)
+    drift, sbar = profile if profile is not None else sampler.profile(horizon)
     sign = -1.0 if side == "below" else 1.0
     a_max = ETA_MAX / float(np.max(sbar))
-    guess = abs(u - drift) / float(np.sum(sbar * sbar))
+    sd = float(np.sqrt(np.sum(sbar * sbar)))
+    dist = abs(u - drift)
+    tried: list[tuple[float, float]] = []  # (a, gap); gap > 0 while the tilted median has not reached u
 
-    def gap(a: float) -> float:  # > 0 while the tilted median has not reached u
+    def gap(a: float) -> float:
         x, _ = sampler.sample(PILOT_PATHS, horizon, sign * a * sbar, np.random.Generator(np.random.PCG64(stream)))
-        return sign * (u - float(np.median(x)))
+        g = sign * (u - float(np.median(x)))
+        tried.append((a, g))
+        return g
 
-    lo, hi = 0.0, min(max(guess, 1e-3 * a_max), a_max)
-    while gap(hi) > 0:
-        if hi >= a_max:
-            return sign * a_max
-        lo, hi = hi, min(2.0 * hi, a_max)
-    for _ in range(PILOT_BISECTIONS):
-        mid = 0.5 * (lo + hi)
-        if gap(mid) > 0:
-            lo = mid
-        else:
-            hi = mid
-    return sign * 0.5 * (lo + hi)
+    a = min(max(dist / (sd * sd), 1e-3 * a_max), a_max)
+    g = gap(a)
+    while abs(g) > PILOT_TOL * sd and len(tried) < PILOT_EVALS:
+        # the tilted median moves by m(a) = dist - gap(a) from the drift; model m ~ a^k (k = 1 at first)
+        (a1, g1) = tried[-1]
+        k = 1.0
+        if len(tried) > 1:
+            a0, g0 = tried[-2]
+            m0, m1 = dist - g0, dist - g1
+            if m0 > 0 and m1 > 0 and m0 != m1 and a0 != a1:
+                k = float(np.clip(np.log(m1 / m0) / np.log(a1 / a0), 0.25, 4.0))
+        moved = dist - g1
+        nxt = a1 * (dist / moved) ** (1.0 / k) if moved > 0 else 4.0 * a1
+        nxt = min(max(nxt, 0.25 * a1, 1e-3 * a_max), 4.0 * a1, a_max)
+        if nxt == a1:  # pinned at the cap with the median still short of u
+            break
+        a = nxt
+        g = gap(a)
+    a_best, g_best = min(tried, key=lambda t: abs(t[1]))
+    return sign * a_best
 
 
 def importance_estimate(sampler: TiltedSampler, u: float, horizon: int, side: str, n_paths: int,
-                        seed: int) -> TailEstimate:
+                        seed: int, profile: tuple[float, FloatArray] | None = None) -> TailEstimate:
     """Importance-sampling estimate of P(X_h < u) (``side="below"``) or P(X_h >= u) (``"above"``).
+
+    ``n_paths`` tilted paths are drawn at once; while the estimate's relative
+    standard error is above `TARGET_REL_SE`, blocks of `IS_BLOCK_PATHS` more
+    follow, up to `IS_MAX_PATHS` in all.  ``profile`` is ``sampler.profile(horizon)`` when
+    the caller has it.
 
     Raises
     ------
     FloatingPointError
         A tilted path overflowed (the caller falls back to plain Monte Carlo).
     """
+    profile = profile if profile is not None else sampler.profile(horizon)
+    _, sbar = profile
     pilot, main = _tail_stream(seed, u).spawn(2)
+    n_max = max(int(n_paths), IS_MAX_PATHS)
+    sizes = [int(n_paths)] + [IS_BLOCK_PATHS] * -(-(n_max - int(n_paths)) // IS_BLOCK_PATHS)
+    log_w: list[FloatArray] = []
+    drawn = 0
     with np.errstate(over="raise", invalid="raise"):
-        theta = choose_tilt(sampler, u, horizon, side, pilot)
-        _, sbar = sampler.profile(horizon)
+        theta = choose_tilt(sampler, u, horizon, side, pilot, profile)
         eta = theta * sbar
-        sizes = sim.block_sizes(n_paths)
-        log_w = []
         for size, s in zip(sizes, main.spawn(len(sizes))):
+            size = min(size, n_max - drawn)
             x, log_lr = sampler.sample(size, horizon, eta, np.random.Generator(np.random.PCG64(s)))
             hit = x < u if side == "below" else x >= u
             log_w.append(np.where(hit, log_lr, -np.inf))
+            drawn += size
+            if drawn >= n_max or _rel_se(np.concatenate(log_w)) <= TARGET_REL_SE:
+                break
     lw = np.concatenate(log_w)
+    n = lw.size
     hits = int(np.isfinite(lw).sum())
     if hits == 0:
         p, se, ess = 0.0, 0.0, 0.0
@@ -210,13 +253,22 @@ def importance_estimate(sampler: TiltedSampler, u: float, horizon: int, side: st
         top = float(np.max(lw))
         y = np.exp(lw - top)  # the hits' weights over the largest one; 0 elsewhere
         mean = float(y.mean())
-        sd = float(y.std(ddof=1)) if n_paths > 1 else 0.0
+        sd = float(y.std(ddof=1)) if n > 1 else 0.0
         p = float(np.exp(min(top + np.log(mean), 0.0)))
-        se = float(np.exp(min(top + np.log(sd) - 0.5 * np.log(n_paths), 0.0))) if sd > 0 else 0.0
+        se = float(np.exp(min(top + np.log(sd) - 0.5 * np.log(n), 0.0))) if sd > 0 else 0.0
         ess = float(np.sum(y) ** 2 / np.sum(y * y))
     below = p if side == "below" else 1.0 - p
     return TailEstimate(p_below=below, p_above=1.0 - below if side == "below" else p, se=se,
-                        estimator=IMPORTANCE_SAMPLING, side=side, paths=int(n_paths), hits=hits, tilt=theta, ess=ess)
+                        estimator=IMPORTANCE_SAMPLING, side=side, paths=n, hits=hits, tilt=theta, ess=ess)
+
+
+def _rel_se(log_w: FloatArray) -> float:
+    """Relative standard error of the mean of ``exp(log_w)`` (inf without a hit)."""
+    if not np.isfinite(log_w).any():
+        return np.inf
+    y = np.exp(log_w - np.max(log_w))
+    m = float(y.mean())
+    return float(y.std(ddof=1) / (m * np.sqrt(y.size)))
 
 
 def calibrated_above(level_map: sim.LevelMap, step: int, q_raw: FloatArray) -> FloatArray:
@@ -293,6 +345,7 @@ def threshold_probabilities(cum_last: FloatArray, log_thresholds: FloatArray, le
     def cal_above(q: FloatArray) -> FloatArray:
         return calibrated_above(lm, step, q)
 
+    profile = None
     estimates, warnings_ = [], []
     se = np.zeros(u.size)
     kinds = []
@@ -302,7 +355,8 @@ def threshold_probabilities(cum_last: FloatArray, log_thresholds: FloatArray, le
         est = None
         if can_tilt and use_importance(hits, x.size):
             try:
-                est = importance_estimate(sampler, float(uj), horizon, side, n_is, seed)
+                profile = profile if profile is not None else sampler.profile(horizon)
+                est = importance_estimate(sampler, float(uj), horizon, side, n_is, seed, profile)
             except FloatingPointError:
                 warnings_.append(f"threshold {np.exp(uj):.6g} x spot: importance sampling overflowed; "
                                  "plain Monte Carlo kept")

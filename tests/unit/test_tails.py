@@ -74,6 +74,36 @@ def test_estimate_is_reproducible_with_the_seed():
     assert a.p_below != c.p_below and abs(a.p_below - c.p_below) < 5 * np.hypot(a.se, c.se)
 
 
+def test_path_count_is_sized_from_the_target_standard_error(monkeypatch):
+    """The request's paths at least; more blocks while the relative SE is above the target, up to the cap."""
+    u = -4.0 * SIGMA * np.sqrt(H)
+    sampler = random_walk()  # relative SE about 0.03 at 5,000 paths
+    easy = tails.importance_estimate(sampler, u, H, "below", 5000, seed=7)
+    assert easy.paths == 5000 and easy.se / easy.p_below <= tails.TARGET_REL_SE
+    monkeypatch.setattr(tails, "TARGET_REL_SE", 1e-6)  # unreachable: every block up to the cap
+    capped = tails.importance_estimate(sampler, u, H, "below", 5000, seed=7)
+    assert capped.paths == tails.IS_MAX_PATHS and capped.se < easy.se
+    monkeypatch.setattr(tails, "TARGET_REL_SE", 0.025)  # reachable past the request's paths
+    grown = tails.importance_estimate(sampler, u, H, "below", 5000, seed=7)
+    assert 5000 < grown.paths < tails.IS_MAX_PATHS and (grown.paths - 5000) % tails.IS_BLOCK_PATHS == 0
+    assert grown.se / grown.p_below <= 0.025
+    assert abs(grown.p_below - easy.p_below) < 4 * np.hypot(grown.se, easy.se)
+
+
+def test_tilt_puts_the_tilted_median_near_the_threshold():
+    """The pilot's root finding stops within PILOT_TOL sd of u (or at the cap) on a model with vol feedback."""
+    from aetheris_ray.components.volatility import FittedGarch
+
+    vol = FittedGarch.from_params(omega=2e-5, alpha=0.1, beta=0.85, nu=4.0)
+    sampler = random_walk(residuals=FittedStudentT.from_params(nu=4.0), vol=vol)
+    drift, sbar = sampler.profile(H)
+    sd = float(np.sqrt(np.sum(sbar**2)))
+    for side, u in (("below", -5 * sd), ("above", 3 * sd)):
+        theta = tails.choose_tilt(sampler, u, H, side, np.random.SeedSequence(1))
+        x, _ = sampler.sample(20_000, H, theta * sbar, np.random.default_rng(2))
+        assert abs(np.median(x) - u) < 2 * tails.PILOT_TOL * sd, (side, np.median(x), u)
+
+
 # -- exact likelihood ratios of each residual model -------------------------------------------
 
 
