@@ -14,14 +14,17 @@ Errors: `AetherisError` subclasses map to their ``http_status`` with the message
 pydantic errors become 422 with `contract.validation_message`'s one line naming each
 field; a body that is not JSON (truncated, not UTF-8, nested too deeply, an integer of
 over 4,300 digits) is 422 naming ``body``; Starlette's own errors (unknown route, wrong
-method) keep their status.  Every error body is ``{"detail": "<field>: ...", "error":
-"<class>"}``, its detail at most `MAX_DETAIL` characters (echoed inputs are shortened).
+method) keep their status.  Every error body is ``{"error": "<class>", "detail": "<field>: ...",
+"field": "<field>" | null}``, its detail at most `MAX_DETAIL` characters (echoed inputs are
+shortened).  A body over `MAX_BODY_BYTES` is refused with 413 as soon as that many bytes
+have arrived, chunked or not (`Guard`), without reading the rest.
 """
 
 
 import asyncio
 import dataclasses
 import logging
+import re
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -90,9 +93,26 @@ api = FastAPI(
 )
 
 
-def error_response(status: int, detail: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The contract's error body, ``{"detail": ..., "error": kind}``, the detail clipped to `MAX_DETAIL` characters."""
-    return JSONResponse(status_code=status, content={"detail": clip(detail, MAX_DETAIL), "error": kind},
+#: ``field: ...`` at the start of a detail (``horizon``, ``outcomes.3.asset``, ``body``).
+_FIELD = re.compile(r"^([A-Za-z_]\w*(?:\.\w+)*): ")
+
+
+def error_response(status: int, detail: str, kind: str, headers: dict[str, str] | None = None,
+                   field: str | None = None) -> JSONResponse:
+    """The contract's error body, ``{"error": kind, "detail": ..., "field": ...}``, the detail clipped to `MAX_DETAIL`.
+
+    ``field`` defaults to the field the detail starts with (``"horizon: must be ..."``), None
+    where the error is not about one field.
+
+    >>> import json
+    >>> json.loads(error_response(422, "horizon: must be at most 365 (got 9999)", "InvalidInput").body)["field"]
+    'horizon'
+    """
+    detail = clip(detail, MAX_DETAIL)
+    if field is None:
+        m = _FIELD.match(detail)
+        field = m.group(1) if m else None
+    return JSONResponse(status_code=status, content={"error": kind, "detail": detail, "field": field},
                         headers=headers)
 
 
@@ -185,9 +205,22 @@ async def _aetheris_error(request: Request, exc: AetherisError) -> JSONResponse:
     return error_response(exc.http_status, str(exc), type(exc).__name__)
 
 
-class Guard:
-    """API key check (before the body is read), then a cap on the declared body size.
+#: Methods whose body `Guard` reads (and bounds) before the route sees it.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
+
+def _too_large(what: str) -> JSONResponse:
+    return error_response(413, f"body: {what} is more than the {MAX_BODY_BYTES:,}-byte limit; split the batch",
+                          "InvalidInput", headers={"Connection": "close"})
+
+
+class Guard:
+    """API key check (before the body is read), then the body size: declared, and counted while it is read.
+
+    A declared ``Content-Length`` over `MAX_BODY_BYTES` is refused before any of the body
+    is read.  Any other body (chunked, or a length that lies) is read here, counting, and
+    refused with 413 the moment it passes the limit; the rest is never read, and the
+    connection closes.  A body within the limit is handed to the route as one message.
     A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` (``@app.middleware``)
     wraps every response in a stream and costs measurable CPU per request.
     """
@@ -205,16 +238,44 @@ class Guard:
             resp = error_response(503, "service starting", "Unavailable")
         elif checker.enabled and not checker.is_open(scope["path"]) and not checker.allowed(headers):
             resp = error_response(401, "missing or invalid API key: send 'Authorization: Bearer <key>' or "
-                                       "'X-API-Key: <key>'", "Unauthorized")
+                                       "'X-API-Key: <key>'", "Unauthorized", field="authorization")
             resp.headers["WWW-Authenticate"] = "Bearer"
         else:
             size = headers.get("content-length")
             if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
-                resp = error_response(413, f"body: {clip(size, 40)} bytes is more than the {MAX_BODY_BYTES:,}-byte limit; "
-                                           "split the batch", "InvalidInput")
+                resp = _too_large(f"{clip(size, 40)} bytes")
+            elif scope["method"] in _BODY_METHODS:
+                chunks, n, more = [], 0, True
+                while more:
+                    msg = await receive()
+                    if msg["type"] != "http.request":  # the client went away
+                        return
+                    chunk = msg.get("body", b"")
+                    n += len(chunk)
+                    if n > MAX_BODY_BYTES:
+                        resp = _too_large(f"the body (over {n:,} bytes so far)")
+                        break
+                    chunks.append(chunk)
+                    more = msg.get("more_body", False)
+                if resp is None:
+                    receive = _replay(b"".join(chunks), receive)
         if resp is not None:
             return await resp(scope, receive, send)
         await self.app(scope, receive, send)
+
+
+def _replay(body: bytes, receive):
+    """An ASGI ``receive`` that gives the already-read body once, then waits on the real one (disconnects)."""
+    sent = False
+
+    async def again():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
 
 
 api.add_middleware(Guard)

@@ -245,7 +245,7 @@ def test_hostile_requests_are_bad_input(served, path, data, field):
     assert 400 <= r.status_code < 500, r.text[:500]
     assert len(r.content) < 10_000
     got = r.json()
-    assert set(got) == {"detail", "error"} and got["error"] == "InvalidInput"
+    assert set(got) == {"error", "detail", "field"} and got["error"] == "InvalidInput" and got["field"] == field
     assert got["detail"].startswith(field + ":"), got["detail"]
     assert post(served, "/v1/forecast", REQ).status_code == 200  # the service is still up
 
