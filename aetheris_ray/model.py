@@ -355,7 +355,7 @@ def fit_order(specs: Mapping[str, Any], kinds: Sequence[str]) -> list[str]:
 
 
 def fit_model(cfg: EngineConfig, specs: Mapping[str, Any], returns: np.ndarray, *, warm: FittedModel | None = None,
-              rv: Any = None, ranges: Any = None, features: Any = None, order: Sequence[str] | None = None,
+              rv: Any = None, ranges: Any = None, iv: Any = None, features: Any = None, order: Sequence[str] | None = None,
               artefacts: Mapping[str, Any] | None = None) -> FittedModel:
     """Fit the model's parts on ``returns`` (the composer): each gets exactly the inputs it declares.
 
@@ -365,7 +365,7 @@ def fit_model(cfg: EngineConfig, specs: Mapping[str, Any], returns: np.ndarray, 
     specs : kind -> spec (``cfg.specs()``, built once by the caller)
     returns : ndarray, daily log-returns known at the fit day
     warm : FittedModel or None, the anchor fit a part may warm-start from (``warm``)
-    rv, ranges, features : the ``rv``, ``ranges`` and ``features`` inputs (see `contract`)
+    rv, ranges, iv, features : the ``rv``, ``ranges``, ``iv`` and ``features`` inputs (see `contract`)
     order : the fit order (`fit_order`), when the caller computed it once
     artefacts : kind -> a fitted artefact to use instead of the registry's (tests, tools)
     """
@@ -373,7 +373,7 @@ def fit_model(cfg: EngineConfig, specs: Mapping[str, Any], returns: np.ndarray, 
 
     order = order or fit_order(specs, cfg.used_kinds())
     warm_parts = warm.parts() if warm is not None else {}
-    given = {"rv": rv, "ranges": ranges, "features": features}
+    given = {"rv": rv, "ranges": ranges, "iv": iv, "features": features}
     fitted: dict[str, Any] = {}
     for kind in order:
         spec = specs[kind]

@@ -377,7 +377,7 @@ def raw_block(
         warm = fitted[int(anchor[k])] if anchor[k] != k else None
         st = state_of[p]
         fitted[k] = fit_model(cfg, specs, ret[:p], warm=warm, rv=st.intraday_rv,
-                              ranges=None if st.log_hl is None else (st.log_hl, st.log_co),
+                              ranges=None if st.log_hl is None else (st.log_hl, st.log_co), iv=st.implied_vol,
                               features=None if feat is None else feat[:p], order=order)
     model = FittedModel.stack([fitted[int(k)] for k in used])
     row_of_fit = np.searchsorted(used, k_of)  # each origin's fit, as a row of `model`

@@ -25,7 +25,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-from aetheris_ray.cli import backtest, forecast, ingest, models, score, serve, tune  # noqa: E402,F401  (registers commands)
+from aetheris_ray.cli import backtest, forecast, ingest, models, pool, score, serve, tune  # noqa: E402,F401  (registers commands)
 
 
 _shown: set[str] = set()

@@ -86,6 +86,9 @@ class Context:
     log_hl, log_co : ndarray, shape (n_origins, lookback) or None
         ``ln(high / low)`` and ``ln(close / open)`` of the daily bars aligned with
         ``returns`` (NaN where unobserved or padding); None when no origin has them.
+    iv : ndarray, shape (n_origins, lookback) or None
+        Implied volatility index (annualised percent) aligned with ``returns`` (NaN
+        where absent); None when no origin has one.  An ``iv_level`` scenario sets it.
     overrides : tuple of dict
         Scenario overrides per origin (empty dicts for unconditional forecasts).
         An ``rv_shock`` multiplier is already applied to ``returns``, ``rv``, ``log_hl`` and ``log_co``
@@ -102,6 +105,7 @@ class Context:
     overrides: tuple[dict[str, float], ...] = ()
     log_hl: FloatArray | None = None
     log_co: FloatArray | None = None
+    iv: FloatArray | None = None
 
     @property
     def size(self) -> int:
@@ -132,6 +136,7 @@ class Context:
         has_range = any(s.log_hl is not None for s in states)
         hl = np.full((n, lookback), np.nan) if has_range else None
         co = np.full((n, lookback), np.nan) if has_range else None
+        iv = np.full((n, lookback), np.nan) if any(s.implied_vol is not None for s in states) else None
         for i, s in enumerate(states):
             # a scenario's realised-vol shock scales the observed returns (aetheris_ray.scenario.vol_multiplier)
             m = float(s.overrides.get("rv_shock", 1.0)) if s.overrides else 1.0
@@ -153,9 +158,13 @@ class Context:
             if hl is not None and s.log_hl is not None and k:
                 hl[i, lookback - k:] = np.asarray(s.log_hl, dtype=float)[-k:] * m
                 co[i, lookback - k:] = np.asarray(s.log_co, dtype=float)[-k:] * m
+            if iv is not None and s.implied_vol is not None and k:
+                iv[i, lookback - k:] = np.asarray(s.implied_vol, dtype=float)[-k:]
+                if s.overrides and "iv_level" in s.overrides:  # the scenario's implied vol at the origin
+                    iv[i, -1] = float(s.overrides["iv_level"])
         labels = tuple(str(s.regime_label) for s in states)
         overrides = tuple(dict(s.overrides) for s in states)
-        return cls(ret, valid, labels, rvec, mm, rv, overrides, hl, co)
+        return cls(ret, valid, labels, rvec, mm, rv, overrides, hl, co, iv)
 
     @classmethod
     def from_windows(cls, windows: Mapping[str, np.ndarray]) -> "Context":
@@ -191,6 +200,7 @@ class Context:
             self.mm[sel], None if self.rv is None else self.rv[sel],
             tuple(self.overrides[i] for i in sel) if self.overrides else (),
             None if self.log_hl is None else self.log_hl[sel], None if self.log_co is None else self.log_co[sel],
+            None if self.iv is None else self.iv[sel],
         )
 
     def regime_codes(self) -> np.ndarray:

@@ -15,7 +15,8 @@ is decided by ``if`` statements on variant names:
 * ``spec.fit_inputs`` -- keyword arguments its ``fit(returns, **inputs)`` takes, from
   `FIT_INPUTS` (``warm``: the same part's anchor fit for warm starts; ``rv``:
   intraday realised variances known at the fit day; ``ranges``: ``(log_hl, log_co)``, the
-  daily bars' ``ln(high/low)`` and ``ln(close/open)`` aligned with the returns; ``features``: regime vector +
+  daily bars' ``ln(high/low)`` and ``ln(close/open)`` aligned with the returns; ``iv``: the
+  implied-vol index known at each day (annualised percent, aligned); ``features``: regime vector +
   MM indices per past day; ``artefact``: the part's trained artefact from the model
   registry, see below) or the name of another kind (that part, already fitted:
   residuals standardised by the volatility part take ``volatility``).  Parts are
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 #: Inputs the composer can give a ``fit`` besides the returns (and any other kind's fitted part).
-FIT_INPUTS = ("warm", "rv", "ranges", "features", "artefact")
+FIT_INPUTS = ("warm", "rv", "ranges", "iv", "features", "artefact")
 
 #: Per-origin conditioning arrays of a part (batch axis first); opaque to the engine.
 Cond = Mapping[str, Any]

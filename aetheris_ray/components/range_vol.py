@@ -39,11 +39,13 @@ from aetheris_ray._typing import FloatArray
 from aetheris_ray.components._innovations import unit_t
 from aetheris_ray.components.base import VAR_FLOOR, Context, SpecBase, seed_variance
 from aetheris_ray.components.volatility import FittedVolatility
+from aetheris_ray.errors import InvalidInput
 
 __all__ = [
     "ESTIMATORS", "ANCHORS", "range_variance",
     "RangeGarchVolatility", "FittedRangeGarch",
     "RangeHarVolatility", "FittedRangeHar",
+    "PooledHarVolatility", "FittedPooledHar", "fit_pooled_prior", "har_design", "EXTRAS",
 ]
 
 #: Range estimators: Parkinson needs high / low only; Garman-Klass also the open.
@@ -296,6 +298,45 @@ def _har_x(s: FloatArray) -> FloatArray:
     return x
 
 
+#: Optional regressors of the range-HAR: intraday realised variance (2h bars) and the implied-vol index.
+EXTRAS = ("rv", "iv")
+
+
+def _extra_x(s: FloatArray, k: Any, extras: tuple[str, ...], rv: Any = None, iv: Any = None,
+             iv_premium: Any = 0.0) -> tuple[FloatArray, FloatArray]:
+    """The ``extras`` columns (range units, logs) and where each was observed, each ``s.shape + (E,)``.
+
+    * ``rv``: log weekly mean of intraday realised variance / ``k``; where absent, the
+      log weekly mean range variance (the column then repeats what the range says).
+    * ``iv``: log of the implied daily variance ``(iv / 100)^2 / 365`` / ``k``; where
+      absent, the log monthly mean range variance plus ``iv_premium`` (the fit's mean
+      log gap between the two), so an asset or day without the index is unaffected.
+    """
+    shape = s.shape + (len(extras),)
+    cols, obs = np.empty(shape), np.zeros(shape, dtype=bool)
+    if not extras:
+        return cols, obs
+    k = np.asarray(k, dtype=float)
+    kk = k.reshape(k.shape + (1,) * (s.ndim - k.ndim)) if k.ndim else k
+    w, _ = _trailing_mean(s, 5)
+    m, _ = _trailing_mean(s, 22)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j, name in enumerate(extras):
+            if name == "rv":
+                x = np.full(s.shape, np.nan) if rv is None else np.asarray(rv, dtype=float) / kk
+                xw, _ = _trailing_mean(np.where(x > 0, x, np.nan), 5)
+                ok = np.isfinite(xw) & (xw > 0)
+                cols[..., j] = np.where(ok, np.log(np.where(ok, xw, 1.0)), np.log(np.maximum(w, 0.05 * m)))
+            else:
+                x = np.full(s.shape, np.nan) if iv is None else (np.asarray(iv, dtype=float) / 100.0) ** 2 / 365.0 / kk
+                ok = np.isfinite(x) & (x > 0)
+                prem = np.asarray(iv_premium, dtype=float)
+                prem = prem.reshape(prem.shape + (1,) * (s.ndim - prem.ndim)) if prem.ndim else prem
+                cols[..., j] = np.where(ok, np.log(np.where(ok, x, 1.0)), np.log(m) + prem)
+            obs[..., j] = ok
+    return cols, obs
+
+
 @dataclass(frozen=True, eq=False)
 class FittedRangeHar(FittedVolatility):
     """Direct log-HAR on range variance (params ``coef`` (A, 4) and ``scale`` (A,) per `ANCHORS` horizon, ``k``).
@@ -306,7 +347,7 @@ class FittedRangeHar(FittedVolatility):
     """
 
     name: ClassVar[str] = "range_har"
-    param_names: ClassVar[tuple[str, ...]] = ("coef", "scale", "k")
+    param_names: ClassVar[tuple[str, ...]] = ("coef", "scale", "k", "iv_premium")
     row_params: ClassVar[tuple[str, ...]] = ("coef", "scale")
 
     def _mean_var(self, ctx: Context) -> FloatArray:
@@ -315,6 +356,9 @@ class FittedRangeHar(FittedVolatility):
         # the HAR reads range units: the proxy divided back by k (r^2 / k where the range is unobserved)
         s = _ctx_proxy(ctx, k, self.spec.estimator) / k[:, None]
         x = _har_x(s)  # (B, L, 4)
+        if self.spec.extras:
+            ex, _ = _extra_x(s, k, self.spec.extras, ctx.rv, ctx.iv, self.params["iv_premium"])
+            x = np.concatenate([x, ex], axis=-1)
         coef = np.asarray(self.params["coef"], dtype=float)  # (B, A, 4)
         scale = np.asarray(self.params["scale"], dtype=float)  # (B, A)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -373,59 +417,274 @@ class RangeHarVolatility(SpecBase):
         Fewer returns -> the monthly mean range variance, scaled (``info["fallback"]``).
     ridge : float
         Ridge penalty on the slope coefficients (relative to the regressors' variance).
+    extras : tuple of {"rv", "iv"}
+        Extra regressors where the asset has them (`_extra_x`): intraday realised
+        variance from 2h bars, the implied-vol index.  One with fewer than ``min_obs``
+        observed days in the fit's rows gets coefficient 0 (``info["extras_used"]``).
     """
 
     estimator: str = "parkinson"
     window: int = 1000
     min_obs: int = 250
     ridge: float = 0.0
+    extras: tuple = ()
 
     kind: ClassVar[str] = "volatility"
     name: ClassVar[str] = "range_har"
     has_analytic_moments: ClassVar[bool] = True
     fitted_cls: ClassVar[type] = FittedRangeHar
-    fit_inputs: ClassVar[tuple[str, ...]] = ("ranges",)
+
+    @property
+    def fit_inputs(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("ranges",) + tuple(x for x in self.extras)
+
+    @classmethod
+    def coerce_params(cls, params: dict) -> dict:
+        out = dict(params)
+        if "extras" in out:
+            out["extras"] = tuple(out["extras"])
+        return out
 
     def __post_init__(self) -> None:
         self._check(self.estimator in ESTIMATORS, f"estimator={self.estimator!r}: use one of {', '.join(ESTIMATORS)}")
         self._check(self.window >= 60, f"window={self.window!r} must be at least 60")
         self._check(self.min_obs >= 60, f"min_obs={self.min_obs!r} must be at least 60")
         self._check(self.ridge >= 0, f"ridge={self.ridge!r} must be >= 0")
+        self._check(all(x in EXTRAS for x in self.extras) and len(set(self.extras)) == len(self.extras),
+                    f"extras={self.extras!r}: use any of {', '.join(EXTRAS)}, each once")
 
-    def fit(self, returns: FloatArray, *, ranges: Any = None, **context: Any) -> FittedRangeHar:
-        r, q = _fit_ranges(returns, ranges, self.window, self.estimator)
-        n = r.size
-        k = _close_ratio(r, q)
-        info: dict[str, Any] = {"n_obs": int(n), "range_days": int(np.isfinite(q).sum()), "close_ratio": k}
-        if np.isfinite(q).sum() < 20:
-            info["no_ranges"] = "fitted on squared returns: the source has no usable high / low"
-        s = np.where(np.isfinite(q), q, r * r / k)  # range units
-        A = len(ANCHORS)
-        coef = np.zeros((A, 4))
-        coef[:, 3] = 1.0  # fallback: the monthly mean
-        scale = np.full(A, k)
-        if n < self.min_obs:
-            info["fallback"] = f"monthly mean range variance: {n} returns < min_obs={self.min_obs}"
-            return self._params(info, coef, scale, k)
-        x = _har_x(s)  # (n, 4); row t uses days <= t
-        cs = np.concatenate([[0.0], np.cumsum(s)])
-        cr = np.concatenate([[0.0], np.cumsum(r * r)])
-        t = np.arange(n)
+    def fit(self, returns: FloatArray, *, ranges: Any = None, rv: Any = None, iv: Any = None,
+            **context: Any) -> FittedRangeHar:
+        design = har_design(returns, ranges, self.window, self.estimator, self.extras, rv, iv)
+        info = design.info()
+        coef, scale = design.fallback_coef()
+        if design.n < self.min_obs:
+            info["fallback"] = f"monthly mean range variance: {design.n} returns < min_obs={self.min_obs}"
+            return self._params(info, coef, scale, design)
+        used = set()
         for i, h in enumerate(ANCHORS):
-            rows = t[(t + h < n) & np.all(np.isfinite(x), axis=1)]
-            if rows.size < 60:
+            X, y, realised, obs = design.rows(h, with_obs=True)
+            if y.size < 60:
                 continue
-            y = np.log(np.maximum((cs[rows + h + 1] - cs[rows + 1]) / h, VAR_FLOOR))
-            X = x[rows]
-            c = _ols(X, y, self.ridge)
-            pred = np.exp(X @ c)
-            realised = (cr[rows + h + 1] - cr[rows + 1]) / h
-            coef[i], scale[i] = c, float(np.sum(realised) / np.sum(pred))
-        return self._params(info, coef, scale, k)
+            cols = [0, 1, 2, 3] + [4 + j for j in range(len(self.extras)) if obs[:, j].sum() >= self.min_obs]
+            used |= {self.extras[c - 4] for c in cols[4:]}
+            coef[i, cols] = _ols(X[:, cols], y, self.ridge)
+            scale[i] = _scale(X, coef[i], realised)
+        if self.extras:
+            info["extras_used"] = sorted(used)
+        return self._params(info, coef, scale, design)
 
-    def _params(self, info: dict, coef: np.ndarray, scale: np.ndarray, k: float) -> FittedRangeHar:
-        return FittedRangeHar(spec=self, params={"coef": coef[None], "scale": scale[None], "k": np.array([k])},
-                              info=info)
+    def _params(self, info: dict, coef: np.ndarray, scale: np.ndarray, design: "HarDesign") -> FittedRangeHar:
+        return FittedRangeHar(spec=self, params={"coef": coef[None], "scale": scale[None], "k": np.array([design.k]),
+                                                 "iv_premium": np.array([design.iv_premium])}, info=info)
+
+
+@dataclass(frozen=True)
+class HarDesign:
+    """The range-HAR regression of one asset's trailing window (what a fit and the pooled prior share)."""
+
+    r: FloatArray  # returns, oldest first
+    q: FloatArray  # range variances of the same days (NaN where unobserved)
+    k: float  # close-to-close over range variance
+    x: FloatArray  # (n, 4 + E) regressors (`_har_x`, then `_extra_x`), row t from days <= t
+    cs: FloatArray  # cumulative range-unit variance (r^2 / k where the range is unobserved)
+    cr: FloatArray  # cumulative squared returns
+    obs: FloatArray  # (n, E) where each extra regressor was observed
+    iv_premium: float = 0.0  # mean log gap of implied over monthly range variance (0 without the index)
+
+    @property
+    def n(self) -> int:
+        return int(self.r.size)
+
+    def info(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"n_obs": self.n, "range_days": int(np.isfinite(self.q).sum()), "close_ratio": self.k}
+        if np.isfinite(self.q).sum() < 20:
+            out["no_ranges"] = "fitted on squared returns: the source has no usable high / low"
+        return out
+
+    def fallback_coef(self) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients of the monthly mean range variance, scaled by ``k``: shapes (A, 4 + E) and (A,)."""
+        coef = np.zeros((len(ANCHORS), self.x.shape[1]))
+        coef[:, 3] = 1.0
+        return coef, np.full(len(ANCHORS), self.k)
+
+    def rows(self, h: int, with_obs: bool = False) -> tuple[FloatArray, ...]:
+        """Regressors, log mean range variance of the next ``h`` days, their mean squared return
+        (and, ``with_obs``, where each extra regressor was observed)."""
+        t = np.arange(self.n)
+        rows = t[(t + h < self.n) & np.all(np.isfinite(self.x), axis=1)]
+        y = np.log(np.maximum((self.cs[rows + h + 1] - self.cs[rows + 1]) / h, VAR_FLOOR))
+        realised = (self.cr[rows + h + 1] - self.cr[rows + 1]) / h
+        return (self.x[rows], y, realised) + ((self.obs[rows],) if with_obs else ())
+
+
+def har_design(returns: FloatArray, ranges: Any, window: int, estimator: str, extras: tuple[str, ...] = (),
+               rv: Any = None, iv: Any = None) -> HarDesign:
+    """`HarDesign` of the trailing ``window`` finite returns and their bars' ranges, intraday realised
+    variances and implied vol (each right-aligned with the returns)."""
+    r_all = np.asarray(returns, dtype=float)
+    keep = np.isfinite(r_all)
+    r, q = _fit_ranges(returns, ranges, window, estimator)
+    k = _close_ratio(r, q)
+    s = np.where(np.isfinite(q), q, r * r / k)  # range units
+    x = _har_x(s)
+    prem = 0.0
+    rv_w = _aligned(rv, r_all.size)[keep][-window:] if "rv" in extras else None
+    iv_w = _aligned(iv, r_all.size)[keep][-window:] if "iv" in extras else None
+    if iv_w is not None:
+        m, _ = _trailing_mean(s, 22)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            gap = np.log((iv_w / 100.0) ** 2 / 365.0 / k) - np.log(m)
+        prem = float(np.mean(gap[np.isfinite(gap)])) if np.isfinite(gap).any() else 0.0
+    ex, obs = _extra_x(s, k, tuple(extras), rv_w, iv_w, prem)
+    return HarDesign(r, q, k, np.concatenate([x, ex], axis=-1), np.concatenate([[0.0], np.cumsum(s)]),
+                     np.concatenate([[0.0], np.cumsum(r * r)]), obs, prem)
+
+
+def _scale(X: FloatArray, coef: FloatArray, realised: FloatArray) -> float:
+    """In-sample mean squared return over mean predicted range variance (the level and log-to-level correction)."""
+    pred = np.exp(X @ coef)
+    den = float(np.sum(pred))
+    return float(np.sum(realised) / den) if den > 0 and np.isfinite(den) else 1.0
+
+
+# -- pooled across assets: a panel prior and shrinkage towards it ----------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FittedPooledHar(FittedRangeHar):
+    """A range-HAR whose slopes are shrunk towards a panel fit across assets (``shared["prior"]``, (A, 3)).
+
+    The registered artefact is one of these: its ``params`` are the panel's average
+    model (batch 1) and ``shared`` the pooled slopes; each origin's fit keeps the
+    same ``shared`` and its own shrunk coefficients.
+    """
+
+    name: ClassVar[str] = "pooled_har"
+
+    def check_loaded(self) -> None:
+        from aetheris_ray.errors import ModelNotFound
+
+        prior = self.shared.get("prior")
+        if prior is None or np.shape(prior) != (len(ANCHORS), 3) or not np.all(np.isfinite(prior)):
+            raise ModelNotFound(f"pooled_har artefact: shared 'prior' must be finite with shape ({len(ANCHORS)}, 3); "
+                                "it is corrupt")
+
+
+@dataclass(frozen=True)
+class PooledHarVolatility(RangeHarVolatility):
+    """`RangeHarVolatility` with its slopes shrunk towards the pooled (panel) fit of many assets.
+
+    Each anchor's slopes are ``(m b_own + n0 b_pool) / (m + n0)`` with ``m`` the
+    asset's own regression rows, so a young asset leans on the panel and an old one
+    on itself; the intercept (the asset's level) and the close-to-close scale are
+    always the asset's own, re-estimated given the shrunk slopes.  The panel fit
+    (`fit_pooled_prior`, ``aetheris pool``) is a registry artefact trained on data up
+    to a stated end date; without one the engine falls back to ``range_har``.
+
+    Parameters
+    ----------
+    n0 : float
+        Prior weight in regression rows (the history length at which own and pooled
+        slopes weigh the same).
+    """
+
+    n0: float = 500.0
+    min_obs: int = 60
+
+    name: ClassVar[str] = "pooled_har"
+    fitted_cls: ClassVar[type] = FittedPooledHar
+
+    @property
+    def fit_inputs(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("ranges", "artefact")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check(self.n0 >= 0, f"n0={self.n0!r} must be >= 0")
+        self._check(not self.extras, "extras: the pooled prior covers the range regressors only; use range_har")
+
+    def fit(self, returns: FloatArray, *, ranges: Any = None, artefact: FittedPooledHar | None = None,
+            **context: Any) -> FittedPooledHar:
+        if artefact is None:
+            raise InvalidInput("pooled_har.fit: no pooled prior given; the engine passes the registered one "
+                               "(`aetheris pool` trains it)")
+        prior = np.asarray(artefact.shared["prior"], dtype=float)
+        design = har_design(returns, ranges, self.window, self.estimator)
+        info = design.info()
+        coef, scale = design.fallback_coef()
+        if design.n < self.min_obs:
+            info["fallback"] = f"monthly mean range variance: {design.n} returns < min_obs={self.min_obs}"
+        else:
+            own_rows = []
+            for i, h in enumerate(ANCHORS):
+                X, y, realised = design.rows(h)
+                m = y.size
+                own_rows.append(m)
+                if m < 20:
+                    continue
+                b = prior[i]
+                if m >= 60:
+                    b_own = _ols(X, y, self.ridge)[1:]
+                    b = (m * b_own + self.n0 * prior[i]) / (m + self.n0)
+                a = float(np.mean(y - X[:, 1:] @ b))  # the asset's own level given the slopes
+                coef[i] = np.concatenate([[a], b])
+                scale[i] = _scale(X, coef[i], realised)
+            info["own_weight"] = [round(m / (m + self.n0), 3) for m in own_rows]
+        return FittedPooledHar(spec=self, params={"coef": coef[None], "scale": scale[None], "k": np.array([design.k]),
+                                                  "iv_premium": np.array([0.0])},
+                               info=info, shared=dict(artefact.shared))
+
+
+def fit_pooled_prior(histories: Any, spec: PooledHarVolatility | None = None, info: dict | None = None
+                     ) -> FittedPooledHar:
+    """The panel fit: each anchor's slopes by least squares over every asset's rows, with asset fixed effects.
+
+    Parameters
+    ----------
+    histories : iterable of ``(returns, (log_hl, log_co))``
+        One entry per asset, each cut at the training end date by the caller.
+    spec : the `PooledHarVolatility` the prior is for (window and estimator)
+    info : extra metadata (training range, assets)
+
+    Returns
+    -------
+    FittedPooledHar
+        ``shared["prior"]`` (A, 3) pooled slopes; ``params`` the panel's average model.
+    """
+    sp = spec or PooledHarVolatility()
+    designs = [har_design(r, rg, sp.window, sp.estimator) for r, rg in histories]
+    designs = [d for d in designs if d.n >= 60]
+    if not designs:
+        raise InvalidInput("pooled prior: no asset has 60 or more daily returns before the end date")
+    A = len(ANCHORS)
+    prior = np.zeros((A, 3))
+    coef = np.zeros((A, 4))
+    scale = np.ones(A)
+    n_rows = np.zeros(A, dtype=int)
+    for i, h in enumerate(ANCHORS):
+        xs, ys, levels, parts = [], [], [], []
+        for d in designs:
+            X, y, realised = d.rows(h)
+            if y.size < 20:
+                continue
+            mx, my = X[:, 1:].mean(axis=0), y.mean()
+            xs.append(X[:, 1:] - mx)
+            ys.append(y - my)
+            parts.append((X, y, realised, mx, my))
+        if not xs:
+            raise InvalidInput(f"pooled prior: no asset has rows for the {h}-day regression")
+        Xc, yc = np.concatenate(xs), np.concatenate(ys)
+        b = np.linalg.lstsq(Xc, yc, rcond=None)[0]
+        prior[i], n_rows[i] = b, yc.size
+        a = float(np.mean([my - mx @ b for *_, mx, my in parts]))
+        coef[i] = np.concatenate([[a], b])
+        scale[i] = float(np.mean([_scale(X, np.concatenate([[my - mx @ b], b]), rl) for X, y, rl, mx, my in parts]))
+    meta = {"n_assets": len(designs), "n_rows": n_rows.tolist(), **(info or {})}
+    return FittedPooledHar(spec=sp, params={"coef": coef[None], "scale": scale[None],
+                                            "k": np.array([float(np.mean([d.k for d in designs]))]),
+                                            "iv_premium": np.array([0.0])},
+                           info=meta, shared={"prior": prior})
 
 
 def _ols(X: FloatArray, y: FloatArray, ridge: float) -> FloatArray:

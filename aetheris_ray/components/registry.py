@@ -117,6 +117,8 @@ _BUILTIN: tuple[Variant, ...] = (
             description="GARCH(1,1)-t with the daily range variance in the recursion"),
     Variant("volatility", "range_har", f"{_C}.range_vol:RangeHarVolatility",
             description="log-HAR on daily range variance, direct per horizon"),
+    Variant("volatility", "pooled_har", f"{_C}.range_vol:PooledHarVolatility", artefact=True, fallback="range_har",
+            description="range_har with slopes shrunk towards a panel fit across assets (`aetheris pool`)"),
     Variant("volatility", "blend", f"{_C}.volatility:BlendVolatility", description="score-weighted blend"),
     Variant(
         "volatility", "rough_vol", f"{_C}.rough_vol.component:RoughVolatility", artefact=True, fallback="garch",

@@ -531,6 +531,7 @@ def _assemble(
         returns=t.ret[1 : e + 1],
         log_hl=t.log_hl[1 : e + 1],
         log_co=t.log_co[1 : e + 1],
+        implied_vol=t.base["iv"][1 : e + 1] if np.isfinite(t.base["iv"][: e + 1]).any() else None,
         mu=float(base["mu"][j]),
         sigma=float(base["sigma"][j]),
         regime_label=REGIME_LABELS[int(out.label[j])],

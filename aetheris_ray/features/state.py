@@ -83,6 +83,9 @@ class MarketState:
         ``ln(high / low)`` and ``ln(close / open)`` of the daily bars, aligned with
         ``returns`` (NaN where a bar's range is unobserved: flat bars, gaps); None
         when the source has no high / low.
+    implied_vol : ndarray or None
+        The implied-volatility index (annualised percent) known at each day's close,
+        aligned with ``returns`` (NaN where absent); None when the asset has none.
     missing : tuple of str
         Optional inputs that were absent (reported in the forecast's metadata).
     overrides : dict
@@ -106,6 +109,7 @@ class MarketState:
     intraday_rv: np.ndarray | None = None
     log_hl: np.ndarray | None = None
     log_co: np.ndarray | None = None
+    implied_vol: np.ndarray | None = None
     missing: tuple[str, ...] = ()
     overrides: dict[str, float] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)

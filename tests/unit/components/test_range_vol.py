@@ -191,3 +191,141 @@ def test_online_blend_of_range_parts_scores_a_context_shorter_than_its_window():
     w = fit.weights(ctx)
     assert w.shape == (1, 3) and np.isclose(w.sum(), 1.0) and np.all(w > 0)
     assert np.all(np.isfinite(fit.filter(ctx)))
+
+
+# -- pooled across assets -----------------------------------------------------------------------
+
+
+def _panel(n_assets=4, n=900, seed=0):
+    out = []
+    for i in range(n_assets):
+        vol = 0.02 * (1 + 0.5 * i) * np.exp(0.5 * np.sin(np.arange(n) / (30 + 7 * i)))
+        o, h, lo, c = brownian_bars(n, 0.0, 60, seed=seed + i, vol_path=vol)
+        out.append((c - o, (h - lo, c - o)))
+    return out
+
+
+def test_pooled_prior_is_the_within_regression_of_the_panel():
+    from aetheris_ray.components.range_vol import ANCHORS, fit_pooled_prior, har_design
+
+    panel = _panel()
+    prior = fit_pooled_prior(panel)
+    i = ANCHORS.index(7)
+    xs, ys = [], []
+    for r, rg in panel:
+        X, y, _ = har_design(r, rg, 1000, "parkinson").rows(7)
+        xs.append(X[:, 1:] - X[:, 1:].mean(axis=0))
+        ys.append(y - y.mean())
+    ref = np.linalg.lstsq(np.concatenate(xs), np.concatenate(ys), rcond=None)[0]
+    np.testing.assert_allclose(prior.shared["prior"][i], ref, rtol=1e-10)
+    assert prior.info["n_assets"] == 4
+
+
+def test_pooled_fit_shrinks_a_young_asset_towards_the_panel_and_keeps_its_own_level(tmp_path):
+    from aetheris_ray.components.base import load_component
+    from aetheris_ray.components.range_vol import PooledHarVolatility, fit_pooled_prior
+
+    prior = fit_pooled_prior(_panel())
+    prior.save(tmp_path / "prior")
+    loaded = load_component(tmp_path / "prior")  # the registry's round trip
+    np.testing.assert_array_equal(loaded.shared["prior"], prior.shared["prior"])
+    r, (hl, co) = _panel(1, 900, seed=50)[0]
+    spec = PooledHarVolatility()
+    old = spec.fit(r, ranges=(hl, co), artefact=loaded)
+    young = spec.fit(r[-150:], ranges=(hl[-150:], co[-150:]), artefact=loaded)
+    assert young.info["own_weight"][0] < 0.3 < old.info["own_weight"][0]
+    gap_young = np.abs(young.params["coef"][0, :, 1:] - prior.shared["prior"]).max()
+    gap_own = np.abs(RangeHarVolatility(min_obs=60).fit(r[-150:], ranges=(hl[-150:], co[-150:])).params["coef"][0, :, 1:]
+                     - prior.shared["prior"]).max()
+    assert gap_young < gap_own
+    # every origin's fit carries the same shared prior, so fits stack
+    both = type(old).stack([old, young])
+    assert both.batch_size == 2 and np.array_equal(both.shared["prior"], prior.shared["prior"])
+    # the level is the asset's own: a 4x more volatile copy gets ~4x the variance
+    loud = spec.fit(2 * r, ranges=(hl * 2, co * 2), artefact=loaded)
+    ctx = Context.from_states([_state(r, hl, co)], lookback=900)
+    ctx2 = Context.from_states([_state(2 * r, 2 * hl, 2 * co)], lookback=900)
+    ratio = loud.condition(ctx2)["mean_var"] / old.condition(ctx)["mean_var"]
+    np.testing.assert_allclose(ratio, 4.0, rtol=1e-6)
+
+
+def test_pooled_har_without_a_registered_prior_falls_back_to_range_har(tmp_path):
+    from aetheris_ray import registry as reg
+    from aetheris_ray.components.range_vol import PooledHarVolatility
+
+    with pytest.warns(reg.FallbackWarning, match="fell back"):
+        out = reg.resolve_artefact("volatility", "pooled_har", registry=reg.Registry(tmp_path / "empty"))
+    assert out.fallback == "range_har"
+    with pytest.raises(InvalidInput, match="aetheris pool"):
+        PooledHarVolatility().fit(np.zeros(100))
+
+
+def _csv_dir(root, panel, start="2019-01-01"):
+    d = root / "daily"
+    d.mkdir(parents=True)
+    for i, (r, (hl, co)) in enumerate(panel):
+        close = 100 * np.exp(np.cumsum(r))
+        opn = close / np.exp(co)
+        mid = np.log(close * opn) / 2
+        high, low = np.exp(mid + hl / 2), np.exp(mid - hl / 2)
+        high, low = np.maximum(high, np.maximum(opn, close)), np.minimum(low, np.minimum(opn, close))
+        dates = pd.date_range(start, periods=r.size, freq="D")
+        pd.DataFrame({"date": dates.strftime("%Y-%m-%d"), "open": opn, "high": high, "low": low,
+                      "close": close}).to_csv(d / f"A{i}-USD.csv", index=False)
+    return root
+
+
+def test_aetheris_pool_sees_no_data_after_its_end(tmp_path, capsys, monkeypatch):
+    import json
+
+    from aetheris_ray.cli import main
+
+    monkeypatch.setenv("AETHERIS_HOME", str(tmp_path / "home"))
+    panel = _panel(3, 700)
+    a = _csv_dir(tmp_path / "a", panel)
+    changed = [(r.copy(), (hl.copy(), co.copy())) for r, (hl, co) in panel]
+    for r, (hl, co) in changed:  # another future after day 600 (2020-08-23)
+        r[600:] *= 3.0
+        hl[600:] *= 3.0
+    b = _csv_dir(tmp_path / "b", changed)
+    outs = []
+    for d in (a, b):
+        assert main(["pool", "--data", str(d), "--end", "2020-08-01", "--format", "json", "--no-register"]) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+    assert outs[0]["slopes"] == outs[1]["slopes"] and outs[0]["assets"] == 3
+    assert main(["pool", "--data", str(b), "--end", "2020-12-01", "--format", "json", "--no-register"]) == 0
+    assert json.loads(capsys.readouterr().out)["slopes"] != outs[1]["slopes"]
+    # registered, it is what `latest` resolves to
+    assert main(["pool", "--data", str(a), "--end", "2020-08-01"]) == 0
+    assert "registered as pooled_har-" in capsys.readouterr().out
+    assert main(["pool", "--data", str(a), "--end", "not-a-date"]) == 2
+    assert "--end" in capsys.readouterr().err
+
+
+def test_implied_vol_and_intraday_regressors_are_used_where_present_and_harmless_where_absent():
+    n = 900
+    vol = 0.03 * np.exp(0.6 * np.sin(np.arange(n) / 25))
+    o, h, lo, c = brownian_bars(n, 0.0, 60, seed=21, vol_path=vol)
+    r, hl, co = c - o, h - lo, c - o
+    iv = np.full(n, np.nan)
+    iv[300:] = 100 * np.sqrt(365) * vol[300:] * 1.1  # an informative index from day 300, with a premium
+    spec = RangeHarVolatility(extras=("rv", "iv"))
+    with_iv = spec.fit(r, ranges=(hl, co), iv=iv)
+    assert with_iv.info["extras_used"] == ["iv"]  # no intraday bars: rv stays out
+    i1 = ANCHORS.index(1)
+    assert with_iv.params["coef"][0, i1, 5] > 0.2 and with_iv.params["iv_premium"][0] > 0
+    # absent series: the same model as range_har
+    plain = RangeHarVolatility().fit(r, ranges=(hl, co))
+    without = spec.fit(r, ranges=(hl, co))
+    np.testing.assert_allclose(without.params["coef"][0, :, :4], plain.params["coef"][0], rtol=1e-12)
+    assert np.all(without.params["coef"][0, :, 4:] == 0) and without.info["extras_used"] == []
+    ctx = Context.from_states([_state(r, hl, co)], lookback=n)
+    np.testing.assert_allclose(without.condition(ctx)["mean_var"], plain.condition(ctx)["mean_var"], rtol=1e-12)
+    # the index tracks the true variance better than the range alone at short horizons
+    st = _state(r, hl, co)
+    st_iv = MarketState(**{**st.__dict__, "implied_vol": iv})
+    err_iv = np.log(with_iv.filter(Context.from_states([st_iv], lookback=n))[0, 300:-1] / vol[301:] ** 2)
+    err_plain = np.log(plain.filter(Context.from_states([st], lookback=n))[0, 300:-1] / vol[301:] ** 2)
+    assert np.mean(err_iv ** 2) < np.mean(err_plain ** 2)
+    with pytest.raises(InvalidInput, match="extras"):
+        RangeHarVolatility(extras=("dvol",))
