@@ -1,9 +1,9 @@
 """One forecast, in-process, end to end from a warm store, next to the bare numpy floor.
 
     .venv/bin/python benchmarks/bench_forecast.py [--paths 10000] [--horizon 14] [--repeats 20]
-                                                  [--data ../shared/data | --synthetic]
+                                                  [--data ../shared/data | --synthetic] [--cli N]
 
-Rows (median over ``--repeats`` runs after one warm-up run, wall clock):
+Rows (median over ``--repeats`` interleaved rounds after one warm-up run each, wall clock):
 
 * ``numpy floor``: draw ``paths x horizon`` Gaussian log-returns with a seeded
   Generator, cumulate, take 7 quantiles per step.  No model, no data.
@@ -12,13 +12,19 @@ Rows (median over ``--repeats`` runs after one warm-up run, wall clock):
   (built once in a temporary folder from BTC-USD of ``--data``, or from the synthetic
   market) and forecasting: what one CLI/Serve request costs in-process.
 
+``--cli N`` adds two whole-process rows, N interleaved runs each: ``aetheris forecast``
+(same request, from the same warm store, a fresh ``AETHERIS_HOME`` whose state is built
+in a warm-up run) next to its floor ``python -c "import numpy, pandas, scipy"``.
+
 Ratios are against the numpy floor of the same run.  No timing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -34,14 +40,32 @@ sys.path.insert(0, str(REPO))
 LEVELS = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
 
 
-def timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up: imports, caches, first-touch allocations
-    out = []
+def interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Wall times of each function, one call of each per round (after one warm-up call each)."""
+    for fn in fns.values():
+        fn()  # warm-up: imports, caches, first-touch allocations
+    out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - t0)
     return out
+
+
+def cli_rows(store, asset: str, args, home: Path) -> dict:
+    """``aetheris forecast`` as a whole process against ``python -c "import numpy, pandas, scipy"``."""
+    env = {**os.environ, "AETHERIS_HOME": str(home)}
+    exe = Path(sys.executable)
+    cli = [str(exe.parent / "aetheris"), "forecast", "--asset", asset, "--horizon", str(args.horizon), "--paths",
+           str(args.paths), "--seed", "7", "--store", str(store.path)]
+    bare = [str(exe), "-c", "import numpy, pandas, scipy"]
+
+    def run(cmd):
+        return lambda: subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    return {"python -c 'import numpy, pandas, scipy' (process)": run(bare),
+            "aetheris forecast (whole process, warm state)": run(cli)}
 
 
 def build_store(root: Path, data: Path | None, asset: str):
@@ -68,6 +92,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--synthetic", action="store_true", help="use the synthetic market even if --data exists")
+    ap.add_argument("--cli", type=int, default=0, help="also time N whole `aetheris forecast` processes")
     args = ap.parse_args()
 
     from aetheris_ray import engine
@@ -86,21 +111,28 @@ def main() -> None:
             cum = np.cumsum(0.03 * rng.standard_normal((args.paths, args.horizon)), axis=1)
             np.quantile(cum, LEVELS, axis=0)
 
-        rows = [
-            ("numpy floor (draw + cumsum + 7 quantiles/step)", timed(floor, args.repeats)),
-            ("engine.forecast (history in memory)", timed(lambda: engine.forecast(history, req), args.repeats)),
-            ("api.forecast (warm ParquetStore)", timed(
-                lambda: forecast(asset, args.horizon, paths=args.paths, seed=7, quantiles=list(LEVELS), source=store),
-                args.repeats)),
-        ]
-    base = statistics.median(rows[0][1])
+        rows = interleaved({
+            "numpy floor (draw + cumsum + 7 quantiles/step)": floor,
+            "engine.forecast (history in memory)": lambda: engine.forecast(history, req),
+            "api.forecast (warm ParquetStore)": lambda: forecast(
+                asset, args.horizon, paths=args.paths, seed=7, quantiles=list(LEVELS), source=store),
+        }, args.repeats)
+        procs = interleaved(cli_rows(store, asset, args, Path(tmp) / "home"), args.cli) if args.cli else {}
+    base = statistics.median(next(iter(rows.values())))
     print(f"one forecast: {args.paths:,} paths x {args.horizon} days, {asset} "
-          f"({'shared data' if data is not None else 'synthetic'}), median of {args.repeats} after a warm-up")
+          f"({'shared data' if data is not None else 'synthetic'}), median of {args.repeats} interleaved rounds")
     print(f"{'what':<50} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'x floor':>8}")
-    for name, ts in rows:
+    for name, ts in rows.items():
         q = np.quantile(ts, [0.1, 0.9]) * 1e3
         med = statistics.median(ts)
-        print(f"{name:<50} {med * 1e3:>10.2f} {q[0]:>8.2f} {q[1]:>8.2f} {med / base:>8.1f}")
+        print(f"{name:<50} {med * 1e3:>10.2f} {q[0]:>8.2f} {q[1]:>8.2f} {med / base:>8.2f}")
+    if procs:
+        pbase = statistics.median(next(iter(procs.values())))
+        print(f"whole processes, median of {args.cli} interleaved runs (ratio to the bare import)")
+        for name, ts in procs.items():
+            q = np.quantile(ts, [0.1, 0.9]) * 1e3
+            med = statistics.median(ts)
+            print(f"{name:<50} {med * 1e3:>10.1f} {q[0]:>8.1f} {q[1]:>8.1f} {med / pbase:>8.2f}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,16 @@ For each model and each target probability (about 1e-3 and 1e-5, lower tail),
 the IS repeats (the plain estimate is 0 in most runs at 1e-5).  Models: a
 Gaussian random walk (3% daily vol), the engine's baseline (GARCH(1,1) + Student-t)
 and its FHS variant, fitted on BTC-USD of ``--data`` (as of 2021-12-01) or on the
-synthetic market.  Last block: one whole ``engine.forecast`` without thresholds,
-with a near threshold and with one far threshold.  No timing is asserted.
+synthetic market.  Then one whole ``engine.forecast`` without thresholds, with a
+near threshold and with one far threshold.
+
+Last block (``--forecast-only`` runs it alone): the issue-16 case, ``engine.forecast``
+of BTC-USD (``--data``) at the data's end, 1,000 paths x 7 days, without thresholds and
+with thresholds at 90,000 and 110,000 (110,000 is far: importance sampling), over
+``--seeds`` seeds in interleaved rounds: median times, their ratio, and the reported
+standard error of the far threshold (mean over seeds, and the seeds' spread of its
+estimate).  ``--repo`` imports ``aetheris_ray`` from another checkout (before/after in one
+session).  No timing is asserted.
 """
 
 from __future__ import annotations
@@ -33,7 +41,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def timed(fn, repeats: int) -> tuple[list, float]:
@@ -72,8 +79,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--synthetic", action="store_true", help="use the synthetic market even if --data exists")
+    ap.add_argument("--seeds", type=int, default=30, help="seeds of the far-threshold forecast block")
+    ap.add_argument("--forecast-only", action="store_true", help="only the far-threshold forecast block")
+    ap.add_argument("--repo", type=Path, default=REPO, help="checkout whose aetheris_ray is measured")
     args = ap.parse_args()
+    sys.path.insert(0, str(args.repo.resolve()))
     warnings.simplefilter("ignore")
+    if args.forecast_only:
+        far_threshold_forecast(args)
+        return
 
     from scipy import stats
 
@@ -133,6 +147,44 @@ def main() -> None:
         r = req.model_copy(update={"thresholds": ks})
         fcs, t = timed(lambda i=0, r=r: engine.forecast(data, r), reps)
         print(f"{label:<30} {t * 1e3:>8.1f} ms   estimators {list(fcs[0].threshold_estimator)}")
+    if use_data:
+        far_threshold_forecast(args)
+
+
+def far_threshold_forecast(args) -> None:
+    """BTC-USD at the data's end, 1,000 x 7: no thresholds vs 90,000 and 110,000 (interleaved rounds)."""
+    from aetheris_ray import engine
+    from aetheris_ray.contract import ForecastRequest
+    from aetheris_ray.data import CsvSource
+
+    data = CsvSource(args.data).history("BTC-USD")
+    spot = float(data.daily_close().iloc[-1])
+    plain = ForecastRequest(asset="BTC-USD", horizon=7, paths=1000, seed=0)
+    engine.forecast(data, plain)  # fit and cache
+    t_plain, t_far, p_far, se_far, n_far = [], [], [], [], []
+    for seed in range(args.seeds):
+        r0 = plain.model_copy(update={"seed": seed})
+        r2 = r0.model_copy(update={"thresholds": [90_000.0, 110_000.0]})
+        for r, ts in ((r0, t_plain), (r2, t_far)):
+            t0 = time.perf_counter()
+            fc = engine.forecast(data, r)
+            ts.append(time.perf_counter() - t0)
+        if fc.threshold_estimator[1] != "importance_sampling":
+            continue  # 50 or more plain paths beyond 110,000 for this seed (P is about 0.04): plain MC
+        p_far.append(float(fc.p_above[1]))
+        se_far.append(float(fc.threshold_se[1]))
+        n_far.append(fc.metadata["importance_sampling"][0]["paths"])
+    a, b = statistics.median(t_plain), statistics.median(t_far)
+    p = float(np.mean(p_far))
+    print(f"\nBTC-USD at {data.daily_close().index[-1]:%Y-%m-%d} (spot {spot:,.0f}), 1,000 paths x 7 days, "
+          f"{args.seeds} seeds, interleaved; package from {args.repo}")
+    print(f"{'forecast':<44} {'median ms':>9} {'x plain':>8}")
+    print(f"{'no thresholds':<44} {a * 1e3:>9.2f} {1.0:>8.2f}")
+    print(f"{'thresholds 90,000 and 110,000':<44} {b * 1e3:>9.2f} {b / a:>8.2f}")
+    print(f"110,000 by importance sampling in {len(p_far)} of {args.seeds} seeds; over those seeds "
+          f"P(above 110,000): mean {p:.4f}; reported SE mean {np.mean(se_far):.5f} "
+          f"(relative {np.mean(se_far) / p:.3f}); spread of the estimate over seeds {np.std(p_far, ddof=1):.5f}; "
+          f"tilted paths {int(np.median(n_far)):,}")
 
 
 if __name__ == "__main__":
