@@ -155,12 +155,14 @@ def test_harden_closes_what_serve_leaves_open(tmp_path):
 
     raw = serve_haproxy_config(tmp_path)
     assert "mode 666 level admin" in raw and "bind :" in raw and "bind *:" in raw  # what Serve renders
-    out = harden(raw, {"HTTP_REQUEST_S": 10, "CLIENT_S": 60, "KEEP_ALIVE_S": 10, "CONN_PER_SOURCE": 256})
+    out = harden(raw, {"HTTP_REQUEST_S": 10, "CLIENT_S": 60, "KEEP_ALIVE_S": 10, "CONN_PER_SOURCE": 256,
+                       "MAXCONN": 10_000})
     assert "mode 600 level admin" in out and "mode 666" not in out
     binds = [line.split()[1] for line in out.splitlines() if line.strip().startswith("bind ")]
     assert binds and all(b.startswith("127.0.0.1:") for b in binds), binds
     assert "timeout http-request 10s" in out and "timeout client 60s" in out and "timeout client 3600s" not in out
     assert "tcp-request connection reject if { sc0_conn_cur gt 256 }" in out
+    assert "maxconn 10000" in out and "maxconn 4096" in raw and "maxconn 4096" not in out
     assert harden(out) == out  # idempotent (a reload re-runs it)
     (tmp_path / "hardened.cfg").write_text(out)
     r = subprocess.run([real_haproxy(), "-c", "-f", str(tmp_path / "hardened.cfg")], capture_output=True, text=True,
@@ -173,7 +175,7 @@ def test_harden_fails_closed_on_an_unknown_template():
 
     with pytest.raises(ValueError, match="not Serve's HAProxy template .*missing: .*listen stats"):
         harden("global\n    stats socket /x mode 666 level admin\ndefaults\n    mode http\n", {
-            "HTTP_REQUEST_S": 1, "CLIENT_S": 1, "KEEP_ALIVE_S": 1, "CONN_PER_SOURCE": 1})
+            "HTTP_REQUEST_S": 1, "CLIENT_S": 1, "KEEP_ALIVE_S": 1, "CONN_PER_SOURCE": 1, "MAXCONN": 1})
 
 
 def test_haproxy_limits_come_from_the_environment():
