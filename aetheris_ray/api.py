@@ -24,11 +24,34 @@ def one_blas_thread() -> Iterator[None]:
     far-tail probability 7 %).  Ray starts its workers with ``OMP_NUM_THREADS=1``, so the
     in-process entry points (`forecast_request`, `backtest`) compute under one thread
     too: the same request gives the same numbers in-process, served, or on Ray, whatever
-    the caller's thread settings.  scipy's own OpenBLAS is loaded first so the limit
-    reaches it (threadpoolctl limits only the libraries already loaded).
+    the caller's thread settings.  threadpoolctl limits only the libraries already
+    loaded; scipy's own OpenBLAS, when not loaded yet (a warm forecast never needs
+    it, and importing it costs a fifth of a second), is loaded inside the block with
+    ``OPENBLAS_NUM_THREADS=1`` and given its default thread count back afterwards.
     """
-    with _blas_controller().limit(limits=1):
-        yield
+    import os
+    import sys
+
+    controller = _blas_controller()
+    late = "scipy.linalg" not in sys.modules
+    saved = os.environ.get("OPENBLAS_NUM_THREADS")
+    with controller.limit(limits=1):
+        if late:
+            os.environ["OPENBLAS_NUM_THREADS"] = "1"
+        try:
+            yield
+        finally:
+            if late:
+                if saved is None:
+                    del os.environ["OPENBLAS_NUM_THREADS"]
+                else:
+                    os.environ["OPENBLAS_NUM_THREADS"] = saved
+    if late and "scipy.linalg" in sys.modules:  # loaded inside the block: back to its default
+        known = {lib.filepath for lib in controller.lib_controllers}
+        default = int(saved) if saved and saved.isdigit() else len(os.sched_getaffinity(0))
+        for lib in _blas_controller().lib_controllers:
+            if lib.filepath not in known:
+                lib.set_num_threads(default)
 
 
 _CONTROLLER: list = []  # [(len(sys.modules) when scanned, ThreadpoolController)]
@@ -42,8 +65,6 @@ def _blas_controller() -> Any:
     library of its own, e.g. torch's).
     """
     import sys
-
-    import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS, a library of its own next to numpy's)
 
     if not _CONTROLLER or _CONTROLLER[0][0] != len(sys.modules):
         from threadpoolctl import ThreadpoolController

@@ -40,14 +40,95 @@ class OriginState:
     calibrator: Calibrator
     state: Any
     cond: dict | None = None
+    #: The entry's folder on disk (``<state>/engine/<asset>/<key>``), None when not kept on disk.
+    disk: Path | None = None
 
     def conditioning(self, lookback: int) -> dict:
-        """The unconditional (no scenario) conditioning arrays, computed once."""
+        """The unconditional (no scenario) conditioning arrays, computed once.
+
+        Also kept next to the entry on disk as ``cond-<hash of the context>.npz``: the
+        fitted parts are the entry's, so the context's content decides the arrays.  A
+        new process then skips the parts' filters, and the scipy.signal import they
+        need (about half of a warm ``aetheris forecast`` process).
+        """
         if self.cond is None:
             from aetheris_ray.components.base import Context
 
-            self.cond = self.fitted.condition(Context.from_states([self.state], lookback))
+            ctx = Context.from_states([self.state], lookback)
+            path = self.disk / f"cond-{_context_hash(ctx)}.npz" if self.disk is not None else None
+            self.cond = _load_cond(path)
+            if self.cond is None:
+                self.cond = self.fitted.condition(ctx)
+                _save_cond(path, self.cond)
         return self.cond
+
+
+def _context_hash(ctx: Any) -> str:
+    import dataclasses
+
+    import numpy as np
+
+    h = hashlib.sha1()
+    for f in dataclasses.fields(ctx):
+        v = getattr(ctx, f.name)
+        h.update(f.name.encode())
+        if isinstance(v, np.ndarray):
+            h.update(f"{v.dtype}{v.shape}".encode())
+            h.update(np.ascontiguousarray(v).tobytes())
+        else:
+            h.update(repr(v).encode())
+    return h.hexdigest()[:16]
+
+
+def _load_cond(path: Path | None) -> dict | None:
+    """The nested ``{kind: {name: array}}`` saved by `_save_cond`; None when absent or unreadable."""
+    if path is None or not path.is_file():
+        return None
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out: dict = {}
+            for name in z.files:
+                *outer, leaf = name.split("/")
+                d = out
+                for k in outer:
+                    d = d.setdefault(k, {})
+                d[leaf] = z[name]
+            return out
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _save_cond(path: Path | None, cond: dict) -> None:
+    """Write ``cond`` (nested dicts of numeric arrays) as one ``.npz``; anything else is not kept."""
+    if path is None:
+        return
+    import io
+
+    import numpy as np
+
+    flat: dict = {}
+
+    def walk(d: dict, prefix: str) -> bool:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                if not walk(v, f"{prefix}{k}/"):
+                    return False
+            elif isinstance(v, np.ndarray) and v.dtype != object and "/" not in str(k):
+                flat[f"{prefix}{k}"] = v
+            else:
+                return False
+        return True
+
+    if not walk(cond, ""):
+        return
+    buf = io.BytesIO()
+    np.savez(buf, **flat)
+    try:
+        atomic.write_bytes(path, buf.getvalue())
+    except OSError:
+        pass  # a read-only home only costs speed
 
 
 class Lru:
@@ -128,15 +209,21 @@ def _load_disk(root: Path | None, asset: str, key: str, cfg: EngineConfig) -> tu
     return None
 
 
-def _save_disk(root: Path | None, asset: str, key: str, fitted: FittedModel, cal: Calibrator) -> None:
+def _entry_dir(root: Path, asset: str, key: str) -> Path:
+    return root / "engine" / _safe(asset) / key
+
+
+def _save_disk(root: Path | None, asset: str, key: str, fitted: FittedModel, cal: Calibrator) -> bool:
+    """Write the entry; whether it was written."""
     if root is None:
-        return
-    d = root / "engine" / _safe(asset) / key
+        return False
+    d = _entry_dir(root, asset, key)
     try:
         fitted.save(d / "fitted", overwrite=True)
         cal.save(d / "calibration.json")
     except OSError:
-        pass  # a read-only home only costs speed
+        return False  # a read-only home only costs speed
+    return True
 
 
 def origin_state(data: AssetData, origin: pd.Timestamp, close: pd.Series, config: EngineConfig, h_sim: int,
@@ -158,14 +245,15 @@ def origin_state(data: AssetData, origin: pd.Timestamp, close: pd.Series, config
         from aetheris_ray.components.registry import spec_class
 
         market = spec_class("market_state", config.market_state.name)()
-        cached = OriginState(disk[0], disk[1], market.compute_state(data, origin))
+        cached = OriginState(disk[0], disk[1], market.compute_state(data, origin), disk=_entry_dir(root, data.asset, key))
     else:
         res = wf.walk_forward(data, pd.DatetimeIndex([origin]), [h_sim], [0.5], config, seed=0, keep_last=True)
         if res.last is None:
             raise DataError(f"{data.asset}: too little history at {origin.date()} to forecast "
                             f"({len(close) - 1} returns, at least {config.min_history} needed)")
         cached = OriginState(res.last["fitted"], res.calibrator, res.last["state"])
-        _save_disk(root, data.asset, key, cached.fitted, cached.calibrator)
+        if _save_disk(root, data.asset, key, cached.fitted, cached.calibrator):
+            cached.disk = _entry_dir(root, data.asset, key)
     if use_cache:
         _STATES.put(key, cached)
     return cached
