@@ -46,6 +46,7 @@ __all__ = [
     "RangeGarchVolatility", "FittedRangeGarch",
     "RangeHarVolatility", "FittedRangeHar",
     "PooledHarVolatility", "FittedPooledHar", "fit_pooled_prior", "har_design", "EXTRAS",
+    "PooledGarchVolatility", "FittedPooledGarch", "fit_garch_prior", "garch_inputs", "theta_of",
 ]
 
 #: Range estimators: Parkinson needs high / low only; Garman-Klass also the open.
@@ -150,6 +151,81 @@ def _t_loglik(r: FloatArray, v: FloatArray, nu: float) -> float:
                         - (nu + 1) / 2 * np.log1p(r * r / (nu * s2))))
 
 
+def _logit(u: float) -> float:
+    u = min(max(u, 1e-4), 1 - 1e-4)
+    return float(np.log(u / (1 - u)))
+
+
+def theta_of(alpha: float, beta: float, nu: float) -> np.ndarray:
+    """The unconstrained parameters of (alpha, beta, nu): logits of persistence, alpha's share, nu in (2.1, 60)."""
+    return np.array([_logit(alpha + beta), _logit(alpha / max(alpha + beta, 1e-9)), _logit((nu - 2.1) / 57.9)])
+
+
+#: Cold start of the range-GARCH fits: persistence 0.95, alpha 15 % of it, nu 5.
+START = np.array([_logit(0.95), _logit(0.15), _logit((5.0 - 2.1) / 57.9)])
+
+
+@dataclass(frozen=True)
+class GarchInputs:
+    """One asset's range-GARCH likelihood: returns, the lagged range proxy, the variance it targets."""
+
+    r: FloatArray
+    x_prev: FloatArray  # the proxy of the day before each return (v0 first)
+    var: float  # sample variance: omega = var (1 - alpha - beta)
+    v0: FloatArray  # (1,) seed variance
+    k: float  # close-to-close over range variance
+    range_days: int
+
+    @property
+    def n(self) -> int:
+        return int(self.r.size)
+
+    def info(self) -> dict[str, Any]:
+        return {"n_obs": self.n, "range_days": self.range_days, "close_ratio": self.k}
+
+    def unpack(self, th: np.ndarray) -> tuple[float, float, float, float]:
+        """``omega, alpha, beta, nu`` of the unconstrained ``th`` (variance targeting)."""
+        p = 1.0 / (1.0 + np.exp(-th[0]))
+        share = 1.0 / (1.0 + np.exp(-th[1]))
+        nu = 2.1 + 57.9 / (1.0 + np.exp(-th[2]))
+        a, b = p * share, p * (1.0 - share)
+        return self.var * (1.0 - p), a, b, nu
+
+    def nll(self, th: np.ndarray) -> float:
+        """Mean negative Student-t log likelihood per return."""
+        om, a, b, nu = self.unpack(th)
+        v = _garch_filter(self.x_prev[None, :], np.array([om]), np.array([a]), np.array([b]), self.v0)[0]
+        return -_t_loglik(self.r, v, nu) / self.n
+
+
+def garch_inputs(returns: FloatArray, ranges: Any, window: int, estimator: str) -> GarchInputs:
+    """`GarchInputs` of the trailing ``window`` finite returns and their bars' ranges (right-aligned)."""
+    r, q = _fit_ranges(returns, ranges, window, estimator)
+    n = r.size
+    k = _close_ratio(r, q)
+    x = np.where(np.isfinite(q), k * q, r * r)
+    var = float(np.mean(r * r)) if n else 0.0
+    v0 = np.array([float(np.mean(r[: min(30, n)] ** 2)) or var]) if n else np.array([0.0])
+    x_prev = np.concatenate([v0, x[:-1]]) if n else np.empty(0)
+    return GarchInputs(r, x_prev, var, v0, k, int(np.isfinite(q).sum()))
+
+
+def _minimise(fun: Any, starts: list[np.ndarray], stop_early: bool = False) -> Any:
+    """L-BFGS-B from each start (bounded logits); the best finite result, or None."""
+    from scipy.optimize import minimize
+
+    best = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for th0 in starts:
+            res = minimize(fun, th0, method="L-BFGS-B", bounds=[(-8, 8)] * 3)
+            if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
+                best = res
+            if best is not None and stop_early and res.success:
+                break
+    return best
+
+
 @dataclass(frozen=True, eq=False)
 class FittedRangeGarch(FittedVolatility):
     """Range-GARCH: ``v' = omega + alpha q + beta v`` (params ``omega, alpha, beta, nu, k``)."""
@@ -203,64 +279,140 @@ class RangeGarchVolatility(SpecBase):
     def fit(self, returns: FloatArray, *, warm: FittedRangeGarch | None = None, ranges: Any = None,
             **context: Any) -> FittedRangeGarch:
         """Student-t maximum likelihood of the returns given the range-driven variance, warm-started."""
-        from scipy.optimize import minimize
-
-        r, q = _fit_ranges(returns, ranges, self.window, self.estimator)
-        n = r.size
-        k = _close_ratio(r, q)
-        info: dict[str, Any] = {"n_obs": int(n), "range_days": int(np.isfinite(q).sum()), "close_ratio": k}
-        if n < self.min_obs or float(np.mean(r * r)) <= 1e-14:
-            info["fallback"] = f"ewma: {n} returns < min_obs={self.min_obs}" if n < self.min_obs else "ewma: flat"
-            lam = self.fallback_lam
-            return self._params(info, 0.0, 1.0 - lam, lam, 8.0, k)
-        x = np.where(np.isfinite(q), k * q, r * r)
-        var = float(np.mean(r * r))
-        v0 = np.array([float(np.mean(r[: min(30, n)] ** 2)) or var])
-        x_prev = np.concatenate([v0, x[:-1]])  # v[t] is forecast from data up to t-1
-
-        def unpack(th: np.ndarray) -> tuple[float, float, float, float]:
-            # persistence p = alpha + beta in (0, 1), share a / p, nu in (2.1, 60); omega targets the variance
-            p = 1.0 / (1.0 + np.exp(-th[0]))
-            share = 1.0 / (1.0 + np.exp(-th[1]))
-            nu = 2.1 + 57.9 / (1.0 + np.exp(-th[2]))
-            a, b = p * share, p * (1.0 - share)
-            return var * (1.0 - p), a, b, nu
-
-        def nll(th: np.ndarray) -> float:
-            om, a, b, nu = unpack(th)
-            v = _garch_filter(x_prev[None, :], np.array([om]), np.array([a]), np.array([b]), v0)[0]
-            return -_t_loglik(r, v, nu) / n
-
-        def logit(u: float) -> float:
-            u = min(max(u, 1e-4), 1 - 1e-4)
-            return float(np.log(u / (1 - u)))
-
+        g = garch_inputs(returns, ranges, self.window, self.estimator)
+        info = g.info()
+        if g.n < self.min_obs or g.var <= 1e-14:
+            info["fallback"] = f"ewma: {g.n} returns < min_obs={self.min_obs}" if g.n < self.min_obs else "ewma: flat"
+            return self._ewma_like(info, g.k)
         starts = []
         if warm is not None and "fallback" not in warm.info:
-            a, b, nu = (float(np.asarray(warm.params[n])[-1]) for n in ("alpha", "beta", "nu"))
-            starts.append(np.array([logit(a + b), logit(a / max(a + b, 1e-9)), logit((nu - 2.1) / 57.9)]))
-        starts.append(np.array([logit(0.95), logit(0.15), logit((5.0 - 2.1) / 57.9)]))
-        best = None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            for th0 in starts:
-                res = minimize(nll, th0, method="L-BFGS-B", bounds=[(-8, 8)] * 3)
-                if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
-                    best = res
-                if best is not None and warm is not None and res.success:
-                    break
+            starts.append(theta_of(*(float(np.asarray(warm.params[n])[-1]) for n in ("alpha", "beta", "nu"))))
+        starts.append(START)
+        best = _minimise(g.nll, starts, stop_early=warm is not None)
         if best is None:
             info["fallback"] = "ewma: the range-GARCH fit failed"
-            lam = self.fallback_lam
-            return self._params(info, 0.0, 1.0 - lam, lam, 8.0, k)
-        om, a, b, nu = unpack(best.x)
+            return self._ewma_like(info, g.k)
         info["converged"] = bool(best.success)
-        return self._params(info, om, a, b, nu, k)
+        return self._params(info, *g.unpack(best.x), g.k)
+
+    def _ewma_like(self, info: dict, k: float) -> FittedRangeGarch:
+        lam = self.fallback_lam
+        return self._params(info, 0.0, 1.0 - lam, lam, 8.0, k)
 
     def _params(self, info: dict, om: float, a: float, b: float, nu: float, k: float) -> FittedRangeGarch:
         return FittedRangeGarch(spec=self, params={
             "omega": np.array([om]), "alpha": np.array([a]), "beta": np.array([b]),
             "nu": np.array([nu]), "k": np.array([k])}, info=info)
+
+
+# -- range-GARCH pooled across assets ---------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FittedPooledGarch(FittedRangeGarch):
+    """A range-GARCH whose dynamics are shrunk towards a panel fit (``shared["theta"]``: the pooled
+    unconstrained persistence, alpha share and nu; `theta_of`).  The registered artefact is one of
+    these (its params: the panel's dynamics at unit variance)."""
+
+    name: ClassVar[str] = "pooled_garch"
+
+    def check_loaded(self) -> None:
+        from aetheris_ray.errors import ModelNotFound
+
+        th = self.shared.get("theta")
+        if th is None or np.shape(th) != (3,) or not np.all(np.isfinite(th)):
+            raise ModelNotFound("pooled_garch artefact: shared 'theta' must be 3 finite numbers; it is corrupt")
+
+
+@dataclass(frozen=True)
+class PooledGarchVolatility(RangeGarchVolatility):
+    """`RangeGarchVolatility` whose dynamics borrow strength across assets.
+
+    The asset's own maximum-likelihood parameters (unconstrained, `theta_of`) are
+    averaged with the panel fit's, weights ``n`` and ``n0`` (``n``: the asset's
+    returns): a young asset leans on the panel, an old one on itself.  The level is
+    always the asset's own (variance targeting on its returns), as is the range-to-close
+    ratio.  Below ``min_obs`` returns the panel's dynamics are used as they are.  The
+    panel fit (`fit_garch_prior`, ``aetheris pool``) is a registry artefact trained on
+    data up to a stated end date; without one the engine falls back to ``range_garch``.
+
+    Parameters
+    ----------
+    n0 : float
+        Prior weight in daily returns.
+    own_min : int
+        Fewest returns for an own fit (fewer: no own fit; below 20 returns, EWMA).
+    """
+
+    n0: float = 500.0
+    min_obs: int = 60
+    own_min: int = 120
+
+    name: ClassVar[str] = "pooled_garch"
+    fitted_cls: ClassVar[type] = FittedPooledGarch
+    fit_inputs: ClassVar[tuple[str, ...]] = ("warm", "ranges", "artefact")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check(self.n0 >= 0, f"n0={self.n0!r} must be >= 0")
+
+    def fit(self, returns: FloatArray, *, warm: FittedPooledGarch | None = None, ranges: Any = None,
+            artefact: FittedPooledGarch | None = None, **context: Any) -> FittedPooledGarch:
+        if artefact is None:
+            raise InvalidInput("pooled_garch.fit: no pooled prior given; the engine passes the registered one "
+                               "(`aetheris pool` trains it)")
+        th_pool = np.asarray(artefact.shared["theta"], dtype=float)
+        g = garch_inputs(returns, ranges, self.window, self.estimator)
+        info = g.info()
+        if g.n < 20 or g.var <= 1e-14:
+            info["fallback"] = f"ewma: {g.n} returns" if g.n < 20 else "ewma: flat"
+            return self._pooled(self._ewma_like(info, g.k), artefact)
+        th = th_pool
+        w = 0.0
+        if g.n >= max(self.own_min, self.min_obs):
+            starts = []
+            if warm is not None and "fallback" not in warm.info:
+                starts.append(theta_of(*(float(np.asarray(warm.params[n])[-1]) for n in ("alpha", "beta", "nu"))))
+            starts.append(th_pool)
+            best = _minimise(g.nll, starts, stop_early=warm is not None)
+            if best is not None:
+                w = g.n / (g.n + self.n0)
+                th = w * best.x + (1.0 - w) * th_pool
+        info["own_weight"] = round(w, 3)
+        return self._pooled(self._params(info, *g.unpack(th), g.k), artefact)
+
+    def _pooled(self, fit: FittedRangeGarch, artefact: FittedPooledGarch) -> FittedPooledGarch:
+        return FittedPooledGarch(spec=self, params=fit.params, info=fit.info, shared=dict(artefact.shared))
+
+
+def fit_garch_prior(histories: Any, spec: PooledGarchVolatility | None = None, info: dict | None = None
+                    ) -> FittedPooledGarch:
+    """The panel fit of the range-GARCH dynamics: one (alpha, beta, nu) maximising the summed Student-t
+    likelihood of every asset's returns, each asset at its own variance level (variance targeting).
+
+    Parameters
+    ----------
+    histories : iterable of ``(returns, (log_hl, log_co))``, one per asset, cut at the end date by the caller
+    """
+    sp = spec or PooledGarchVolatility()
+    panel = [g for g in (garch_inputs(r, rg, sp.window, sp.estimator) for r, rg in histories)
+             if g.n >= 60 and g.var > 1e-14]
+    if not panel:
+        raise InvalidInput("pooled prior: no asset has 60 or more daily returns before the end date")
+    total = float(sum(g.n for g in panel))
+
+    def nll(th: np.ndarray) -> float:
+        return float(sum(g.nll(th) * g.n for g in panel) / total)
+
+    best = _minimise(nll, [START])
+    if best is None:
+        raise InvalidInput("pooled prior: the panel range-GARCH fit failed")
+    unit = GarchInputs(np.zeros(1), np.zeros(1), 1.0, np.ones(1), 1.0, 0)
+    om, a, b, nu = unit.unpack(best.x)
+    meta = {"n_assets": len(panel), "n_obs": int(total), "converged": bool(best.success), **(info or {})}
+    return FittedPooledGarch(spec=sp, params={"omega": np.array([om]), "alpha": np.array([a]),
+                                              "beta": np.array([b]), "nu": np.array([nu]), "k": np.array([1.0])},
+                             info=meta, shared={"theta": np.asarray(best.x, dtype=float)})
 
 
 # -- log-HAR on range variance, direct per horizon ------------------------------------------

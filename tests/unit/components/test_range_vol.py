@@ -292,12 +292,17 @@ def test_aetheris_pool_sees_no_data_after_its_end(tmp_path, capsys, monkeypatch)
     for d in (a, b):
         assert main(["pool", "--data", str(d), "--end", "2020-08-01", "--format", "json", "--no-register"]) == 0
         outs.append(json.loads(capsys.readouterr().out))
-    assert outs[0]["slopes"] == outs[1]["slopes"] and outs[0]["assets"] == 3
+    assert outs[0] == outs[1] and outs[0]["assets"] == 3
     assert main(["pool", "--data", str(b), "--end", "2020-12-01", "--format", "json", "--no-register"]) == 0
-    assert json.loads(capsys.readouterr().out)["slopes"] != outs[1]["slopes"]
-    # registered, it is what `latest` resolves to
+    later = json.loads(capsys.readouterr().out)
+    assert later["pooled_har"] != outs[1]["pooled_har"] and later["pooled_garch"] != outs[1]["pooled_garch"]
+    # registered, each is what `latest` resolves to
     assert main(["pool", "--data", str(a), "--end", "2020-08-01"]) == 0
-    assert "registered as pooled_har-" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "registered as pooled_har-" in out and "registered as pooled_garch-" in out
+    from aetheris_ray import registry as reg
+
+    assert reg.resolve_artefact("volatility", "pooled_garch").version.startswith("pooled_garch-")
     assert main(["pool", "--data", str(a), "--end", "not-a-date"]) == 2
     assert "--end" in capsys.readouterr().err
 
@@ -329,3 +334,29 @@ def test_implied_vol_and_intraday_regressors_are_used_where_present_and_harmless
     assert np.mean(err_iv ** 2) < np.mean(err_plain ** 2)
     with pytest.raises(InvalidInput, match="extras"):
         RangeHarVolatility(extras=("dvol",))
+
+
+def test_pooled_garch_borrows_the_panels_dynamics_and_keeps_its_own_level(tmp_path):
+    from aetheris_ray.components.base import load_component
+    from aetheris_ray.components.range_vol import PooledGarchVolatility, fit_garch_prior, theta_of
+
+    panel = _panel(3, 700)
+    prior = fit_garch_prior(panel)
+    prior.save(tmp_path / "p")
+    loaded = load_component(tmp_path / "p")
+    a, b = float(prior.params["alpha"][0]), float(prior.params["beta"][0])
+    assert 0.5 < a + b < 1 and prior.info["n_assets"] == 3
+    spec = PooledGarchVolatility()
+    r, (hl, co) = _panel(1, 700, seed=60)[0]
+    young = spec.fit(r[-100:], ranges=(hl[-100:], co[-100:]), artefact=loaded)  # no own fit below own_min
+    assert young.info["own_weight"] == 0.0
+    np.testing.assert_allclose(theta_of(*(float(young.params[k][0]) for k in ("alpha", "beta", "nu"))),
+                               prior.shared["theta"], atol=1e-9)
+    # own level: omega = sample variance x (1 - persistence)
+    var = float(np.mean(r[-100:] ** 2))
+    assert float(young.params["omega"][0]) == pytest.approx(var * (1 - a - b), rel=1e-9)
+    old = spec.fit(r, ranges=(hl, co), artefact=loaded)
+    assert old.info["own_weight"] == pytest.approx(700 / 1200, abs=1e-3)
+    assert type(old).stack([old, young]).batch_size == 2
+    with pytest.raises(InvalidInput, match="aetheris pool"):
+        spec.fit(r)
