@@ -620,7 +620,7 @@ class RangeHarVolatility(SpecBase):
                 continue
             cols = [0, 1, 2, 3] + [4 + j for j in range(len(self.extras)) if obs[:, j].sum() >= self.min_obs]
             used |= {self.extras[c - 4] for c in cols[4:]}
-            coef[i, cols] = _ols(X[:, cols], y, self.ridge)
+            coef[i, cols] = _stable(_ols(X[:, cols], y, self.ridge), X[:, cols], y)
             scale[i] = _scale(X, coef[i], realised)
         if self.extras:
             info["extras_used"] = sorted(used)
@@ -777,7 +777,7 @@ class PooledHarVolatility(RangeHarVolatility):
                     continue
                 b = prior[i]
                 if m >= 60:
-                    b_own = _ols(X, y, self.ridge)[1:]
+                    b_own = _stable(_ols(X, y, self.ridge), X, y)[1:]
                     b = (m * b_own + self.n0 * prior[i]) / (m + self.n0)
                 a = float(np.mean(y - X[:, 1:] @ b))  # the asset's own level given the slopes
                 coef[i] = np.concatenate([[a], b])
@@ -837,6 +837,22 @@ def fit_pooled_prior(histories: Any, spec: PooledHarVolatility | None = None, in
                                             "k": np.array([float(np.mean([d.k for d in designs]))]),
                                             "iv_premium": np.array([0.0])},
                            info=meta, shared={"prior": prior})
+
+
+#: Largest sum of the log-HAR slopes: at 1 or more the log variance has no level to return to.
+MAX_PERSISTENCE = 0.99
+
+
+def _stable(coef: FloatArray, X: FloatArray, y: FloatArray) -> FloatArray:
+    """``coef`` with its slopes scaled down to sum to at most `MAX_PERSISTENCE` (the intercept refitted
+    to the sample mean).  Stale or tick-bound prices (many zero returns, discrete ranges) can give an
+    explosive least-squares fit that a forecast would extrapolate."""
+    b = coef[1:]
+    total = float(b.sum())
+    if total <= MAX_PERSISTENCE:
+        return coef
+    b = b * (MAX_PERSISTENCE / total)
+    return np.concatenate([[float(np.mean(y - X[:, 1:] @ b))], b])
 
 
 def _ols(X: FloatArray, y: FloatArray, ridge: float) -> FloatArray:

@@ -360,3 +360,17 @@ def test_pooled_garch_borrows_the_panels_dynamics_and_keeps_its_own_level(tmp_pa
     assert type(old).stack([old, young]).batch_size == 2
     with pytest.raises(InvalidInput, match="aetheris pool"):
         spec.fit(r)
+
+
+def test_an_explosive_log_har_fit_is_scaled_back_to_a_stationary_one():
+    from aetheris_ray.components.range_vol import MAX_PERSISTENCE, _stable
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([np.ones(200), rng.standard_normal((200, 3))])
+    y = X @ np.array([0.5, 0.7, 0.6, 0.5]) + 0.1 * rng.standard_normal(200)
+    c = _stable(np.array([0.5, 0.7, 0.6, 0.5]), X, y)
+    assert c[1:].sum() == pytest.approx(MAX_PERSISTENCE)
+    np.testing.assert_allclose(c[1:] / c[1:].sum(), np.array([0.7, 0.6, 0.5]) / 1.8)
+    assert np.mean(y - X @ c) == pytest.approx(0.0, abs=1e-12)  # the intercept keeps the sample mean
+    ok = np.array([0.1, 0.3, 0.3, 0.2])
+    assert _stable(ok, X, y) is ok
