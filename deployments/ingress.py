@@ -146,15 +146,48 @@ def root_cause(e: BaseException) -> BaseException:
     return e
 
 
+#: Request fields an error message may start with (``"scenario key 'vix' is not supported"``).
+_REQUEST_FIELDS = frozenset(ForecastRequest.model_fields)
+#: The request field an error class is about, whatever its message says.
+_FIELD_OF = {"UnknownAsset": "asset", "ModelNotFound": "model"}
+
+
+def error_field(e: AetherisError) -> tuple[str | None, str]:
+    """The request field an error is about, and its message without a leading ``field:``.
+
+    >>> from aetheris_ray.errors import InvalidInput, UnknownAsset
+    >>> error_field(UnknownAsset("unknown asset 'X'"))
+    ('asset', "unknown asset 'X'")
+    >>> error_field(InvalidInput("as_of: after the newest close"))
+    ('as_of', 'after the newest close')
+    >>> error_field(InvalidInput("scenario key 'vix' is not supported"))
+    ('scenario', "scenario key 'vix' is not supported")
+    """
+    msg = str(e)
+    m = _FIELD.match(msg)
+    if m:
+        return m.group(1), msg[m.end():]
+    if type(e).__name__ in _FIELD_OF:
+        return _FIELD_OF[type(e).__name__], msg
+    first = re.match(r"\w+", msg)
+    return (first.group(0), msg) if first and first.group(0) in _REQUEST_FIELDS else (None, msg)
+
+
 def to_error(e: BaseException, field: str = "") -> JSONResponse:
-    """Map an exception to an error response (AetherisError -> its status; Ray unavailability -> 503)."""
+    """Map an exception to an error response (AetherisError -> its status; Ray unavailability -> 503).
+
+    ``field`` is where the request part that failed sits (``requests.3`` in a batch); the
+    error's own field (`error_field`) is appended to it.
+    """
     from ray.exceptions import RayActorError
     from ray.serve.exceptions import BackPressureError
 
     c = root_cause(e)
     prefix = f"{field}: " if field else ""
     if isinstance(c, AetherisError):
-        return error_response(c.http_status, prefix + str(c), type(c).__name__)
+        sub, msg = error_field(c)
+        where = ".".join(p for p in (field, sub) if p) or None
+        return error_response(c.http_status, f"{where}: {msg}" if where else msg, type(c).__name__, field=where)
     if isinstance(c, (RayActorError, BackPressureError)):
         return error_response(503, f"{prefix}service busy or a worker restarted ({type(c).__name__}); retry", "Unavailable")
     log.exception("unexpected error", exc_info=c)
@@ -237,8 +270,8 @@ class Guard:
         if checker is None:
             resp = error_response(503, "service starting", "Unavailable")
         elif checker.enabled and not checker.is_open(scope["path"]) and not checker.allowed(headers):
-            resp = error_response(401, "missing or invalid API key: send 'Authorization: Bearer <key>' or "
-                                       "'X-API-Key: <key>'", "Unauthorized", field="authorization")
+            resp = error_response(401, "authorization: missing or invalid API key; send 'Authorization: Bearer <key>' "
+                                       "or 'X-API-Key: <key>'", "Unauthorized", field="authorization")
             resp.headers["WWW-Authenticate"] = "Bearer"
         else:
             size = headers.get("content-length")
