@@ -16,6 +16,7 @@ Rows (median over ``--repeats`` interleaved rounds after one warm-up run each, w
 (same request, from the same warm store, a fresh ``AETHERIS_HOME`` whose state is built
 in a warm-up run) next to its floor ``python -c "import numpy, pandas, scipy"``.
 
+``--repo`` imports ``aetheris_ray`` from another checkout (before/after in one session).
 Ratios are against the numpy floor of the same run.  No timing is asserted.
 """
 
@@ -35,7 +36,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 LEVELS = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
 
@@ -55,7 +55,7 @@ def interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
 
 def cli_rows(store, asset: str, args, home: Path) -> dict:
     """``aetheris forecast`` as a whole process against ``python -c "import numpy, pandas, scipy"``."""
-    env = {**os.environ, "AETHERIS_HOME": str(home)}
+    env = {**os.environ, "AETHERIS_HOME": str(home), "PYTHONPATH": str(args.repo.resolve())}
     exe = Path(sys.executable)
     cli = [str(exe.parent / "aetheris"), "forecast", "--asset", asset, "--horizon", str(args.horizon), "--paths",
            str(args.paths), "--seed", "7", "--store", str(store.path)]
@@ -93,7 +93,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--synthetic", action="store_true", help="use the synthetic market even if --data exists")
     ap.add_argument("--cli", type=int, default=0, help="also time N whole `aetheris forecast` processes")
+    ap.add_argument("--repo", type=Path, default=REPO, help="checkout whose aetheris_ray is measured")
     args = ap.parse_args()
+    sys.path.insert(0, str(args.repo.resolve()))
 
     from aetheris_ray import engine
     from aetheris_ray.api import forecast
@@ -120,7 +122,8 @@ def main() -> None:
         procs = interleaved(cli_rows(store, asset, args, Path(tmp) / "home"), args.cli) if args.cli else {}
     base = statistics.median(next(iter(rows.values())))
     print(f"one forecast: {args.paths:,} paths x {args.horizon} days, {asset} "
-          f"({'shared data' if data is not None else 'synthetic'}), median of {args.repeats} interleaved rounds")
+          f"({'shared data' if data is not None else 'synthetic'}), median of {args.repeats} interleaved rounds; "
+          f"package from {args.repo}")
     print(f"{'what':<50} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'x floor':>8}")
     for name, ts in rows.items():
         q = np.quantile(ts, [0.1, 0.9]) * 1e3
