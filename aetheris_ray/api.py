@@ -43,7 +43,7 @@ def one_blas_thread() -> Iterator[None]:
         finally:
             if late:
                 if saved is None:
-                    del os.environ["OPENBLAS_NUM_THREADS"]
+                    os.environ.pop("OPENBLAS_NUM_THREADS", None)
                 else:
                     os.environ["OPENBLAS_NUM_THREADS"] = saved
     if late and "scipy.linalg" in sys.modules:  # loaded inside the block: back to its default
