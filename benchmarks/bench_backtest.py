@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_backtest.py [--data ../shared/data]
         [--assets BTC-USD,ETH-USD,SOL-USD,DOGE-USD] [--start 2024-01-01] [--end 2024-12-31]
-        [--horizons 1,3,7,14] [--full] [--workers 2] [--ray [--block-days 180] [--ray-cpus N]]
+        [--horizons 1,3,7,14] [--engines PRESET,...] [--full] [--workers 2] [--ray [--block-days 180] [--ray-cpus N]]
 
 A forecast is one model x asset x origin x horizon (7 quantiles).  Two measures per
 model on the subset, in one process:
@@ -37,16 +37,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def models() -> list:
+def models(engines: str = "") -> list:
+    """The baselines, the configured engine, and the engine presets named in ``engines`` (comma-separated)."""
     from aetheris_ray.evaluation.baselines import baseline_models
 
     out = baseline_models()
     try:
+        from aetheris_ray.model import model_config
         from aetheris_ray.walkforward import EngineModel
     except ImportError as e:
         print(f"(engine not included: {e})")
     else:
-        out.insert(0, EngineModel())
+        extra = [n.strip() for n in engines.split(",") if n.strip()]
+        out[:0] = [EngineModel()] + [EngineModel(model_config(n)[0], name=f"engine_{n}") for n in extra]
     return out
 
 
@@ -57,6 +60,7 @@ def main() -> None:
     ap.add_argument("--start", default="2024-01-01")
     ap.add_argument("--end", default="2024-12-31")
     ap.add_argument("--horizons", default="1,3,7,14")
+    ap.add_argument("--engines", default="", help="also time these engine presets (comma-separated names of --model)")
     ap.add_argument("--full", action="store_true", help="also run the full dev period (minutes)")
     ap.add_argument("--workers", type=int, default=2, help="processes for --full")
     ap.add_argument("--ray", action="store_true", help="also time the subset on a local Ray (per asset, per block)")
@@ -85,7 +89,7 @@ def main() -> None:
         origins[a] = c.index[(c.index >= start) & (c.index <= end - pd.Timedelta(days=min(horizons)))]
 
     rows = []
-    for m in models():
+    for m in models(args.engines):
         t0 = time.perf_counter()
         n_pred = 0
         for a in assets:
@@ -108,7 +112,7 @@ def main() -> None:
 
     if args.full:
         t0 = time.perf_counter()
-        res = backtest(spec, "all", "2022-01-01", "2024-12-31", [1, 3, 7, 14], models(), progress=False,
+        res = backtest(spec, "all", "2022-01-01", "2024-12-31", [1, 3, 7, 14], models(args.engines), progress=False,
                        workers=args.workers)
         wall = time.perf_counter() - t0
         print(f"\nfull dev run: {len(res.assets)} assets, 2022-01-01 to 2024-12-31, horizons 1,3,7,14, "

@@ -316,6 +316,16 @@ class FittedPooledGarch(FittedRangeGarch):
 
     name: ClassVar[str] = "pooled_garch"
 
+    @classmethod
+    def from_params(cls, spec: Any = None, *, alpha: float = 0.1, beta: float = 0.85, nu: float = 5.0,  # type: ignore[override]
+                    seed: int = 0) -> "FittedPooledGarch":
+        """A prior artefact with the given dynamics (tests and tools; ``seed`` is unused: nothing is random)."""
+        th = theta_of(alpha, beta, nu)
+        om, a, b, n = GarchInputs(np.zeros(1), np.zeros(1), 1.0, np.ones(1), 1.0, 0).unpack(th)
+        return cls(spec=spec or PooledGarchVolatility(), params={
+            "omega": np.array([om]), "alpha": np.array([a]), "beta": np.array([b]), "nu": np.array([n]),
+            "k": np.array([1.0])}, shared={"theta": th})
+
     def check_loaded(self) -> None:
         from aetheris_ray.errors import ModelNotFound
 
@@ -713,6 +723,16 @@ class FittedPooledHar(FittedRangeHar):
     """
 
     name: ClassVar[str] = "pooled_har"
+
+    @classmethod
+    def from_params(cls, spec: Any = None, *, prior: Any = None, seed: int = 0) -> "FittedPooledHar":  # type: ignore[override]
+        """A prior artefact with the given slopes (A, 3) (default 0.35 / 0.35 / 0.2 at every horizon; tests
+        and tools; ``seed`` is unused: nothing is random)."""
+        b = np.tile([0.35, 0.35, 0.2], (len(ANCHORS), 1)) if prior is None else np.asarray(prior, dtype=float)
+        coef = np.concatenate([np.zeros((len(ANCHORS), 1)), b], axis=1)
+        return cls(spec=spec or PooledHarVolatility(), params={
+            "coef": coef[None], "scale": np.ones((1, len(ANCHORS))), "k": np.array([1.0]),
+            "iv_premium": np.array([0.0])}, shared={"prior": b})
 
     def check_loaded(self) -> None:
         from aetheris_ray.errors import ModelNotFound
