@@ -22,9 +22,6 @@ binary with the arguments unchanged.  `harden`:
   ``timeout client`` `CLIENT_S`, ``timeout http-keep-alive`` `KEEP_ALIVE_S`;
 * at most `CONN_PER_SOURCE` concurrent connections per client address on the HTTP
   frontend (a stick table on ``src``; more are refused at accept);
-* HAProxy's own answers to a malformed request (400) and a request head that did not
-  arrive in time (408) on the API's error contract, ``{"error", "detail", "field"}``
-  (`ERROR_PAGES`, written next to the config);
 * ``maxconn`` `MAXCONN`, or what the file-descriptor limit allows (`fd_maxconn`), if
   less, but not under Serve's own (4,096).  With 4,096, 4,500 idle connections queued
   every request behind them until the header timeout dropped them: 10.5 s for a 10 ms
@@ -51,14 +48,6 @@ CLIENT_S = 60
 KEEP_ALIVE_S = 10
 CONN_PER_SOURCE = 256
 MAXCONN = 10_000
-
-#: HAProxy's own error answers, as JSON on the API's error contract (deployments/ingress.py).
-ERROR_PAGES = {
-    400: ("Bad Request", '{"error": "InvalidInput", "detail": "request: not a valid HTTP request (malformed line, '
-                         'header or chunk framing, or headers over 16 kB)", "field": "request"}'),
-    408: ("Request Timeout", '{"error": "Timeout", "detail": "request: the request head and body did not arrive within '
-                             'the header timeout", "field": "request"}'),
-}
 MARK = "# hardened by aetheris deployments/haproxy_front.py"
 
 __all__ = ["harden", "limits", "main"]
@@ -91,18 +80,8 @@ def fd_maxconn() -> int:
     return MAXCONN if hard == resource.RLIM_INFINITY else (hard - 5_100) // 2
 
 
-def error_page(status: int) -> str:
-    """The raw HTTP response HAProxy sends for ``status`` (an ``errorfile``)."""
-    reason, body = ERROR_PAGES[status]
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"Cache-Control: no-cache\r\nConnection: close\r\n\r\n{body}")
-
-
-def harden(text: str, lim: dict[str, int] | None = None, pages: str | None = None) -> str:
+def harden(text: str, lim: dict[str, int] | None = None) -> str:
     """Serve's HAProxy config with the limits above; unchanged if already hardened.
-
-    ``pages``: the directory holding ``aetheris-<status>.http`` (`error_page`) for HAProxy's
-    own 400 and 408 answers; None leaves HAProxy's HTML ones.
 
     Raises ValueError naming what is missing when the config does not have the shape of
     Serve's template (admin socket, the two side listeners, the HTTP frontend, defaults).
@@ -140,8 +119,6 @@ def harden(text: str, lim: dict[str, int] | None = None, pages: str | None = Non
             out += [f"    timeout http-request {lim['HTTP_REQUEST_S']}s",
                     f"    timeout client {lim['CLIENT_S']}s",
                     f"    timeout http-keep-alive {lim['KEEP_ALIVE_S']}s"]
-            if pages is not None:
-                out += [f"    errorfile {st} {os.path.join(pages, f'aetheris-{st}.http')}" for st in ERROR_PAGES]
             done.add("defaults")
         elif section == "frontend http_frontend" and s.startswith("bind ") and "http_frontend" not in done:
             out += ["    # at most CONN_PER_SOURCE concurrent connections per client address",
@@ -168,11 +145,7 @@ def main(argv: list[str]) -> None:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
                 with open(path, encoding="utf-8") as f:
                     text = f.read()
-                pages = os.path.dirname(os.path.abspath(path))
-                for st in ERROR_PAGES:
-                    with open(os.path.join(pages, f"aetheris-{st}.http"), "w", encoding="utf-8") as f:
-                        f.write(error_page(st))
-                new = harden(text, pages=pages)
+                new = harden(text)
                 if new != text:
                     with open(path, "w", encoding="utf-8") as f:
                         f.write(new)

@@ -194,6 +194,18 @@ def to_error(e: BaseException, field: str = "") -> JSONResponse:
     return error_response(500, f"{prefix}internal error: {type(c).__name__}", "InternalError")
 
 
+def replica_lost(e: BaseException) -> bool:
+    """Whether a call failed because the replica or actor serving it died or became unreachable.
+
+    A forecast is a pure function of the request and its seed, so such a call is retried
+    once (`Ingress._forecast_once_more`): the router sends it to a live (or restarted) replica.
+    """
+    from ray.exceptions import RayActorError
+    from ray.serve.exceptions import ReplicaUnavailableError
+
+    return isinstance(root_cause(e), (RayActorError, ReplicaUnavailableError))
+
+
 class _Errors:
     def __init__(self, errs: list[dict[str, Any]]) -> None:
         self._errs = errs
@@ -399,12 +411,26 @@ class Ingress:
             fc = await asyncio.to_thread(forecast_prepared, prep, None)
         return fc.to_response()
 
+    async def _forecast_once_more(self, req: ForecastRequest, inline_max: int = INLINE_MAX_CELLS) -> ForecastResponse:
+        """`_forecast`, retried once when a replica it called died (`replica_lost`).
+
+        The seed is fixed before the first try, so the retry computes the same answer.
+        """
+        req = req.model_copy(update={"seed": resolve_seed(req.seed)})
+        try:
+            return await self._forecast(req, inline_max)
+        except Exception as e:  # noqa: BLE001
+            if not replica_lost(e):
+                raise
+            log.warning("forecast of %s: a replica died (%s); retrying once", req.asset, type(root_cause(e)).__name__)
+            return await self._forecast(req, inline_max)
+
     @api.post("/v1/forecast", response_model=ForecastResponse, summary="Forecast one asset",
               responses={401: {}, 404: {}, 422: {}, 503: {}})
     async def forecast(self, req: ForecastRequest):
         try:
             check_request(req.paths, req.horizon)
-            return json_response((await self._forecast(req)).model_dump_json())
+            return json_response((await self._forecast_once_more(req)).model_dump_json())
         except Exception as e:  # noqa: BLE001 - mapped to a status, never a crash
             return to_error(e)
 
@@ -421,7 +447,7 @@ class Ingress:
             except Exception as e:  # noqa: BLE001
                 return to_error(e, f"requests.{i}")
         inline_max = INLINE_MAX_CELLS if total <= INLINE_MAX_CELLS else 0  # a big batch must not hold the loop
-        results = await asyncio.gather(*(self._forecast(r, inline_max) for r in body.requests),
+        results = await asyncio.gather(*(self._forecast_once_more(r, inline_max) for r in body.requests),
                                        return_exceptions=True)
         for i, r in enumerate(results):
             if isinstance(r, BaseException):

@@ -59,7 +59,8 @@ def test_batch_equals_in_process(served, synthetic_source, in_process):
 def test_batch_item_error_names_the_item(served):
     r = post(served, "/v1/forecast/batch", {"requests": [REQ, dict(REQ, asset="NOPE-USD")]})
     assert r.status_code == 404
-    assert r.json()["detail"].startswith("requests.1: ") and "NOPE-USD" in r.json()["detail"]
+    assert r.json()["detail"].startswith("requests.1.asset: ") and "NOPE-USD" in r.json()["detail"]
+    assert r.json()["field"] == "requests.1.asset"
 
 
 @pytest.mark.parametrize(

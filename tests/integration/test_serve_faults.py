@@ -1,4 +1,9 @@
-"""A served million-path request is sharded on the simulator pool and survives a killed actor."""
+"""Faults under load: a killed simulator-pool actor, and kill -9 of a Features or Simulator replica (issue 14 item 5).
+
+The ingress retries a forecast once when a replica it called died (`deployments.ingress.replica_lost`):
+the seed is fixed first, so the retry gives the same answer.  At concurrency 8, a kill -9 of
+the replica serving the requests fails none of them.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,6 @@ import requests
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BIG = {"asset": "SYN-ETH", "horizon": 20, "paths": 1_000_000, "seed": 42, "thresholds": [10.0, 5_000.0]}
-
-
 
 
 def test_served_sharded_request_survives_killed_actor(served, synthetic_source, in_process):
@@ -42,3 +45,69 @@ def test_served_sharded_request_survives_killed_actor(served, synthetic_source, 
     # and the next request succeeds too
     r2 = requests.post(served.url + "/v1/forecast", json=dict(BIG, paths=200_000), headers=served.headers, timeout=300)
     assert r2.status_code == 200 and r2.json()["paths"] == 200_000
+
+
+def replica_pids(kind: str) -> set[int]:
+    """PIDs of the live Serve replicas of deployment ``kind`` (their process title is ray::ServeReplica:aetheris:<kind>)."""
+    import ray  # noqa: F401  (ray ships psutil in its third-party path)
+    import psutil
+
+    out = set()
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] == f"ray::ServeReplica:aetheris:{kind}":
+            out.add(p.pid)
+    return out
+
+
+def body_for(kind: str, worker: int, i: int) -> dict:
+    if kind == "Features":  # a new threshold each time: the ingress's prepared cache misses, Features is called
+        return {"asset": "SYN-BTC", "horizon": 3, "paths": 500, "seed": i, "thresholds": [1_000.0 + 1_000 * worker + i]}
+    # over the ingress's local limit (LOCAL_MAX_PATHS): the Simulator replica draws it
+    return {"asset": "SYN-ETH", "horizon": 2, "paths": 60_000, "seed": 1_000 * worker + i}
+
+
+@pytest.mark.parametrize("kind", ["Features", "Simulator"])
+def test_kill_9_of_a_replica_under_load_fails_no_request(served, kind):
+    import os
+    import signal
+
+    pids = replica_pids(kind)
+    assert pids, f"no {kind} replica process found"
+    stop = threading.Event()
+    results: list[tuple[int, str]] = []
+
+    def load(worker: int) -> None:
+        i = 0
+        with requests.Session() as s:
+            while not stop.is_set():
+                r = s.post(served.url + "/v1/forecast", json=body_for(kind, worker, i), headers=served.headers,
+                           timeout=120)
+                results.append((r.status_code, "" if r.status_code == 200 else r.text[:300]))
+                i += 1
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(results) < 16 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        before = len(results)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        while not (replica_pids(kind) - pids) and time.monotonic() < killed_at + 120:
+            time.sleep(0.2)
+        replaced = time.monotonic() - killed_at
+        after_restart = len(results)
+        while len(results) < after_restart + 16 and time.monotonic() < killed_at + 180:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(180)
+    failed = [r for r in results if r[0] != 200]
+    print(f"\nkill -9 of the {kind} replica at concurrency 8: {len(results)} requests ({before} before the kill), "
+          f"{len(failed)} failed; a new replica in {replaced:.1f} s")
+    assert replica_pids(kind) - pids, f"no new {kind} replica after the kill"
+    assert not failed, failed[:5]

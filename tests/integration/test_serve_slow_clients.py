@@ -203,3 +203,4 @@ def test_a_chunked_body_is_refused_early_and_healthz_stays_fast(front):
     assert all(code == 200 for _, code in lat) and worst < 1.0
     status, _ = forecast(served)
     assert status == 200
+

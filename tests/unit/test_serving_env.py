@@ -155,13 +155,8 @@ def test_harden_closes_what_serve_leaves_open(tmp_path):
 
     raw = serve_haproxy_config(tmp_path)
     assert "mode 666 level admin" in raw and "bind :" in raw and "bind *:" in raw  # what Serve renders
-    from deployments.haproxy_front import ERROR_PAGES, error_page
-
-    for st in ERROR_PAGES:
-        (tmp_path / f"aetheris-{st}.http").write_text(error_page(st))
     out = harden(raw, {"HTTP_REQUEST_S": 10, "CLIENT_S": 60, "KEEP_ALIVE_S": 10, "CONN_PER_SOURCE": 256,
-                       "MAXCONN": 10_000}, pages=str(tmp_path))
-    assert f"errorfile 400 {tmp_path}/aetheris-400.http" in out
+                       "MAXCONN": 10_000})
     assert "mode 600 level admin" in out and "mode 666" not in out
     binds = [line.split()[1] for line in out.splitlines() if line.strip().startswith("bind ")]
     assert binds and all(b.startswith("127.0.0.1:") for b in binds), binds
