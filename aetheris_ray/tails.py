@@ -31,15 +31,22 @@ central ``1 - 2 * TAIL_SHARE`` of the paths.  The small side is estimated and th
 other is its complement, so ``P(below) + P(above) = 1``.  The raw probability then
 goes through the calibration's inverse level map like any other.
 
-Streams: the pilot and the tilted paths of one threshold come from
-``SeedSequence([seed, TAIL_STREAM, bits of u])``, so the estimate depends on the
-request's seed and the threshold only -- not on the other thresholds, nor on how
-the plain paths were sharded.
+Streams: the tilted paths of one threshold come from ``SeedSequence([seed,
+TAIL_STREAM, bits of u])`` and the pilot from ``SeedSequence([TAIL_STREAM,
+PILOT_STREAM, bits of u])``, so the estimate depends on the request's seed and the
+threshold only -- not on the other thresholds, nor on how the plain paths were
+sharded -- and the tilt on the model and the threshold only: `tilt_for` remembers it
+per model, and a threshold asked again skips the pilot.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -52,7 +59,7 @@ __all__ = [
     "PILOT_PATHS", "PILOT_EVALS", "PILOT_TOL", "ETA_MAX",
     "MONTE_CARLO", "IMPORTANCE_SAMPLING",
     "TiltedSampler", "ModelSampler", "TailEstimate", "ThresholdProbabilities",
-    "use_importance", "choose_tilt", "importance_estimate", "threshold_probabilities", "calibrated_above",
+    "use_importance", "choose_tilt", "tilt_for", "importance_estimate", "threshold_probabilities", "calibrated_above",
 ]
 
 #: Fewer plain paths than this beyond K -> importance sampling (1/sqrt(50): a 14% relative error).
@@ -77,6 +84,10 @@ PILOT_TOL = 0.25
 ETA_MAX = 10.0
 #: Spawn key of the tail streams (apart from the plain blocks' ``SeedSequence(seed)`` children).
 TAIL_STREAM = 0x7A115
+#: Key of the pilot stream (with `TAIL_STREAM` and the threshold; no seed).
+PILOT_STREAM = 0x9170
+#: Tilts remembered per model (`tilt_for`).
+TILT_CACHE_SIZE = 256
 
 MONTE_CARLO = "monte_carlo"
 IMPORTANCE_SAMPLING = "importance_sampling"
@@ -111,6 +122,27 @@ class ModelSampler:
 
     def profile(self, horizon: int) -> tuple[float, FloatArray]:
         return self.model.tilt_profile(self.cond, horizon)
+
+    def tilt_cache_key(self) -> tuple[Any, str]:
+        """``(model, fingerprint of the conditioning arrays)``: what a remembered tilt is keyed by."""
+        return self.model, self._cond_fingerprint
+
+    @cached_property
+    def _cond_fingerprint(self) -> str:
+        h = hashlib.sha1()
+
+        def walk(d: Any, prefix: str) -> None:
+            for k in sorted(d):
+                v = d[k]
+                if isinstance(v, dict):
+                    walk(v, f"{prefix}{k}/")
+                else:
+                    a = np.asarray(v)
+                    h.update(f"{prefix}{k}:{a.dtype}{a.shape}".encode())
+                    h.update(np.ascontiguousarray(a).tobytes() if a.dtype != object else repr(v).encode())
+
+        walk(self.cond, "")
+        return h.hexdigest()
 
     def sample(self, n_paths: int, horizon: int, eta: FloatArray,
                rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
@@ -158,9 +190,52 @@ def use_importance(hits: int, n_paths: int) -> bool:
     return hits < MIN_TAIL_HITS and hits < TAIL_SHARE * n_paths
 
 
+def _bits(u: float) -> int:
+    return int(np.array(u, dtype=np.float64).view(np.uint64))
+
+
 def _tail_stream(seed: int, u: float) -> np.random.SeedSequence:
-    bits = int(np.array(u, dtype=np.float64).view(np.uint64))
-    return np.random.SeedSequence([int(seed), TAIL_STREAM, bits])
+    """The tilted paths' stream of one threshold: the request's seed and the threshold."""
+    return np.random.SeedSequence([int(seed), TAIL_STREAM, _bits(u)])
+
+
+def _pilot_stream(u: float) -> np.random.SeedSequence:
+    """The pilot's stream: the threshold only, so the tilt is a function of the model and K (cacheable)."""
+    return np.random.SeedSequence([TAIL_STREAM, PILOT_STREAM, _bits(u)])
+
+
+_TILTS: "weakref.WeakKeyDictionary[Any, OrderedDict]" = weakref.WeakKeyDictionary()
+_TILTS_LOCK = threading.Lock()
+
+
+def tilt_for(sampler: TiltedSampler, u: float, horizon: int, side: str,
+             profile: tuple[float, FloatArray] | None = None) -> float:
+    """`choose_tilt` from the threshold's pilot stream, remembered per model and conditioning.
+
+    The tilt depends on the model, its conditioning arrays, ``u``, the horizon and the
+    side only (not on the request's seed), so a model held in the state cache answers a
+    threshold asked again -- a dashboard's fixed levels, other seeds -- without the pilot
+    draws; the estimate is the same with or without the remembered tilt.  Samplers
+    without ``tilt_cache_key`` are not remembered.
+    """
+    key_fn = getattr(sampler, "tilt_cache_key", None)
+    owner_fp = key_fn() if key_fn is not None else None
+    if owner_fp is None:
+        return choose_tilt(sampler, u, horizon, side, _pilot_stream(u), profile)
+    owner, fp = owner_fp
+    key = (fp, float(u), int(horizon), side)
+    with _TILTS_LOCK:
+        cache = _TILTS.get(owner)
+        if cache is not None and key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    theta = choose_tilt(sampler, u, horizon, side, _pilot_stream(u), profile)
+    with _TILTS_LOCK:
+        cache = _TILTS.setdefault(owner, OrderedDict())
+        cache[key] = theta
+        while len(cache) > TILT_CACHE_SIZE:
+            cache.popitem(last=False)
+    return theta
 
 
 def choose_tilt(sampler: TiltedSampler, u: float, horizon: int, side: str, stream: np.random.SeedSequence,
@@ -228,13 +303,13 @@ def importance_estimate(sampler: TiltedSampler, u: float, horizon: int, side: st
     """
     profile = profile if profile is not None else sampler.profile(horizon)
     _, sbar = profile
-    pilot, main = _tail_stream(seed, u).spawn(2)
+    main = _tail_stream(seed, u)
     n_max = max(int(n_paths), IS_MAX_PATHS)
     sizes = [int(n_paths)] + [IS_BLOCK_PATHS] * -(-(n_max - int(n_paths)) // IS_BLOCK_PATHS)
     log_w: list[FloatArray] = []
     drawn = 0
     with np.errstate(over="raise", invalid="raise"):
-        theta = choose_tilt(sampler, u, horizon, side, pilot, profile)
+        theta = tilt_for(sampler, u, horizon, side, profile)
         eta = theta * sbar
         for size, s in zip(sizes, main.spawn(len(sizes))):
             size = min(size, n_max - drawn)

@@ -104,6 +104,34 @@ def test_tilt_puts_the_tilted_median_near_the_threshold():
         assert abs(np.median(x) - u) < 2 * tails.PILOT_TOL * sd, (side, np.median(x), u)
 
 
+def test_tilt_is_remembered_per_model_and_threshold_and_the_estimate_is_the_same():
+    """The pilot runs once per (model, conditioning, K, horizon, side); other seeds reuse the tilt."""
+    calls = []
+
+    class Counting(tails.ModelSampler):
+        def sample(self, n_paths, horizon, eta, rng):
+            calls.append(n_paths)
+            return super().sample(n_paths, horizon, eta, rng)
+
+    base = random_walk()
+    sampler = Counting(base.model, base.cond)
+    u = -3.5 * SIGMA * np.sqrt(H)
+    tails._TILTS.clear()
+    a = tails.importance_estimate(sampler, u, H, "below", 4096, seed=1)
+    pilots = calls.count(tails.PILOT_PATHS)
+    assert pilots >= 1
+    b = tails.importance_estimate(sampler, u, H, "below", 4096, seed=1)
+    c = tails.importance_estimate(Counting(base.model, base.cond), u, H, "below", 4096, seed=2)
+    assert calls.count(tails.PILOT_PATHS) == pilots  # remembered: no pilot draw for b nor c
+    assert a == b and c.tilt == a.tilt and c.p_below != a.p_below
+    tails._TILTS.clear()
+    assert tails.importance_estimate(sampler, u, H, "below", 4096, seed=1) == a  # cold cache: the same estimate
+    # the same model with other conditioning arrays (twice the variance): its own tilt
+    other = Counting(base.model, {**base.cond, "volatility": {"v1": np.array([2 * SIGMA**2])}})
+    d = tails.importance_estimate(other, u, H, "below", 4096, seed=1)
+    assert d.tilt != a.tilt
+
+
 # -- exact likelihood ratios of each residual model -------------------------------------------
 
 
