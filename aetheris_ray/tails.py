@@ -17,13 +17,14 @@ likelihood ratio:
   included), the drift and the jumps are not tilted, so the likelihood ratio of a
   path is the product over steps of the innovation density ratios;
 * ``theta`` is chosen by rule: the median of the tilted ``X_h`` hits ``u``
-  (secant steps on a pilot of `PILOT_PATHS` paths with common random numbers,
-  started from the Gaussian guess ``(u - sum drift) / sum sbar_t^2``; usually one
-  or two pilot draws);
+  (root finding on a pilot of `PILOT_PATHS` paths with common random numbers,
+  started from the Gaussian guess ``(u - sum drift) / sum sbar_t^2``; 2 to
+  `PILOT_EVALS` pilot draws, remembered per model and threshold by `tilt_for`);
 * the estimate is the mean of ``1{X_h beyond u} * LR`` over the tilted paths and
   its standard error the sample standard deviation over ``sqrt(n)``; ``n`` is the
   request's paths within [`IS_MIN_PATHS`, `IS_MAX_PATHS`], grown in blocks up to
-  `IS_MAX_PATHS` while the relative standard error is above `TARGET_REL_SE`.
+  `IS_MAX_PATHS` while the relative standard error is above `TARGET_REL_SE` (not
+  when no tilted path reached K: more of them would not either).
 
 Whether a threshold gets importance sampling is decided from the plain paths
 (`use_importance`): fewer than `MIN_TAIL_HITS` paths beyond K *and* K outside the
@@ -247,8 +248,9 @@ def choose_tilt(sampler: TiltedSampler, u: float, horizon: int, side: str, strea
     median's move from the drift is modelled as ``c theta^k`` (``k = 1`` for the
     second candidate, then fitted through the last two).  Stops when the
     tilted median is within `PILOT_TOL` standard deviations of ``u`` or after
-    `PILOT_EVALS` candidates (the best one is kept): the estimator's variance is
-    flat near the rule's tilt, so one or two pilots usually do.  Capped where a
+    `PILOT_EVALS` candidates (the best one is kept): the estimator's variance
+    changes slowly near the rule's tilt, so a quarter standard deviation is close
+    enough.  Capped where a
     step's tilt reaches `ETA_MAX` (a threshold the model can hardly reach).
     ``profile`` is ``sampler.profile(horizon)`` when the caller has it.
     """
@@ -283,8 +285,7 @@ def choose_tilt(sampler: TiltedSampler, u: float, horizon: int, side: str, strea
             break
         a = nxt
         g = gap(a)
-    a_best, g_best = min(tried, key=lambda t: abs(t[1]))
-    return sign * a_best
+    return sign * min(tried, key=lambda t: abs(t[1]))[0]
 
 
 def importance_estimate(sampler: TiltedSampler, u: float, horizon: int, side: str, n_paths: int,
@@ -293,7 +294,7 @@ def importance_estimate(sampler: TiltedSampler, u: float, horizon: int, side: st
 
     ``n_paths`` tilted paths are drawn at once; while the estimate's relative
     standard error is above `TARGET_REL_SE`, blocks of `IS_BLOCK_PATHS` more
-    follow, up to `IS_MAX_PATHS` in all.  ``profile`` is ``sampler.profile(horizon)`` when
+    follow, up to `IS_MAX_PATHS` in all (none when no tilted path reached K).  ``profile`` is ``sampler.profile(horizon)`` when
     the caller has it.
 
     Raises
@@ -338,9 +339,9 @@ def importance_estimate(sampler: TiltedSampler, u: float, horizon: int, side: st
 
 
 def _rel_se(log_w: FloatArray) -> float:
-    """Relative standard error of the mean of ``exp(log_w)`` (inf without a hit)."""
+    """Relative standard error of the mean of ``exp(log_w)`` (0 without a hit: nothing to refine)."""
     if not np.isfinite(log_w).any():
-        return np.inf
+        return 0.0
     y = np.exp(log_w - np.max(log_w))
     m = float(y.mean())
     return float(y.std(ddof=1) / (m * np.sqrt(y.size)))

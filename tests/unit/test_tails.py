@@ -324,6 +324,7 @@ def test_an_unreachable_threshold_reports_zero_with_a_warning():
     np.testing.assert_array_equal(tp.p_above, [1.0, 0.0])
     np.testing.assert_array_equal(tp.se, [0.0, 0.0])
     assert len(tp.warnings) == 2 and "even under importance sampling" in tp.warnings[0]
+    assert [e.paths for e in tp.estimates] == [tails.IS_MIN_PATHS] * 2  # no hit: no extra blocks
     assert "reported as 0" in tp.warnings[0]
 
 
