@@ -1,11 +1,14 @@
 """Memory budget of one Monte Carlo request (Ray-free, so the ingress and the CLI can share it).
 
 A forecast holds its paths as daily log-returns, shape (paths, horizon) (float32 from
-the engine's sampler, 4 bytes a cell), and `engine.finish` makes a float64
-cumulative-sum copy and a quantile working copy (8 + 8 bytes a cell): peak memory is
-about 20-24 bytes x paths x horizon.  1,000,000 x 90 would be over 2 GB at peak, per
-request.  Requests above `MAX_CELLS` path-steps are refused with a message naming
-``paths`` and ``horizon``; at the budget a request peaks near 0.7 GB.
+the engine's sampler, 4 bytes a cell), and `engine.finish` makes one float64
+step-major cumulative-sum copy (8 bytes a cell) whose rows it sorts or selects in
+place: measured peak 12 bytes x paths x horizon in the caller (1,000,000 x 14: 169 MB),
+about 16 when the paths come from actors (the shards and their concatenation).
+1,000,000 x 90 would be over 1 GB at peak, per request.  Requests above `MAX_CELLS`
+path-steps are refused with a message naming ``paths`` and ``horizon``; at the budget a
+request peaks near 0.4-0.5 GB.  (`aetheris_ray.api.BYTES_PER_CELL`, 24, the estimate in
+that message, is an upper bound from before the in-place finish.)
 """
 
 from __future__ import annotations
