@@ -250,9 +250,11 @@ class Registry:
         if version == "latest":
             ok = [r for r in self.list_models(component) if r.status == "ok"]
             if not ok:
+                from aetheris_ray.components.registry import train_command
+
                 raise ModelNotFound(
                     f"no healthy {component!r} model in the registry at {self.root}; "
-                    f"train one with `aetheris tune --component {component}`"
+                    f"train one with `{train_command(component)}`"
                 )
             return ok[-1]
         path = self.root / version

@@ -48,7 +48,7 @@ from aetheris_ray.errors import InvalidInput
 
 __all__ = [
     "KINDS", "PATH_PARTS", "ENTRY_POINT_GROUP", "Variant", "register", "unregister", "variant", "variants", "names",
-    "spec_class", "fitted_class", "build_spec", "spec_from_dict", "tunable", "parse_choice",
+    "spec_class", "fitted_class", "build_spec", "spec_from_dict", "tunable", "parse_choice", "train_command",
 ]
 
 #: Every kind of part the engine composes (`aetheris_ray.components.contract` has one protocol per kind).
@@ -76,6 +76,9 @@ class Variant:
     training : dict
         Fixed training settings merged into every trial's config (``max_steps``, ...).
     description : str
+    train_command : str
+        How a user trains its artefact (shown when none is registered); default
+        ``aetheris tune --component NAME``.
     source : str
         Where it was registered: ``builtin``, ``register()`` or ``entry point <name>``.
     """
@@ -88,6 +91,7 @@ class Variant:
     search_space: Mapping[str, tuple[Any, ...]] | None = None
     training: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    train_command: str = ""
     source: str = "builtin"
 
     def __post_init__(self) -> None:
@@ -118,9 +122,10 @@ _BUILTIN: tuple[Variant, ...] = (
     Variant("volatility", "range_har", f"{_C}.range_vol:RangeHarVolatility",
             description="log-HAR on daily range variance, direct per horizon"),
     Variant("volatility", "pooled_garch", f"{_C}.range_vol:PooledGarchVolatility", artefact=True,
-            fallback="range_garch",
+            fallback="range_garch", train_command="aetheris pool --component pooled_garch --end DATE",
             description="range_garch with its dynamics shrunk towards a panel fit across assets (`aetheris pool`)"),
     Variant("volatility", "pooled_har", f"{_C}.range_vol:PooledHarVolatility", artefact=True, fallback="range_har",
+            train_command="aetheris pool --component pooled_har --end DATE",
             description="range_har with slopes shrunk towards a panel fit across assets (`aetheris pool`)"),
     Variant("volatility", "blend", f"{_C}.volatility:BlendVolatility", description="score-weighted blend"),
     Variant(
@@ -198,6 +203,16 @@ def reload_entry_points() -> None:
 def _add(v: Variant) -> None:
     _TABLE[v.kind][v.name] = v
     _CLASSES.pop((v.kind, v.name), None)
+
+
+def train_command(name: str) -> str:
+    """The command that trains the artefact of the variant ``name`` (any kind)."""
+    _load_entry_points()
+    for table in _TABLE.values():
+        v = table.get(name)
+        if v is not None and v.train_command:
+            return v.train_command
+    return f"aetheris tune --component {name}"
 
 
 def register(kind_or_variant: str | Variant, name: str | None = None, target: Any = None, **meta: Any) -> Variant:

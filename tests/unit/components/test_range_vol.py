@@ -255,7 +255,7 @@ def test_pooled_har_without_a_registered_prior_falls_back_to_range_har(tmp_path)
 
     with pytest.warns(reg.FallbackWarning, match="fell back"):
         out = reg.resolve_artefact("volatility", "pooled_har", registry=reg.Registry(tmp_path / "empty"))
-    assert out.fallback == "range_har"
+    assert out.fallback == "range_har" and "train one with `aetheris pool --component pooled_har" in out.why
     with pytest.raises(InvalidInput, match="aetheris pool"):
         PooledHarVolatility().fit(np.zeros(100))
 
