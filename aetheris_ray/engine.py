@@ -39,7 +39,11 @@ from aetheris_ray.result import Forecast
 from aetheris_ray.state_cache import OriginState, origin_state, sensitivities
 from aetheris_ray.tails import ModelSampler
 
-__all__ = ["Prepared", "prepare", "finish", "forecast"]
+__all__ = ["Prepared", "prepare", "finish", "forecast", "PATH_DTYPE"]
+
+#: dtype of the raw paths a forecast holds and the actors ship (half the bytes of float64;
+#: the cumulative sums are float64).
+PATH_DTYPE = np.float32
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,20 @@ class Prepared:
 
     def sample(self, n_paths: int, horizon: int, rng: np.random.Generator) -> np.ndarray:
         """Daily log-return paths, shape (n_paths, horizon), float32 (raw, uncalibrated)."""
-        return self.model.simulate(self.cond, int(n_paths), int(horizon), rng)[0].astype(np.float32)
+        return self.draw(n_paths, horizon, rng).astype(PATH_DTYPE)
+
+    def draw(self, n_paths: int, horizon: int, rng: np.random.Generator) -> np.ndarray:
+        """`sample` before the cast to `PATH_DTYPE`: the model's float64 paths, shape (n_paths, horizon)."""
+        return self.model.simulate(self.cond, int(n_paths), int(horizon), rng)[0]
+
+    def simulate(self, blocks: Sequence[int] | None = None) -> np.ndarray:
+        """The request's paths of ``blocks`` (all when None): `sample` in seeded blocks, concatenated.
+
+        Each block is cast into the one output array as it is drawn (`simulation.simulate_blocks`
+        with ``dtype``), bitwise ``simulate_blocks(self.sample, ...)``.
+        """
+        r = self.request
+        return sim.simulate_blocks(self.draw, r.paths, r.horizon, self.seed, blocks, dtype=PATH_DTYPE)
 
 
 def prepare(data: AssetData, req: ForecastRequest, *, config: EngineConfig | None = None, settings: Any = None,
@@ -179,5 +196,4 @@ def forecast(data: AssetData, req: ForecastRequest, *, config: EngineConfig | No
              use_cache: bool = True, outcomes: Sequence[Mapping[str, Any]] = ()) -> Forecast:
     """Fit on ``data`` (point-in-time at the request's as-of) and answer ``req`` in-process."""
     prep = prepare(data, req, config=config, settings=settings, use_cache=use_cache, outcomes=outcomes)
-    paths = sim.simulate_blocks(prep.sample, req.paths, req.horizon, prep.seed)
-    return finish(prep, paths)
+    return finish(prep, prep.simulate())

@@ -43,8 +43,13 @@ def shard_blocks(n_paths: int, n_shards: int) -> list[range]:
     return [range(edges[i], edges[i + 1]) for i in range(n_shards)]
 
 
-def simulate_blocks(sample: SampleFn, n_paths: int, horizon: int, seed: int, blocks: Sequence[int] | None = None) -> FloatArray:
+def simulate_blocks(sample: SampleFn, n_paths: int, horizon: int, seed: int, blocks: Sequence[int] | None = None,
+                    *, dtype: np.dtype | type | None = None) -> FloatArray:
     """Draw the paths of the given blocks (all blocks when None), concatenated in block order.
+
+    ``dtype``: each block is written, as it is drawn, into one array of that dtype
+    (the cast happens while the block is still in cache; no per-block copy and no
+    concatenation); bitwise what ``sample(...).astype(dtype)`` blocks concatenated give.
 
     Returns
     -------
@@ -53,7 +58,14 @@ def simulate_blocks(sample: SampleFn, n_paths: int, horizon: int, seed: int, blo
     """
     sizes = block_sizes(n_paths)
     rngs = block_rngs(seed, len(sizes))
-    idx = range(len(sizes)) if blocks is None else blocks
+    idx = list(range(len(sizes)) if blocks is None else blocks)
+    if dtype is not None:
+        out = np.empty((sum(sizes[i] for i in idx), horizon), dtype=dtype)
+        start = 0
+        for i in idx:
+            out[start:start + sizes[i]] = sample(sizes[i], horizon, rngs[i])
+            start += sizes[i]
+        return out
     parts = [sample(sizes[i], horizon, rngs[i]) for i in idx]
     if not parts:
         return np.empty((0, horizon))

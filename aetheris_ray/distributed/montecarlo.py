@@ -66,8 +66,7 @@ class SimulatorActor:
         """Paths of ``blocks`` (log-returns as ``Prepared.sample`` draws them, shape (n_selected, horizon))."""
         if key != self._key:
             self.load(key, prep)
-        p = self._prep
-        return sim.simulate_blocks(p.sample, p.request.paths, p.request.horizon, p.seed, blocks)
+        return self._prep.simulate(blocks)
 
     def ping(self) -> bool:
         return True
@@ -132,7 +131,7 @@ class SimulatorPool:
         Returns
         -------
         ndarray, shape (paths, horizon)
-            Daily log-returns, bitwise equal to ``simulate_blocks(prep.sample, ...)`` in the caller.
+            Daily log-returns, bitwise equal to ``prep.simulate()`` in the caller.
         """
         req = prep.request
         check_request(req.paths, req.horizon)
@@ -190,7 +189,7 @@ def simulate(prep: engine.Prepared, pool: SimulatorPool | None = None, *, local_
     req = prep.request
     if pool is None or req.paths <= local_max_paths:
         check_request(req.paths, req.horizon)
-        return sim.simulate_blocks(prep.sample, req.paths, req.horizon, prep.seed)
+        return prep.simulate()
     return pool.simulate(prep, n_shards=n_shards)
 
 

@@ -136,3 +136,15 @@ def test_cone_by_selection_above_the_sort_limit_is_bitwise_numpy():
     cum_t[-1].sort()
     np.testing.assert_array_equal(sim.cone_steps(cum_t, levels, lm, sorted_rows=[False, False, False, True]),
                                   sim.cone(cum, levels, lm))
+
+
+@pytest.mark.parametrize("n_paths", [100, 4096, 10_000])
+def test_blocks_cast_into_one_array_are_bitwise_the_concatenated_cast(n_paths):
+    ref = sim.simulate_blocks(gaussian, n_paths, 5, seed=11).astype(np.float32)
+    got = sim.simulate_blocks(gaussian, n_paths, 5, 11, dtype=np.float32)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, ref)
+    parts = [sim.simulate_blocks(gaussian, n_paths, 5, 11, blocks=r, dtype=np.float32)
+             for r in sim.shard_blocks(n_paths, 3)]
+    np.testing.assert_array_equal(np.concatenate(parts), ref)
+    assert sim.simulate_blocks(gaussian, n_paths, 5, 11, blocks=[], dtype=np.float32).shape == (0, 5)
