@@ -8,7 +8,7 @@ Rows (median over ``--rounds`` interleaved rounds after one warm-up, wall clock)
 * ``numpy floor``: the same random draws as the engine's model (unit-variance Student-t
   as normal x sqrt((nu - 2) / chi2), float32, ``paths x horizon``), a float64 cumulative
   sum and 7 quantiles per step with ``np.quantile``: no model, no calibration, one process.
-* ``draw only``: the engine's model paths (``Prepared.sample`` in seeded blocks), in the caller.
+* ``draw only``: the engine's model paths (``Prepared.simulate``: the seeded blocks), in the caller.
 * ``finish only``: `engine.finish` on those paths (cumulative sums, calibrated cone, dense
   CDF of the last step, one threshold).
 * ``in the caller``: both, what ``forecast_prepared(prep, None)`` does.
@@ -70,13 +70,14 @@ def main() -> None:
         cum = np.cumsum(z, axis=1, dtype=np.float64)
         return np.quantile(cum, LEVELS, axis=0)
 
-    paths = sim.simulate_blocks(prep.sample, n, h, prep.seed)
+    # the request's seeded blocks, as the engine draws them (Prepared.simulate; older trees: sample + concatenate)
+    draw = getattr(prep, "simulate", None) or (lambda: sim.simulate_blocks(prep.sample, n, h, prep.seed))
+    paths = draw()
     rows: dict[str, object] = {
         "numpy floor (same draws + cumsum + np.quantile)": floor,
-        "draw only (Prepared.sample blocks, caller)": lambda: sim.simulate_blocks(prep.sample, n, h, prep.seed),
+        "draw only (seeded blocks, caller)": draw,
         "finish only (engine.finish, caller)": lambda: engine.finish(prep, paths),
-        "in the caller (draw + finish, no Ray)": lambda: engine.finish(
-            prep, sim.simulate_blocks(prep.sample, n, h, prep.seed)),
+        "in the caller (draw + finish, no Ray)": lambda: engine.finish(prep, draw()),
     }
     pools = []
     if not args.no_ray:
