@@ -22,6 +22,10 @@ binary with the arguments unchanged.  `harden`:
   ``timeout client`` `CLIENT_S`, ``timeout http-keep-alive`` `KEEP_ALIVE_S`;
 * at most `CONN_PER_SOURCE` concurrent connections per client address on the HTTP
   frontend (a stick table on ``src``; more are refused at accept);
+* ``retry-on conn-failure empty-response``: a request whose ingress replica died before
+  answering (kill -9) is resent (``option redispatch``: to another replica, or Serve's
+  fallback proxy, which waits for the replacement) instead of hanging or failing.  Every
+  POST route is safe to repeat: forecasts are pure given the seed, outcomes are keyed;
 * ``maxconn`` `MAXCONN`, or what the file-descriptor limit allows (`fd_maxconn`), if
   less, but not under Serve's own (4,096).  With 4,096, 4,500 idle connections queued
   every request behind them until the header timeout dropped them: 10.5 s for a 10 ms
@@ -114,6 +118,9 @@ def harden(text: str, lim: dict[str, int] | None = None) -> str:
         elif section == "defaults" and s.split()[:2] in (["timeout", "client"], ["timeout", "http-request"],
                                                          ["timeout", "http-keep-alive"]):
             continue  # replaced below
+        elif section == "defaults" and s == "retry-on conn-failure":
+            line = line.replace("conn-failure", "conn-failure empty-response")
+            done.add("retry-on")
         out.append(line)
         if s == "defaults":
             out += [f"    timeout http-request {lim['HTTP_REQUEST_S']}s",
@@ -126,7 +133,8 @@ def harden(text: str, lim: dict[str, int] | None = None) -> str:
                     "    tcp-request connection track-sc0 src",
                     f"    tcp-request connection reject if {{ sc0_conn_cur gt {lim['CONN_PER_SOURCE']} }}"]
             done.add("http_frontend")
-    missing = {"socket", "maxconn", "frontend prometheus", "listen stats", "defaults", "http_frontend"} - done
+    missing = {"socket", "maxconn", "retry-on", "frontend prometheus", "listen stats", "defaults",
+               "http_frontend"} - done
     if missing:
         raise ValueError(f"not Serve's HAProxy template (missing: {', '.join(sorted(missing))}); refusing to run "
                          "an unhardened front")

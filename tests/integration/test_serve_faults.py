@@ -1,8 +1,13 @@
-"""Faults under load: a killed simulator-pool actor, and kill -9 of a Features or Simulator replica (issue 14 item 5).
+"""Faults under load: a killed simulator-pool actor, and kill -9 of an Ingress, Features or Simulator replica (issue 14 item 5).
 
 The ingress retries a forecast once when a replica it called died (`deployments.ingress.replica_lost`):
-the seed is fixed first, so the retry gives the same answer.  At concurrency 8, a kill -9 of
-the replica serving the requests fails none of them.
+the seed is fixed first, so the retry gives the same answer.  At concurrency 8, a kill -9
+of the Features or Simulator replica fails none of the requests (without the retry, some
+failed with 503 ActorDiedError).  A killed Ingress replica is HAProxy's to retry:
+``retry-on conn-failure empty-response`` (deployments/haproxy_front.py) resends the
+request (see `test_kill_9_of_the_ingress_replica_under_load` for what still fails).  The
+Calibrator is not on a forecast's path per request (the ingress checks its epoch in the
+background), so it is not killed here.
 """
 
 from __future__ import annotations
@@ -60,14 +65,17 @@ def replica_pids(kind: str) -> set[int]:
 
 
 def body_for(kind: str, worker: int, i: int) -> dict:
-    if kind == "Features":  # a new threshold each time: the ingress's prepared cache misses, Features is called
+    if kind != "Simulator":  # a new threshold each time: the ingress's prepared cache misses, Features is called
         return {"asset": "SYN-BTC", "horizon": 3, "paths": 500, "seed": i, "thresholds": [1_000.0 + 1_000 * worker + i]}
     # over the ingress's local limit (LOCAL_MAX_PATHS): the Simulator replica draws it
     return {"asset": "SYN-ETH", "horizon": 2, "paths": 60_000, "seed": 1_000 * worker + i}
 
 
-@pytest.mark.parametrize("kind", ["Features", "Simulator"])
-def test_kill_9_of_a_replica_under_load_fails_no_request(served, kind):
+def kill_under_load(served, kind: str) -> tuple[list[tuple[int, str]], int]:
+    """kill -9 every ``kind`` replica while 8 clients post forecasts; returns (every answer, answers after the restart).
+
+    Keeps the load on until a new replica is up and 16 more answers came back (180 s at most).
+    """
     import os
     import signal
 
@@ -80,9 +88,12 @@ def test_kill_9_of_a_replica_under_load_fails_no_request(served, kind):
         i = 0
         with requests.Session() as s:
             while not stop.is_set():
-                r = s.post(served.url + "/v1/forecast", json=body_for(kind, worker, i), headers=served.headers,
-                           timeout=120)
-                results.append((r.status_code, "" if r.status_code == 200 else r.text[:300]))
+                try:
+                    r = s.post(served.url + "/v1/forecast", json=body_for(kind, worker, i), headers=served.headers,
+                               timeout=60)
+                    results.append((r.status_code, "" if r.status_code == 200 else r.text[:300]))
+                except requests.RequestException as e:  # no answer at all is a failure too
+                    results.append((0, repr(e)[:300]))
                 i += 1
 
     threads = [threading.Thread(target=load, args=(w,)) for w in range(8)]
@@ -110,4 +121,27 @@ def test_kill_9_of_a_replica_under_load_fails_no_request(served, kind):
     print(f"\nkill -9 of the {kind} replica at concurrency 8: {len(results)} requests ({before} before the kill), "
           f"{len(failed)} failed; a new replica in {replaced:.1f} s")
     assert replica_pids(kind) - pids, f"no new {kind} replica after the kill"
+    return results, len(results) - after_restart
+
+
+@pytest.mark.parametrize("kind", ["Features", "Simulator"])
+def test_kill_9_of_a_model_replica_under_load_fails_no_request(served, kind):
+    results, after = kill_under_load(served, kind)
+    failed = [r for r in results if r[0] != 200]
     assert not failed, failed[:5]
+    assert after >= 16, "the service did not keep answering after the replica came back"
+
+
+def test_kill_9_of_the_ingress_replica_under_load(served):
+    """No request hangs, and the service answers again; but 1-3 of about 50 fail (issue 14's target, 0, is not met).
+
+    Without ``retry-on empty-response`` the 8 requests in flight at the kill hung until the
+    client's timeout.  With it, they are resent, but 1-3 (measured 1, 1, 2, 3, 1 in five
+    runs, with and without keep-alive, with and without ``option http-buffer-request``)
+    still come back as a connection closed without a response.
+    """
+    results, after = kill_under_load(served, "Ingress")
+    failed = [r for r in results if r[0] != 200]
+    assert len(failed) <= 8, failed[:5]  # at most the requests in flight at the kill
+    assert all(code == 0 and "without response" in text for code, text in failed), failed  # none hung
+    assert after >= 16

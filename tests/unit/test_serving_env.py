@@ -163,6 +163,7 @@ def test_harden_closes_what_serve_leaves_open(tmp_path):
     assert "timeout http-request 10s" in out and "timeout client 60s" in out and "timeout client 3600s" not in out
     assert "tcp-request connection reject if { sc0_conn_cur gt 256 }" in out
     assert "maxconn 10000" in out and "maxconn 4096" in raw and "maxconn 4096" not in out
+    assert "retry-on conn-failure empty-response" in out
     assert harden(out) == out  # idempotent (a reload re-runs it)
     (tmp_path / "hardened.cfg").write_text(out)
     r = subprocess.run([real_haproxy(), "-c", "-f", str(tmp_path / "hardened.cfg")], capture_output=True, text=True,
