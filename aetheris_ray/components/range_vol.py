@@ -67,7 +67,7 @@ def range_variance(log_hl: Any, log_co: Any = None, estimator: str = "parkinson"
         Parkinson: ``ln(H/L)^2 / (4 ln 2)``.  Garman-Klass: ``0.5 ln(H/L)^2 - (2 ln 2 - 1) ln(C/O)^2``;
         a bar without an open is NaN.
 
-    >>> float(range_variance(np.array([0.02]))[0]) == 0.02 ** 2 / (4 * np.log(2))
+    >>> bool(range_variance(np.array([0.02]))[0] == 0.02 ** 2 / (4 * np.log(2)))
     True
     """
     hl = np.asarray(log_hl, dtype=float)
