@@ -20,15 +20,16 @@ from aetheris_ray.errors import AetherisError
 #: Ray's token authentication (RAY_NOTES.md gotcha 5).  With it off, the dashboard agent's
 #: job API runs any command it is sent, as the user running Ray; with it on, every Ray
 #: gRPC and HTTP port answers 401 / UNAUTHENTICATED to a caller without the token (which
-#: Ray writes to ``~/.ray/auth_token``, mode 600, or takes from ``RAY_AUTH_TOKEN`` /
-#: ``RAY_AUTH_TOKEN_PATH``).
+#: Ray keeps in ``~/.ray/auth_token``, made mode 600 by `private_token`, or takes from
+#: ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``).
 AUTH_MODE = "RAY_AUTH_MODE"
 #: Set to "0", Ray treats the machine as a single node and uses 127.0.0.1 as the node
-#: address: the dashboard agent (job API), the runtime-env agent and the three Prometheus
-#: exporters (dashboard agent, dashboard, autoscaler monitor) then listen on 127.0.0.1
-#: instead of the external address or every interface.  Ray reads it when ``ray`` is first
-#: imported (`loopback_ray_env` also updates the value already read).  GCS, raylet and the
-#: workers' gRPC servers listen on every interface whatever is set; token auth covers them.
+#: address: GCS, raylet, the workers, the dashboard agent (job API), the runtime-env agent
+#: and the three Prometheus exporters (dashboard agent, dashboard, autoscaler monitor) then
+#: listen on 127.0.0.1 instead of the external address or every interface.  Ray reads it
+#: when ``ray`` is first imported (`loopback_ray_env` also updates the value already read).
+#: Only each Serve replica's inter-deployment gRPC server still listens on every interface
+#: (Ray binds ``[::]:0``); token auth covers it (tests/integration/test_port_audit.py).
 SINGLE_NODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
