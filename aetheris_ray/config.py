@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError,
+                               TomlConfigSettingsSource)
 
 from aetheris_ray.errors import InvalidInput
 from aetheris_ray.quantiles import DEFAULT_LEVELS, levels_field
@@ -105,3 +106,17 @@ def load_settings(**overrides: Any) -> Settings:
         from aetheris_ray.contract import validation_message
 
         raise InvalidInput("settings: " + validation_message(e)) from None
+    except SettingsError as e:  # a value pydantic-settings could not even decode (a list field's env var not JSON)
+        raise InvalidInput(_decode_message(e)) from None
+
+
+def _decode_message(e: Exception) -> str:
+    """One line naming the environment variable (or field) whose value could not be decoded."""
+    import re
+
+    m = re.search(r'field "([^"]+)"', str(e))
+    if m is None:
+        return f"settings: {str(e).splitlines()[0][:200]}"
+    field = m.group(1)
+    hint = " (a JSON list, e.g. '[\"key1\", \"key2\"]')" if field in ("api_keys", "quantiles", "components") else ""
+    return f"AETHERIS_{field.upper()}: could not be decoded{hint}"
