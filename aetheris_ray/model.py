@@ -73,7 +73,9 @@ class EngineConfig(BaseModel):
 
     name: str = "baseline"
     trend: ComponentChoice = ComponentChoice(name="ar_es")
-    volatility: ComponentChoice = ComponentChoice(name="garch")
+    # GARCH(1,1)-t and range-GARCH, equal weights (chosen on the pre-2022 validation periods; docs/engine.md)
+    volatility: ComponentChoice = ComponentChoice(
+        name="blend", params={"members": ["garch", "range_garch"], "weighting": "fixed"})
     jumps: ComponentChoice = ComponentChoice(name="none")
     residuals: ComponentChoice = ComponentChoice(name="student_t", params={"source": "vol"})
     paths: ComponentChoice = ComponentChoice(name="composed")

@@ -106,7 +106,7 @@ def test_component_swaps_a_part_of_every_engine_model(isolated_home):
 
     (m,) = backtest_models("baseline", False, components=["trend=zero", "residuals=gaussian"])
     assert m.name == "engine_baseline+trend=zero,residuals=gaussian"
-    assert (m.config.trend.name, m.config.residuals.name, m.config.volatility.name) == ("zero", "gaussian", "garch")
+    assert (m.config.trend.name, m.config.residuals.name, m.config.volatility.name) == ("zero", "gaussian", "blend")
     assert main(["backtest", "--synthetic", "--start", "2024-10-01", "--end", "2024-11-30",
                  "--component", "trend=nope"]) == 2
     assert main(["backtest", "--synthetic", "--start", "2024-10-01", "--end", "2024-11-30",
