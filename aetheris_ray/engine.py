@@ -106,7 +106,7 @@ def prepare(data: AssetData, req: ForecastRequest, *, config: EngineConfig | Non
     # calibration
     cal, known_by = st.calibrator, None
     if outcomes and config.calibrate:
-        pairs = outcome_pairs(data, outcomes, config=config, settings=settings)
+        pairs = outcome_pairs(data, outcomes, config=config, settings=settings, state=st)
         if req.as_of is not None:
             pairs = [p for p in pairs if p[0] + p[1] <= day_number(origin)]
         if pairs:

@@ -28,6 +28,8 @@ from aetheris_ray.contract import Int, Number, check_date
 
 SCHEMA_VERSION = 1
 FILE_NAME = "outcomes.json"
+#: Outcomes one ``POST /v1/outcomes`` (or one `OutcomeBatch`) may carry (issue 14, item 4; was 10,000).
+MAX_OUTCOMES_PER_REQUEST = 1_000
 
 
 class Outcome(BaseModel):
@@ -49,7 +51,7 @@ class Outcome(BaseModel):
 class OutcomeBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    outcomes: list[Outcome] = Field(min_length=1, max_length=10_000)
+    outcomes: list[Outcome] = Field(min_length=1, max_length=MAX_OUTCOMES_PER_REQUEST)
 
 
 class OutcomeLog:

@@ -48,12 +48,13 @@ from aetheris_ray.errors import AetherisError
 from deployments.auth import KeyChecker
 from deployments.models import NO_ACCESS_LOG, model_id, resolve_model_version
 from aetheris_ray.outcomes import OutcomeBatch
+from deployments.ratelimit import OUTCOMES_PER_MINUTE, OutcomeRateLimit, client_id
 
 log = logging.getLogger("ray.serve")
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BATCH = 64
-#: Largest request body (a full 64-item batch is about 150 kB; 10,000 outcomes about 0.8 MB).
+#: Largest request body (a full 64-item batch is about 150 kB; 1,000 outcomes, the most a request may carry, about 80 kB).
 MAX_BODY_BYTES = 2_000_000
 #: Longest error detail sent back (validation messages are shorter; this bounds every other message too).
 MAX_DETAIL = 2_000
@@ -95,6 +96,19 @@ api = FastAPI(
 
 #: ``field: ...`` at the start of a detail (``horizon``, ``outcomes.3.asset``, ``body``).
 _FIELD = re.compile(r"^([A-Za-z_]\w*(?:\.\w+)*): ")
+
+
+def outcome_limit_response(n: int, wait: int) -> JSONResponse:
+    """429 for a client over `OUTCOMES_PER_MINUTE` posted outcomes, with ``Retry-After`` (seconds).
+
+    >>> import json
+    >>> r = outcome_limit_response(500, 12)
+    >>> r.status_code, r.headers["retry-after"], json.loads(r.body)["field"]
+    (429, '12', 'outcomes')
+    """
+    return error_response(429, f"outcomes: {n:,} outcomes would exceed this client's limit of "
+                               f"{OUTCOMES_PER_MINUTE:,} per minute; retry after {wait} s",
+                          "RateLimited", headers={"Retry-After": str(int(wait))})
 
 
 def error_response(status: int, detail: str, kind: str, headers: dict[str, str] | None = None,
@@ -343,6 +357,7 @@ class Ingress:
 
         this_module._STATE["checker"] = KeyChecker(api_keys or [])
         self._assets: set[str] | None = None
+        self._outcome_limit = OutcomeRateLimit(OUTCOMES_PER_MINUTE)
         self._prepared: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._epoch: str | None = None
         self._epoch_checked = 0.0
@@ -461,13 +476,17 @@ class Ingress:
 
     @api.post("/v1/outcomes", response_model=OutcomesAccepted, summary="Post realised prices back",
               responses={401: {}, 404: {}, 422: {}})
-    async def outcomes(self, body: OutcomeBatch):
+    async def outcomes(self, body: OutcomeBatch, request: Request):
         try:
             known = await self._known_assets()
             for i, o in enumerate(body.outcomes):
                 if o.asset not in known:
                     return error_response(404, f"outcomes.{i}.asset: unknown asset {o.asset!r}; known: "
                                                f"{', '.join(sorted(known))}", "UnknownAsset")
+            who = client_id(KeyChecker.presented(request.headers), request.client.host if request.client else None)
+            wait = self._outcome_limit.take(who, len(body.outcomes))
+            if wait is not None:
+                return outcome_limit_response(len(body.outcomes), wait)
             out = await self.calibrator.record.remote(body.outcomes)
             self._set_epoch(out.pop("epoch"))
             return JSONResponse(out)
