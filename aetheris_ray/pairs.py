@@ -40,7 +40,7 @@ import pandas as pd
 
 from aetheris_ray import atomic
 from aetheris_ray import simulation as sim
-from aetheris_ray.calibration import ConformalLevelMap, bucket_index, day_number, pit
+from aetheris_ray.calibration import REP_HORIZONS, ConformalLevelMap, bucket_index, day_number, pit
 from aetheris_ray.data.schema import AssetData
 from aetheris_ray.errors import DataError
 from aetheris_ray.features.state import regime_code
@@ -48,7 +48,7 @@ from aetheris_ray.history import MIN_CLOSES, at_origin, positive_closes
 from aetheris_ray.model import EngineConfig
 from aetheris_ray.state_cache import Lru, OriginState, _safe, state_dir
 
-__all__ = ["outcome_pairs", "clear", "STATS"]
+__all__ = ["outcome_pairs", "prescore", "clear", "STATS"]
 
 #: Raw scores of posted outcomes: (asset, model version, origin, horizon, price, data signature) -> (day, h, code, raw).
 _RAW = Lru(100_000)
@@ -57,7 +57,7 @@ _FITS = Lru(256)
 #: Market states at an origin: (asset, origin, data signature) -> state.
 _STATES = Lru(512)
 #: Disk tables already read: (root, asset, version) -> dict.
-_DISK: dict[tuple[str, str, str], dict[str, list]] = {}
+_DISK: dict[tuple[str, str, str], tuple[int | None, dict[str, list]]] = {}
 _DISK_LOCK = threading.Lock()
 
 #: Counters (for tests and the docs' measurements): outcomes skipped as implied by the data, raw scores computed,
@@ -89,10 +89,39 @@ def outcome_pairs(data: AssetData, outcomes: Sequence[Mapping[str, Any]], *, con
     outcome's level map.  Without it (a direct call), every outcome is scored and
     its level map is the identity (calibrated PIT = raw PIT).
     """
-    from aetheris_ray import walkforward as wf
-
     cal = state.calibrator if state is not None else None
     have = _pairs_held(cal) if cal is not None else frozenset()
+    raws = _raw_scores(data, outcomes, config, settings, lambda dn, h: (dn, h) in have)
+    return _calibrated(raws, state, config)
+
+
+def prescore(data: AssetData, outcomes: Sequence[Mapping[str, Any]], *, config: EngineConfig,
+             settings: Any = None) -> int:
+    """Score posted outcomes ahead of the next forecast (the service calls it after a POST); how many were scored.
+
+    The raw scores go to memory and disk, where `outcome_pairs` finds them.  Outcomes
+    at a horizon the walk-forward records whose origin lies in the calibration window
+    of the data's end and whose realisation the data holds are left out: the
+    forecast's buffers already hold them.
+    """
+    close = positive_closes(data)
+    if close.empty:
+        return 0
+    last = int(day_number(close.index[-1:])[0])
+    window = config.calibration.window_days + REP_HORIZONS[-1]
+
+    def implied(dn: int, h: int) -> bool:
+        return h in REP_HORIZONS and dn + h <= last and dn > last - window
+
+    before = STATS["scored"]
+    _raw_scores(data, outcomes, config, settings, implied)
+    return STATS["scored"] - before
+
+
+def _raw_scores(data: AssetData, outcomes: Sequence[Mapping[str, Any]], config: EngineConfig, settings: Any,
+                implied: Any) -> list[tuple[int, int, int, float]]:
+    """``(origin day, horizon, regime code, raw PIT)`` of the outcomes not ``implied(day, h)``, from memory, disk
+    or scored now (and kept)."""
     close_all = positive_closes(data)
     if close_all.empty:
         return []
@@ -110,7 +139,7 @@ def outcome_pairs(data: AssetData, outcomes: Sequence[Mapping[str, Any]], *, con
         if pos >= len(index) or index[pos] != day:
             continue  # no close at the origin: cannot be scored
         dn = int(days[pos])
-        if (dn, h) in have:
+        if implied(dn, h):
             STATS["implied"] += 1
             continue
         key = (data.asset, config.version, dn, h, price, _sig(close_all, pos))
@@ -127,7 +156,8 @@ def outcome_pairs(data: AssetData, outcomes: Sequence[Mapping[str, Any]], *, con
             todo.setdefault(pos, []).append((h, price, key))
     if todo:
         models = _Models(data, close_all, config)
-        for pos, st in zip(sorted(todo), models.states(sorted(todo))):
+        scorable = [p for p in sorted(todo) if p >= config.min_history and p + 1 >= models.min_closes]
+        for pos, st in zip(scorable, models.states(scorable)):
             items = todo[pos]
             origin = index[pos]
             try:
@@ -153,7 +183,7 @@ def outcome_pairs(data: AssetData, outcomes: Sequence[Mapping[str, Any]], *, con
                 raws.append(r)
     if disk_new:
         _disk_add(root, data.asset, config.version, disk_new)
-    return _calibrated(raws, state, config)
+    return raws
 
 
 def _context(st: Any, lookback: int) -> Any:
@@ -298,23 +328,35 @@ def _disk_path(root: Path, asset: str, version: str) -> Path:
 
 
 def _disk_table(root: Path | None, asset: str, version: str) -> dict[str, list]:
+    """The scores kept on disk for (asset, model version); read again whenever the file changed (another replica)."""
     if root is None:
         return {}
     k = (str(root), asset, version)
-    with _DISK_LOCK:
-        if k in _DISK:
-            return _DISK[k]
-    table: dict[str, list] = {}
     path = _disk_path(root, asset, version)
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    with _DISK_LOCK:
+        hit = _DISK.get(k)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+    table: dict[str, list] = {}
+    if stamp is not None:
+        table = _read_disk(path, version)
+    with _DISK_LOCK:
+        _DISK[k] = (stamp, table)
+    return table
+
+
+def _read_disk(path: Path, version: str) -> dict[str, list]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         if doc.get("version") == version and isinstance(doc.get("pits"), dict):
-            table = doc["pits"]
+            return doc["pits"]
     except (OSError, ValueError):
-        pass  # absent or unreadable: scored again
-    with _DISK_LOCK:
-        _DISK.setdefault(k, table)
-        return _DISK[k]
+        pass  # unreadable: scored again
+    return {}
 
 
 def _disk_add(root: Path | None, asset: str, version: str, new: dict[str, list]) -> None:
@@ -323,16 +365,9 @@ def _disk_add(root: Path | None, asset: str, version: str, new: dict[str, list])
     k = (str(root), asset, version)
     path = _disk_path(root, asset, version)
     with _DISK_LOCK:
-        table = dict(_DISK.get(k, {}))
-        try:  # another process (a replica) may have added scores since this one read the file
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            if doc.get("version") == version and isinstance(doc.get("pits"), dict):
-                table.update(doc["pits"])
-        except (OSError, ValueError):
-            pass
-        table.update(new)
-        _DISK[k] = table
+        table = {**_read_disk(path, version), **new}  # another replica may have added scores since
         try:
             atomic.write_json(path, {"version": version, "pits": table}, allow_nan=False)
+            _DISK[k] = (path.stat().st_mtime_ns, table)
         except OSError:
-            pass  # a read-only home only costs speed
+            _DISK[k] = (None, table)  # a read-only home only costs speed

@@ -469,6 +469,20 @@ class Ingress:
                 return to_error(r, f"requests.{i}")
         return json_response(BatchResponse.model_construct(results=results).model_dump_json())
 
+    def _prescore(self, asset: str) -> None:
+        """Ask a Features replica to score ``asset``'s new outcomes now (a background task, not awaited by the
+        POST), so its next forecast finds them scored."""
+        async def run() -> None:
+            try:
+                await self.features.prescore.remote(asset)
+            except Exception:  # noqa: BLE001 - the next forecast scores them itself
+                log.warning("could not score the outcomes of %s ahead of its forecast", asset, exc_info=True)
+
+        tasks = self.__dict__.setdefault("_background", set())
+        task = asyncio.get_running_loop().create_task(run())
+        tasks.add(task)  # a reference, so the task is not collected before it ends
+        task.add_done_callback(tasks.discard)
+
     async def _known_assets(self) -> set[str]:
         if self._assets is None:
             self._assets = set((await self.features.describe.remote())["assets"])
@@ -489,6 +503,8 @@ class Ingress:
                 return outcome_limit_response(len(body.outcomes), wait)
             out = await self.calibrator.record.remote(body.outcomes)
             self._set_epoch(out.pop("epoch"))
+            for asset in sorted({o.asset for o in body.outcomes}):  # scored in the background, not awaited
+                self._prescore(asset)
             return JSONResponse(out)
         except Exception as e:  # noqa: BLE001
             return to_error(e)

@@ -92,6 +92,24 @@ class Features:
         outcomes = await self.calibrator.rows.remote(req.asset) if self.calibrator is not None else []
         return await asyncio.to_thread(engine.prepare, history, req, settings=self.settings, outcomes=outcomes)
 
+    async def prescore(self, asset: str) -> int:
+        """Score the asset's posted outcomes for the default model ahead of its next forecast (issue 14 item 4).
+
+        The ingress calls it, without waiting, after a ``POST /v1/outcomes``; the raw
+        scores land in memory and under ``Settings.state_path`` (`aetheris_ray.pairs.prescore`),
+        where the next forecast's `engine.prepare` finds them.  Returns how many were scored.
+        """
+        from aetheris_ray import pairs
+        from aetheris_ray.model import resolve_config
+
+        if self.calibrator is None or asset not in self.assets:
+            return 0
+        model = await self.get_model(model_id(asset, resolve_model_version(None, ())))
+        outcomes = await self.calibrator.rows.remote(asset)
+        config = resolve_config(model_config(None)[0])
+        return await asyncio.to_thread(pairs.prescore, model.history, outcomes, config=config,
+                                       settings=self.settings)
+
     def describe(self) -> dict[str, Any]:
         models = []
         for name in sorted(PRESETS):

@@ -92,6 +92,12 @@ class FakeCalibrator:
         return {"accepted": len(outcomes), "new": len(outcomes), "stored": len(self.stored), "epoch": str(len(self.stored))}
 
 
+class FakeFeatures:
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.prescore = _Remote(lambda asset: self.asked.append(asset) or 0)
+
+
 def _ingress(per_minute: int):
     from deployments import ingress
     from deployments.ratelimit import OutcomeRateLimit
@@ -99,6 +105,7 @@ def _ingress(per_minute: int):
     inst = ingress.Ingress.func_or_class.__new__(ingress.Ingress.func_or_class)
     inst._assets, inst._epoch, inst._prepared = {"A"}, None, OrderedDict()
     inst.calibrator = FakeCalibrator()
+    inst.features = FakeFeatures()
     inst._outcome_limit = OutcomeRateLimit(per_minute)
     return inst
 
@@ -115,10 +122,15 @@ def _request(key: str | None, host: str = "10.1.2.3"):
 @pytest.mark.filterwarnings("ignore:coroutine .*ASGIIngressWrapper:RuntimeWarning")
 def test_ingress_answers_429_with_retry_after_and_stores_nothing_refused():
     ing = _ingress(per_minute=50)
-    post = lambda n, key, host="10.1.2.3": asyncio.run(  # noqa: E731
-        ing.outcomes(OutcomeBatch(outcomes=rows(n)), _request(key, host)))
+    def post(n, key, host="10.1.2.3"):
+        async def go():
+            r = await ing.outcomes(OutcomeBatch(outcomes=rows(n)), _request(key, host))
+            await asyncio.gather(*getattr(ing, "_background", ()))  # the background scoring request
+            return r
+        return asyncio.run(go())
     ok = post(40, "k1")
     assert ok.status_code == 200 and json.loads(ok.body)["accepted"] == 40
+    assert ing.features.asked == ["A"]  # the new outcomes are scored in the background
     refused = post(20, "k1")
     assert refused.status_code == 429, refused.body
     body = json.loads(refused.body)

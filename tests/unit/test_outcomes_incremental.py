@@ -172,3 +172,20 @@ def test_scores_are_kept_on_disk(hist, settings, counted):
     assert pairs.STATS["scored"] == s0["scored"] and pairs.STATS["reused"] == s0["reused"] + 5
     assert counted["fit_model"].n == 0
     assert again.level_map.version == first.level_map.version
+
+
+@pytest.mark.slow
+def test_prescore_leaves_the_next_forecast_nothing_to_score(hist, settings, counted):
+    cfg = resolve_config(model_config(None)[0])
+    close = positive_closes(hist)
+    engine.prepare(hist, REQ, settings=settings)
+    rows = past_outcomes(close, 70, 6) + past_outcomes(close, 30, 4, horizon=7)  # 4 implied by the data
+    assert pairs.prescore(hist, rows, config=cfg, settings=settings) == 6
+    assert pairs.prescore(hist, rows, config=cfg, settings=settings) == 0  # already scored
+    for c in counted.values():
+        c.n = 0
+    s0 = dict(pairs.STATS)
+    engine.prepare(hist, REQ, settings=settings, outcomes=rows)
+    assert pairs.STATS["scored"] == s0["scored"] and pairs.STATS["reused"] == s0["reused"] + 6
+    assert pairs.STATS["implied"] == s0["implied"] + 4
+    assert counted["fit_model"].n == 0 and counted["walk_forward"].n == 0
