@@ -23,7 +23,7 @@ from aetheris_ray.outcomes import MAX_OUTCOMES_PER_REQUEST
 __all__ = ["MAX_OUTCOMES_PER_REQUEST", "OUTCOMES_PER_MINUTE", "OutcomeRateLimit", "client_id"]
 
 #: Outcomes one client (API key, else address) may post per minute, per ingress replica.
-OUTCOMES_PER_MINUTE = 2_000
+OUTCOMES_PER_MINUTE = 1_000
 
 
 def client_id(api_key: str | None, host: str | None) -> str:
