@@ -281,6 +281,11 @@ class Calibrator:
             self._b[b] = {c: merged[c][order] for c in _COLS}
         self._version = None
 
+    def pair_keys(self) -> frozenset:
+        """``{(origin day, horizon)}`` of the stored pairs (what `with_pairs` leaves out)."""
+        return frozenset((int(a), int(b)) for d in self._b
+                         for a, b in zip(d["origin"].tolist(), d["horizon"].tolist()))
+
     def with_pairs(self, origin_day: Any, horizon: Any, regime: Any, raw_pit: Any, cal_pit: Any) -> "Calibrator":
         """A copy holding these pairs as well, except those whose (origin, horizon) it already has.
 

@@ -311,7 +311,7 @@ def _pairs_held(cal: Any) -> frozenset:
     key = (id(cal), cal.version)
     hit = _HELD.get(key)
     if hit is None:
-        hit = frozenset((int(a), int(b)) for d in cal._b for a, b in zip(d["origin"].tolist(), d["horizon"].tolist()))
+        hit = cal.pair_keys()
         _HELD.put(key, hit)
     return hit
 
