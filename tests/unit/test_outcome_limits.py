@@ -149,3 +149,32 @@ def test_unknown_asset_is_404_before_the_limit_counts():
                                    _request("k1")))
     assert bad.status_code == 404 and json.loads(bad.body)["field"] == "outcomes.0.asset"
     assert asyncio.run(ing.outcomes(OutcomeBatch(outcomes=rows(10)), _request("k1"))).status_code == 200
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_features_prescore_scores_the_posted_outcomes(tmp_path):
+    """The Features replica's background scoring, on its real method (the Calibrator and the model loader faked)."""
+    from aetheris_ray import pairs
+    from aetheris_ray.config import load_settings
+    from aetheris_ray.data import SyntheticSource
+    from aetheris_ray.history import positive_closes
+    from deployments import models
+
+    hist = SyntheticSource(seed=0).history("SYN-ETH")
+    close = positive_closes(hist)
+    posted = [{"asset": "SYN-ETH", "origin": str(close.index[-60 - i].date()), "horizon": 5,
+               "price": float(close.iloc[-55 - i])} for i in range(3)]
+    feats = models.Features.func_or_class.__new__(models.Features.func_or_class)
+    feats.settings, feats.assets = load_settings(home=tmp_path), ["SYN-ETH"]
+    feats.calibrator = type("C", (), {"rows": _Remote(lambda asset: posted if asset == "SYN-ETH" else [])})()
+
+    async def get_model(key):
+        return models.AssetModel(asset="SYN-ETH", model_version=key.rpartition(":")[2], history=hist)
+
+    feats.get_model = get_model
+    pairs.clear()
+    assert asyncio.run(feats.prescore("SYN-ETH")) == 3
+    assert asyncio.run(feats.prescore("SYN-ETH")) == 0  # kept: nothing left to score
+    assert asyncio.run(feats.prescore("NOPE")) == 0
+    assert list((tmp_path / "state" / "engine" / "SYN-ETH").glob("outcome-pits-*.json"))
