@@ -52,6 +52,8 @@ __all__ = ["outcome_pairs", "prescore", "clear", "STATS"]
 
 #: Raw scores of posted outcomes: (asset, model version, origin, horizon, price, data signature) -> (day, h, code, raw).
 _RAW = Lru(100_000)
+#: Calibrated PITs: (buffers' version, origin day, horizon, regime code, raw PIT) -> calibrated PIT.
+_CAL = Lru(100_000)
 #: Fits in force at a refit day: (asset, model version, fit day, data signature at the fit) -> FittedModel.
 _FITS = Lru(256)
 #: Market states at an origin: (asset, origin, data signature) -> state.
@@ -68,6 +70,7 @@ STATS = {"implied": 0, "scored": 0, "reused": 0, "fits": 0}
 def clear() -> None:
     """Forget the in-process memo of raw scores, fits and states (the disk tables stay)."""
     _RAW.clear()
+    _CAL.clear()
     _FITS.clear()
     _STATES.clear()
     with _DISK_LOCK:
@@ -292,13 +295,19 @@ def _calibrated(raws: list[tuple[int, int, int, float]], state: OriginState | No
     if state is None or not config.calibrate or not raws:
         return [(d, h, c, r, r) for d, h, c, r in raws]
     maps: dict[tuple[int, int, int], ConformalLevelMap] = {}
+    version = state.calibrator.version
     out = []
     for d, h, c, r in raws:
-        b = int(bucket_index(h))
-        lm = maps.get((d, c, b))
-        if lm is None:
-            lm = maps[(d, c, b)] = state.calibrator.level_map(c, d, buckets=[b], version="outcome")
-        out.append((d, h, c, r, float(lm.calibrated_prob(h - 1, r))))
+        key = (version, d, h, c, r)
+        cp = _CAL.get(key)
+        if cp is None:
+            b = int(bucket_index(h))
+            lm = maps.get((d, c, b))
+            if lm is None:
+                lm = maps[(d, c, b)] = state.calibrator.level_map(c, d, buckets=[b], version="outcome")
+            cp = float(lm.calibrated_prob(h - 1, r))
+            _CAL.put(key, cp)
+        out.append((d, h, c, r, cp))
     return out
 
 
