@@ -58,7 +58,13 @@ def test_pair_pit_is_the_raw_forecast_cdf(market, settings):
     rows = [{"origin": str(origin.date()), "horizon": 7, "price": median},
             {"origin": str(origin.date()), "horizon": 3, "price": float(close.iloc[-1]) * 100},
             {"origin": "1990-01-01", "horizon": 1, "price": 1.0}]  # no close then: skipped
-    pairs = outcome_pairs(hist, rows, config=cfg)
+    from aetheris_ray.calibration import sim_horizon
+    from aetheris_ray.history import MIN_CLOSES, at_origin
+    from aetheris_ray.state_cache import origin_state
+
+    o, cut, cl = at_origin(hist, None, max(MIN_CLOSES, cfg.min_history + 1))
+    st = origin_state(cut, o, cl, cfg, sim_horizon(7), settings=settings)  # the forecast's buffers: its level maps
+    pairs = outcome_pairs(hist, rows, config=cfg, settings=settings, state=st)
     assert len(pairs) == 2
     by_h = {p[1]: p for p in pairs}
     assert by_h[7][0] == day_number(origin)
