@@ -496,11 +496,12 @@ class FittedBlend(FittedVolatility):
         w = self.weights(ctx)
         members = [c.condition(ctx) for c in self.children]
         v1 = sum(w[:, k] * m["v1"] for k, m in enumerate(members))
-        return {"v1": v1, "w": w, "members": members}
+        # members keyed "0", "1", ...: a nested dict of arrays (what the state cache keeps on disk)
+        return {"v1": v1, "w": w, "members": {str(k): m for k, m in enumerate(members)}}
 
     def init_paths(self, cond: dict, n_paths: int, horizon: int, rng: np.random.Generator) -> dict:
-        return {"w": cond["w"], "members": [c.init_paths(m, n_paths, horizon, rng)
-                                            for c, m in zip(self.children, cond["members"])]}
+        return {"w": cond["w"], "members": [c.init_paths(cond["members"][str(k)], n_paths, horizon, rng)
+                                            for k, c in enumerate(self.children)]}
 
     def variance(self, ps: dict) -> FloatArray:
         w = ps["w"]
