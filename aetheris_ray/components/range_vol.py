@@ -38,7 +38,7 @@ import numpy as np
 from aetheris_ray._typing import FloatArray
 from aetheris_ray.components._innovations import unit_t
 from aetheris_ray.components.base import VAR_FLOOR, Context, SpecBase, seed_variance
-from aetheris_ray.components.volatility import FittedVolatility
+from aetheris_ray.components.volatility import FittedVolatility, garch_filter
 from aetheris_ray.errors import InvalidInput
 
 __all__ = [
@@ -127,21 +127,6 @@ def _ctx_proxy(ctx: Context, k: FloatArray, estimator: str) -> FloatArray:
 # -- range-GARCH ---------------------------------------------------------------------------
 
 
-def _garch_filter(x: FloatArray, omega: FloatArray, alpha: FloatArray, beta: FloatArray,
-                  v0: FloatArray) -> FloatArray:
-    """``v[:, t] = omega + alpha x[:, t] + beta v[:, t-1]`` (``v[:, -1] = v0``), rows with their own parameters."""
-    from scipy import signal
-
-    out = np.empty(x.shape)
-    keys = np.stack([omega, alpha, beta], axis=1)
-    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-    for g, (o, a, b) in enumerate(uniq):
-        rows = np.flatnonzero(inv.ravel() == g)
-        y, _ = signal.lfilter([1.0], [1.0, -b], o + a * x[rows], axis=1, zi=(b * v0[rows])[:, None])
-        out[rows] = y
-    return np.maximum(out, VAR_FLOOR)
-
-
 def _t_loglik(r: FloatArray, v: FloatArray, nu: float) -> float:
     """Sum of unit-variance Student-t log densities of ``r / sqrt(v)`` (with the Jacobian)."""
     from scipy import special
@@ -194,7 +179,7 @@ class GarchInputs:
     def nll(self, th: np.ndarray) -> float:
         """Mean negative Student-t log likelihood per return."""
         om, a, b, nu = self.unpack(th)
-        v = _garch_filter(self.x_prev[None, :], np.array([om]), np.array([a]), np.array([b]), self.v0)[0]
+        v = garch_filter(self.x_prev[None, :], np.array([om]), np.array([a]), np.array([b]), self.v0)[0]
         return -_t_loglik(self.r, v, nu) / self.n
 
 
@@ -237,7 +222,7 @@ class FittedRangeGarch(FittedVolatility):
         om, al, be, k = (np.asarray(self.params[n], dtype=float) for n in ("omega", "alpha", "beta", "k"))
         x = _ctx_proxy(ctx, k, self.spec.estimator)
         v0 = seed_variance(np.square(ctx.returns), ctx.valid)
-        return _garch_filter(np.where(ctx.valid, x, v0[:, None]), om, al, be, v0)
+        return garch_filter(np.where(ctx.valid, x, v0[:, None]), om, al, be, v0)
 
     def update(self, ps: dict, r: FloatArray) -> None:
         ps["v"] = self.p("omega") + self.p("alpha") * r * r + self.p("beta") * ps["v"]

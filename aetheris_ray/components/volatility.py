@@ -43,7 +43,7 @@ __all__ = [
     "GarchVolatility", "FittedGarch",
     "HarVolatility", "FittedHar",
     "BlendVolatility", "FittedBlend",
-    "fit_garch_arch",
+    "fit_garch_arch", "garch_filter",
 ]
 
 
@@ -121,6 +121,22 @@ class FittedVolatility(FittedBase):
             if t + 1 < horizon:
                 self.update(ps, np.sqrt(v))
         return out
+
+
+def garch_filter(x: FloatArray, omega: FloatArray, alpha: FloatArray, beta: FloatArray,
+                 v0: FloatArray) -> FloatArray:
+    """``v[:, t] = omega + alpha x[:, t] + beta v[:, t-1]`` (``v[:, -1] = v0``), each row with its own
+    parameters (one `scipy.signal.lfilter` per distinct parameter set), floored at `VAR_FLOOR`."""
+    from scipy import signal
+
+    out = np.empty(x.shape)
+    keys = np.stack([omega, alpha, beta], axis=1)
+    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+    for g, (o, a, b) in enumerate(uniq):
+        rows = np.flatnonzero(inv.ravel() == g)
+        y, _ = signal.lfilter([1.0], [1.0, -b], o + a * x[rows], axis=1, zi=(b * v0[rows])[:, None])
+        out[rows] = y
+    return np.maximum(out, VAR_FLOOR)
 
 
 # -- EWMA ------------------------------------------------------------------------------------
@@ -231,20 +247,10 @@ class FittedGarch(FittedVolatility):
     param_names: ClassVar[tuple[str, ...]] = ("omega", "alpha", "beta", "nu")
 
     def filter(self, ctx: Context) -> FloatArray:
-        from scipy import signal
-
         om, al, be = (np.asarray(self.params[k], dtype=float) for k in ("omega", "alpha", "beta"))
         r2 = np.square(ctx.returns)
         v0 = seed_variance(r2, ctx.valid)
-        x = np.where(ctx.valid, r2, v0[:, None])
-        out = np.empty(x.shape)
-        keys = np.stack([om, al, be], axis=1)
-        uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-        for g, (o, a, b) in enumerate(uniq):
-            rows = np.flatnonzero(inv.ravel() == g)
-            y, _ = signal.lfilter([1.0], [1.0, -b], o + a * x[rows], axis=1, zi=(b * v0[rows])[:, None])
-            out[rows] = y
-        return np.maximum(out, VAR_FLOOR)
+        return garch_filter(np.where(ctx.valid, r2, v0[:, None]), om, al, be, v0)
 
     def update(self, ps: dict, r: FloatArray) -> None:
         ps["v"] = self.p("omega") + self.p("alpha") * r * r + self.p("beta") * ps["v"]
