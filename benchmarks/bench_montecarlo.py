@@ -85,7 +85,7 @@ def main() -> None:
 
         from aetheris_ray.distributed.montecarlo import SimulatorPool, forecast_prepared
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         for k in (1, 2):
             pool = SimulatorPool(k, num_cpus=0.25)
             pool.ready()

@@ -251,7 +251,7 @@ def run_served(front: str, quick: bool, out: str) -> None:
     if use_serve_env(front) != front:
         raise SystemExit(f"no {FRONT_NAMES[front]} here")
     n_c1, n_c = (50, 200) if quick else (200, 2000)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         served, floor = bench_served([(1, n_c1), (8, n_c), (32, n_c)], [(1, n_c1), (8, n_c)])
     finally:
@@ -277,7 +277,7 @@ def main() -> None:
     inproc = bench_in_process(50 if a.quick else 200)
     fronts = (["haproxy"] if haproxy_binary() else []) + ["python"]
     results = {front: served_in_subprocess(front, a.quick) for front in fronts}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         mc = bench_montecarlo(2 if a.quick else 3)
     finally:

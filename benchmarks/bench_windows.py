@@ -78,7 +78,7 @@ def main() -> None:
     import ray
 
     t = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     rows.append(("ray.init(num_cpus=2, no dashboard)", time.perf_counter() - t, "-"))
     try:
         from ray.data import DataContext

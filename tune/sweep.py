@@ -135,7 +135,7 @@ def run_sweep(
 
             require_ray_auth()  # token auth on, and a local Ray on 127.0.0.1 only
             loopback_ray_env()
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
         started = True
     try:
         gpus = _gpus(opts)

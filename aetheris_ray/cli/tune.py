@@ -97,7 +97,7 @@ def tune_cmd(
 
             require_ray_auth()  # token auth on, and a local Ray on 127.0.0.1 only (issue 14)
             loopback_ray_env()
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
         windows = build_windows(str(src.path), names, spec, start=start, end=end)
     else:
         windows = concat_windows([make_windows(src.history(a), spec, start, end) for a in names], spec)

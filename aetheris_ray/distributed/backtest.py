@@ -50,7 +50,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
 
     require_ray_auth()  # token auth on, and a local Ray on 127.0.0.1 only (issue 14)
     loopback_ray_env()
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    # address="local": a new Ray even where a stale /tmp/ray/ray_current_cluster points elsewhere
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     return True
 
 

@@ -264,7 +264,7 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, insecu
         return False
     except ConnectionError:
         loopback_ray_env()
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         return True
 
 

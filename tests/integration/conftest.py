@@ -42,7 +42,8 @@ def ray_session():
     require_ray_auth()
     loopback_ray_env()
     use_serve_env()  # the Ray environment `aetheris serve` uses (HAProxy -> ingress)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # address="local": a new Ray even where another (or a stale bootstrap file) is on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         yield ray
     finally:
