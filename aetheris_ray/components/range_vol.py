@@ -89,16 +89,21 @@ def _aligned(x: Any, n: int) -> FloatArray:
     return out
 
 
+def _windowed(returns: FloatArray, x: Any, window: int) -> FloatArray:
+    """The series ``x`` (right-aligned with ``returns``) on the days of the trailing ``window`` finite returns."""
+    r_all = np.asarray(returns, dtype=float)
+    return _aligned(x, r_all.size)[np.isfinite(r_all)][-window:]
+
+
 def _fit_ranges(returns: FloatArray, ranges: Any, window: int, estimator: str) -> tuple[FloatArray, FloatArray]:
     """The trailing ``window`` finite returns and the range variances of the same days (NaN where unobserved)."""
     r_all = np.asarray(returns, dtype=float)
-    keep = np.isfinite(r_all)
+    r = r_all[np.isfinite(r_all)][-window:]
     if ranges is None:
-        q_all = np.full(r_all.size, np.nan)
+        q = np.full(r.size, np.nan)
     else:
         hl, co = ranges
-        q_all = range_variance(_aligned(hl, r_all.size), _aligned(co, r_all.size), estimator)
-    r, q = r_all[keep][-window:], q_all[keep][-window:]
+        q = range_variance(_windowed(r_all, hl, window), _windowed(r_all, co, window), estimator)
     q = np.where(np.isfinite(q) & (q > 0), q, np.nan)
     return r, q
 
@@ -146,6 +151,15 @@ def theta_of(alpha: float, beta: float, nu: float) -> np.ndarray:
     return np.array([_logit(alpha + beta), _logit(alpha / max(alpha + beta, 1e-9)), _logit((nu - 2.1) / 57.9)])
 
 
+def unpack_theta(th: np.ndarray, var: float = 1.0) -> tuple[float, float, float, float]:
+    """``omega, alpha, beta, nu`` of the unconstrained ``th`` (`theta_of`'s inverse) at the variance ``var``."""
+    p = 1.0 / (1.0 + np.exp(-th[0]))
+    share = 1.0 / (1.0 + np.exp(-th[1]))
+    nu = 2.1 + 57.9 / (1.0 + np.exp(-th[2]))
+    a, b = p * share, p * (1.0 - share)
+    return var * (1.0 - p), a, b, nu
+
+
 #: Cold start of the range-GARCH fits: persistence 0.95, alpha 15 % of it, nu 5.
 START = np.array([_logit(0.95), _logit(0.15), _logit((5.0 - 2.1) / 57.9)])
 
@@ -170,11 +184,7 @@ class GarchInputs:
 
     def unpack(self, th: np.ndarray) -> tuple[float, float, float, float]:
         """``omega, alpha, beta, nu`` of the unconstrained ``th`` (variance targeting)."""
-        p = 1.0 / (1.0 + np.exp(-th[0]))
-        share = 1.0 / (1.0 + np.exp(-th[1]))
-        nu = 2.1 + 57.9 / (1.0 + np.exp(-th[2]))
-        a, b = p * share, p * (1.0 - share)
-        return self.var * (1.0 - p), a, b, nu
+        return unpack_theta(th, self.var)
 
     def nll(self, th: np.ndarray) -> float:
         """Mean negative Student-t log likelihood per return."""
@@ -306,7 +316,7 @@ class FittedPooledGarch(FittedRangeGarch):
                     seed: int = 0) -> "FittedPooledGarch":
         """A prior artefact with the given dynamics (tests and tools; ``seed`` is unused: nothing is random)."""
         th = theta_of(alpha, beta, nu)
-        om, a, b, n = GarchInputs(np.zeros(1), np.zeros(1), 1.0, np.ones(1), 1.0, 0).unpack(th)
+        om, a, b, n = unpack_theta(th)
         return cls(spec=spec or PooledGarchVolatility(), params={
             "omega": np.array([om]), "alpha": np.array([a]), "beta": np.array([b]), "nu": np.array([n]),
             "k": np.array([1.0])}, shared={"theta": th})
@@ -402,8 +412,7 @@ def fit_garch_prior(histories: Any, spec: PooledGarchVolatility | None = None, i
     best = _minimise(nll, [START])
     if best is None:
         raise InvalidInput("pooled prior: the panel range-GARCH fit failed")
-    unit = GarchInputs(np.zeros(1), np.zeros(1), 1.0, np.ones(1), 1.0, 0)
-    om, a, b, nu = unit.unpack(best.x)
+    om, a, b, nu = unpack_theta(best.x)
     meta = {"n_assets": len(panel), "n_obs": int(total), "converged": bool(best.success), **(info or {})}
     return FittedPooledGarch(spec=sp, params={"omega": np.array([om]), "alpha": np.array([a]),
                                               "beta": np.array([b]), "nu": np.array([nu]), "k": np.array([1.0])},
@@ -583,7 +592,7 @@ class RangeHarVolatility(SpecBase):
 
     @property
     def fit_inputs(self) -> tuple[str, ...]:  # type: ignore[override]
-        return ("ranges",) + tuple(x for x in self.extras)
+        return ("ranges",) + tuple(self.extras)
 
     @classmethod
     def coerce_params(cls, params: dict) -> dict:
@@ -669,15 +678,13 @@ def har_design(returns: FloatArray, ranges: Any, window: int, estimator: str, ex
                rv: Any = None, iv: Any = None) -> HarDesign:
     """`HarDesign` of the trailing ``window`` finite returns and their bars' ranges, intraday realised
     variances and implied vol (each right-aligned with the returns)."""
-    r_all = np.asarray(returns, dtype=float)
-    keep = np.isfinite(r_all)
     r, q = _fit_ranges(returns, ranges, window, estimator)
     k = _close_ratio(r, q)
     s = np.where(np.isfinite(q), q, r * r / k)  # range units
     x = _har_x(s)
     prem = 0.0
-    rv_w = _aligned(rv, r_all.size)[keep][-window:] if "rv" in extras else None
-    iv_w = _aligned(iv, r_all.size)[keep][-window:] if "iv" in extras else None
+    rv_w = _windowed(returns, rv, window) if "rv" in extras else None
+    iv_w = _windowed(returns, iv, window) if "iv" in extras else None
     if iv_w is not None:
         m, _ = _trailing_mean(s, 22)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -370,6 +370,7 @@ class _Table:
     intraday: _Intraday | None
     log_hl: FloatArray  # ln(high / low) per bar, NaN where unobserved (`_bar_ranges`)
     log_co: FloatArray  # ln(close / open) per bar, NaN where unobserved
+    iv_first: int  # first bar with an implied vol (n when none)
 
 
 def _daily(data: AssetData, cutoff_ns: int | None) -> tuple[np.ndarray, FloatArray, FloatArray]:
@@ -441,8 +442,9 @@ def _table(data: AssetData, cutoff_ns: int | None, origin: pd.Timestamp | str | 
     hist = {"rv_short": base["rv_short"], "iv": iv, "funding": funding, "basis": basis, "depth": -dd}
     hist.update({k: comps[k] for k in ("g1", "g2", "u2", "b2")})
     hl, co = _bar_ranges(data, bar_ns, close)
+    has_iv = np.flatnonzero(np.isfinite(iv))
     table = _Table(data.asset, bar_ns, close, ret, dd, base, hist, side, _intraday(data, cutoff_ns, bar_ns, ret),
-                   hl, co)
+                   hl, co, int(has_iv[0]) if has_iv.size else bar_ns.size)
     for arr in (bar_ns, close, ret, dd, hl, co, *base.values(), *hist.values(), *side.values()):
         arr.flags.writeable = False
     if table.intraday is not None:
@@ -531,7 +533,7 @@ def _assemble(
         returns=t.ret[1 : e + 1],
         log_hl=t.log_hl[1 : e + 1],
         log_co=t.log_co[1 : e + 1],
-        implied_vol=t.base["iv"][1 : e + 1] if np.isfinite(t.base["iv"][: e + 1]).any() else None,
+        implied_vol=t.base["iv"][1 : e + 1] if t.iv_first <= e else None,
         mu=float(base["mu"][j]),
         sigma=float(base["sigma"][j]),
         regime_label=REGIME_LABELS[int(out.label[j])],
