@@ -33,7 +33,7 @@ from aetheris_ray.errors import InvalidInput, ModelNotFound
 
 __all__ = [
     "ComponentChoice", "Fallback", "EngineConfig", "PRESETS", "presets", "model_config", "parse_component",
-    "with_components", "resolve_config", "FittedModel", "fit_model", "fit_order", "MODEL_KINDS",
+    "with_components", "resolve_config", "FittedModel", "fit_model", "fit_order", "state_inputs", "MODEL_KINDS",
 ]
 
 #: Kinds whose parts are fitted on returns (the path model and what it is built from).
@@ -354,6 +354,12 @@ def fit_order(specs: Mapping[str, Any], kinds: Sequence[str]) -> list[str]:
     for k in kinds:
         visit(k)
     return order
+
+
+def state_inputs(state: Any) -> dict[str, Any]:
+    """The ``rv``, ``ranges`` and ``iv`` fit inputs (`contract.FIT_INPUTS`) read from a `MarketState` at the fit day."""
+    return {"rv": state.intraday_rv, "ranges": None if state.log_hl is None else (state.log_hl, state.log_co),
+            "iv": state.implied_vol}
 
 
 def fit_model(cfg: EngineConfig, specs: Mapping[str, Any], returns: np.ndarray, *, warm: FittedModel | None = None,

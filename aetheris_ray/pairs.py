@@ -253,7 +253,7 @@ class _Models:
         return (self.data.asset, self.config.version, str(self.close.index[p].date()), _sig(self.close, p))
 
     def _fit(self, k: int) -> Any:
-        from aetheris_ray.model import fit_model
+        from aetheris_ray.model import fit_model, state_inputs
 
         key = self._key(k)
         hit = _FITS.get(key)
@@ -262,9 +262,7 @@ class _Models:
         a = int(self.anchor[k])
         warm = None if a == k else self._fit(a)
         p = int(self.fp[k])
-        st = self.states([p])[0]
-        fitted = fit_model(self.config, self.specs, self.ret[:p], warm=warm, rv=st.intraday_rv,
-                           ranges=None if st.log_hl is None else (st.log_hl, st.log_co), iv=st.implied_vol,
+        fitted = fit_model(self.config, self.specs, self.ret[:p], warm=warm, **state_inputs(self.states([p])[0]),
                            features=None, order=self.order)
         STATS["fits"] += 1
         _FITS.put(key, fitted)

@@ -64,7 +64,7 @@ from aetheris_ray.components.contract import needed_inputs
 from aetheris_ray.components.registry import spec_class
 from aetheris_ray.data.schema import AssetData
 from aetheris_ray.history import daily_log_returns, positive_closes
-from aetheris_ray.model import EngineConfig, FittedModel, fit_model, fit_order, resolve_config
+from aetheris_ray.model import EngineConfig, FittedModel, fit_model, fit_order, resolve_config, state_inputs
 from aetheris_ray.errors import InvalidInput
 from aetheris_ray.features.state import regime_codes
 from aetheris_ray.quantiles import DEFAULT_LEVELS
@@ -375,9 +375,7 @@ def raw_block(
     for k in needed.tolist():  # increasing: an anchor (index <= k) is fitted before the fits warm-started from it
         p = int(fp[k])
         warm = fitted[int(anchor[k])] if anchor[k] != k else None
-        st = state_of[p]
-        fitted[k] = fit_model(cfg, specs, ret[:p], warm=warm, rv=st.intraday_rv,
-                              ranges=None if st.log_hl is None else (st.log_hl, st.log_co), iv=st.implied_vol,
+        fitted[k] = fit_model(cfg, specs, ret[:p], warm=warm, **state_inputs(state_of[p]),
                               features=None if feat is None else feat[:p], order=order)
     model = FittedModel.stack([fitted[int(k)] for k in used])
     row_of_fit = np.searchsorted(used, k_of)  # each origin's fit, as a row of `model`
