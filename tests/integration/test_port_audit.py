@@ -202,7 +202,13 @@ def test_haproxy_admin_socket_is_owner_only_and_side_ports_local(service):
     import psutil
 
     proc, url = service
-    hap = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "haproxy"]
+    def name(p) -> str:  # a child can exit between the listing and the read (Ray's short-lived workers do)
+        try:
+            return p.name()
+        except psutil.Error:
+            return ""
+
+    hap = [p for p in psutil.Process(proc.pid).children(recursive=True) if name(p) == "haproxy"]
     assert hap
     cmd = hap[0].cmdline()
     cfg = Path(cmd[cmd.index("-f") + 1])
