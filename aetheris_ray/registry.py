@@ -73,6 +73,11 @@ class ModelRecord:
     schema_version : int   registry layout version
     model_schema_version : int or None   the component's own artefact version
     extra : dict           anything else (assets, Tune trial id, ...)
+    promotion : dict       the comparison that decided whether this version may become ``latest``:
+                           ``promoted`` (bool), ``score`` and ``incumbent_score`` (the same validation
+                           metric of this version and of the version it would replace, on the same
+                           windows), ``incumbent`` (that version or None), ``metric``, ``why``.  Empty for
+                           versions registered without one (they are promoted).
     path : str             where it lives (not stored in the file)
     status : str           ``ok`` or ``corrupt: <why>`` (listing never raises)
     """
@@ -89,11 +94,17 @@ class ModelRecord:
     schema_version: int = REGISTRY_SCHEMA_VERSION
     model_schema_version: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    promotion: dict[str, Any] = field(default_factory=dict)
     path: str = ""
     status: str = "ok"
 
+    @property
+    def promoted(self) -> bool:
+        """Whether this version may be ``latest`` (it beat the version it would replace, or was not compared)."""
+        return bool(self.promotion.get("promoted", True))
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dict(dataclasses.asdict(self), promoted=self.promoted)
 
 
 def _code_version() -> str:
@@ -166,12 +177,15 @@ class Registry:
         extra: dict[str, Any] | None = None,
         version: str | None = None,
         overwrite: bool = False,
+        promotion: dict[str, Any] | None = None,
     ) -> ModelRecord:
         """Save ``fitted`` (anything with ``save(dir)``) as a new version; returns its record.
 
         Defaults are read from the fitted object: ``component`` from ``.name``,
         ``kind`` from ``.kind``, ``train_range`` / ``metrics`` from
-        ``.info``, ``hyperparameters`` from ``.spec``.
+        ``.info``, ``hyperparameters`` from ``.spec``.  ``promotion`` records the
+        comparison with the current ``latest`` (`ModelRecord.promotion`); a version
+        with ``promoted: False`` is kept and listed but never resolved as ``latest``.
         """
         from aetheris_ray import __version__
 
@@ -210,10 +224,11 @@ class Registry:
                 code_version=_code_version(),
                 model_schema_version=model_man.get("schema_version"),
                 extra=jsonable(extra or {}),
+                promotion=jsonable(promotion or {}),
             )
             stored = record.to_dict()
-            stored.pop("path")
-            stored.pop("status")
+            for derived in ("path", "status", "promoted"):
+                stored.pop(derived)
             (tmp / MANIFEST).write_text(json.dumps(stored, indent=2, sort_keys=True))
             move_into_place(tmp, final, overwrite=overwrite, what="register")
         return dataclasses.replace(record, path=str(final))
@@ -246,14 +261,14 @@ class Registry:
         return sorted(recs, key=lambda r: (r.created, r.version))
 
     def record(self, component: str, version: str = "latest") -> ModelRecord:
-        """The record of ``version`` (``"latest"`` = newest healthy version of ``component``)."""
+        """The record of ``version`` (``"latest"`` = newest healthy, promoted version of ``component``)."""
         if version == "latest":
-            ok = [r for r in self.list_models(component) if r.status == "ok"]
+            ok = [r for r in self.list_models(component) if r.status == "ok" and r.promoted]
             if not ok:
                 from aetheris_ray.components.registry import train_command
 
                 raise ModelNotFound(
-                    f"no healthy {component!r} model in the registry at {self.root}; "
+                    f"no healthy, promoted {component!r} model in the registry at {self.root}; "
                     f"train one with `{train_command(component)}`"
                 )
             return ok[-1]
@@ -340,7 +355,7 @@ def _registry(registry: Any) -> Registry:
 def resolve_artefact(kind: str, name: str, version: str = "latest", registry: Any = None) -> Resolution:
     """The concrete registry version of a part's artefact, checked to load; else its kind's baseline.
 
-    ``latest`` is the newest healthy version, so registering a new one changes the
+    ``latest`` is the newest healthy, promoted version, so registering a new one changes the
     answer (and every cache keyed by the model version).  A missing or corrupt
     artefact never raises: the variant's registered ``fallback`` is used, with a
     `FallbackWarning` and the reason in ``why``.

@@ -19,7 +19,7 @@ import numpy as np
 
 from aetheris_ray.errors import AetherisError, InvalidInput
 
-__all__ = ["SweepOptions", "SweepResult", "run_sweep", "quiet_tune_env"]
+__all__ = ["SweepOptions", "SweepResult", "run_sweep", "quiet_tune_env", "compare_with_latest"]
 
 METRIC, MODE = "val_ql", "min"
 
@@ -46,6 +46,7 @@ class SweepOptions:
     cpus_per_trial : float
     max_concurrent : int or None
     resume : bool            continue the experiment at storage_path/name when it can be restored
+    force_promote : bool     make the new version ``latest`` even when it does not beat the current one
     grace_reports : int      ASHA grace period, in reports
     overrides : dict         fixed config entries (e.g. max_steps for a short run, test hooks)
     """
@@ -61,6 +62,7 @@ class SweepOptions:
     grace_reports: int = 2
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
+    force_promote: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,40 @@ def _storage(opts: SweepOptions) -> Path:
     from aetheris_ray.config import load_settings
 
     return (load_settings().home / "tune").resolve()
+
+
+def compare_with_latest(component: str, spec: Any, windows: dict[str, np.ndarray], fitted: Any, registry: Any,
+                        *, force: bool = False) -> dict[str, Any]:
+    """Whether ``fitted`` may replace the registry's ``latest`` ``component``: both scored on the same validation windows.
+
+    The spec's trainer on ``windows`` (the sweep's own, so its validation windows come after
+    its training windows) scores the new part and the incumbent with ``trainer.score(fitted)``
+    (`METRIC`, lower is better).  The new version is promoted only when it scores strictly
+    better, or when there is nothing to compare with (no incumbent, an unusable one, a trainer
+    without ``score``); ``force`` promotes it anyway and says so.  Returns the record's
+    ``promotion`` dict (`aetheris_ray.registry.ModelRecord`).
+    """
+    from aetheris_ray.errors import ModelNotFound
+
+    out: dict[str, Any] = {"metric": METRIC, "score": None, "incumbent": None, "incumbent_score": None}
+    try:
+        rec = registry.record(component)
+        incumbent = registry.load(component, rec.version)
+    except ModelNotFound as e:
+        return dict(out, promoted=True, why=f"no usable incumbent ({e})")
+    out["incumbent"] = rec.version
+    trainer = spec.trainer(windows)
+    if not hasattr(trainer, "score"):
+        return dict(out, promoted=True, why=f"{component}'s trainer has no score(): not compared")
+    new, old = float(trainer.score(fitted)[METRIC]), float(trainer.score(incumbent)[METRIC])
+    out.update(score=new, incumbent_score=old)
+    if not np.isfinite(new):
+        return dict(out, promoted=bool(force), why="the new version's score is not finite")
+    if not np.isfinite(old) or new < old:
+        return dict(out, promoted=True, why=f"beats {rec.version} on the validation windows ({new:.5g} < {old:.5g})")
+    if force:
+        return dict(out, promoted=True, why=f"forced: does not beat {rec.version} ({new:.5g} >= {old:.5g})")
+    return dict(out, promoted=False, why=f"does not beat {rec.version} ({new:.5g} >= {old:.5g}); {rec.version} stays latest")
 
 
 def _gpus(opts: SweepOptions) -> float:
@@ -191,15 +227,20 @@ def run_sweep(
             from aetheris_ray.components.base import load_component
             from aetheris_ray.registry import Registry
 
+            from tune.trainables import _spec_from_config
+
             with ckpt.as_directory() as d:
                 fitted = load_component(Path(d) / MODEL_DIR)
             reg = registry if registry is not None else Registry()
             info = dict(fitted.info)
+            promotion = compare_with_latest(component, _spec_from_config(best.config), windows, fitted, reg,
+                                            force=opts.force_promote)
             record = reg.register(
                 fitted,
                 component=component,
                 extra={"tune_experiment": str(path), "trial_id": best.metrics.get("trial_id"),
                        "assets": info.get("assets", []), **(extra_info or {})},
+                promotion=promotion,
             )
         cfg = {k: v for k, v in (best.config or {}).items() if not k.startswith("_")}
         return SweepResult(

@@ -16,7 +16,7 @@ def models_cmd(
     fmt: str = typer.Option("table", "--format", help="table or json"),
     component: Optional[str] = typer.Option(None, "--component", help="only this component (e.g. rough_vol)"),
 ) -> None:
-    """List registered model versions: component, training range, validation QL, status."""
+    """List registered model versions: component, training range, validation QL, whether it may be latest, status."""
     from aetheris_ray.errors import InvalidInput
     from aetheris_ray.registry import Registry
 
@@ -34,10 +34,13 @@ def models_cmd(
     from rich.table import Table
 
     table = Table(title=f"models in {reg.root}")
-    for col in ("version", "component", "created", "train range", "val_ql", "status"):
+    for col in ("version", "component", "created", "train range", "val_ql", "latest?", "status"):
         table.add_column(col)
     for r in rows:
         ql = r["metrics"].get("val_ql")
         rng = " .. ".join(r["train_range"]) if r["train_range"] else "-"
-        table.add_row(r["version"], r["component"], r["created"], rng, "-" if ql is None else f"{ql:.4f}", r["status"])
+        promo = r["promotion"]
+        vs = "" if promo.get("incumbent_score") is None else f" ({promo['score']:.4f} vs {promo['incumbent_score']:.4f})"
+        table.add_row(r["version"], r["component"], r["created"], rng, "-" if ql is None else f"{ql:.4f}",
+                      ("yes" if r["promoted"] else "no: lost") + vs, r["status"])
     Console().print(table)

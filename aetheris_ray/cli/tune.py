@@ -34,11 +34,22 @@ def pick_assets(available: list[str], requested: str | None) -> list[str]:
     return [a for a in MAJORS if a in usable] or usable[:MAX_DEFAULT_ASSETS]
 
 
+def _components(component: str) -> list[str]:
+    """``--component NAME`` or ``all`` (every tunable variant, in registration order); `InvalidInput` lists the valid names."""
+    from aetheris_ray.components.registry import tunable
+
+    if component == "all":
+        return [v.name for v in tunable()]
+    tunable(component)  # InvalidInput listing the tunable parts, before any data is read
+    return [component]
+
+
 @app.command("tune")
 def tune_cmd(
-    component: str = typer.Option("rough_vol", "--component", help="tunable part to tune: any registered variant with a search space (rough_vol)"),
-    trials: int = typer.Option(4, "--trials", help="number of trials (hyperparameter samples)"),
-    time_budget_s: Optional[float] = typer.Option(None, "--time-budget-s", help="stop starting/continuing trials after this many seconds"),
+    component: str = typer.Option("rough_vol", "--component",
+                                  help="tunable part to tune: a registered variant with a search space, or all"),
+    trials: int = typer.Option(4, "--trials", help="number of trials (hyperparameter samples) per component"),
+    time_budget_s: Optional[float] = typer.Option(None, "--time-budget-s", help="stop starting/continuing trials after this many seconds (per component)"),
     data: OptPath = DataOpt,
     store: OptPath = StoreOpt,
     synthetic: bool = SyntheticOpt,
@@ -49,8 +60,9 @@ def tune_cmd(
     horizon: int = typer.Option(14, "--horizon", help="target days per window"),
     stride: int = typer.Option(1, "--stride", help="days between window origins"),
     regime: bool = typer.Option(False, "--regime/--no-regime",
-                                help="also condition the network on the regime vector (off by default: see docs/training.md)"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="training steps per trial (default from tune/spaces.py)"),
+                                help="also condition the network on the regime vector (off by default for rough_vol: see "
+                                     "docs/training.md; a part whose training settings ask for it always gets it)"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="training steps per trial (default from the part's registration)"),
     gpus_per_trial: Optional[float] = typer.Option(None, "--gpus-per-trial", help="GPUs per trial (default: 1 when the cluster has GPUs, else 0)"),
     cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", help="CPUs per trial"),
     resume: bool = typer.Option(False, "--resume", help="continue the interrupted sweep of this component (Tuner.restore)"),
@@ -58,26 +70,31 @@ def tune_cmd(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)"),
     ray_data: bool = typer.Option(False, "--ray-data", help="build the windows with the Ray Data pipeline (Parquet store only)"),
     register: bool = typer.Option(True, "--register/--no-register", help="save the best trial into the model registry"),
+    force_promote: bool = typer.Option(False, "--force-promote",
+                                       help="make the new version latest even when it does not beat the current latest"),
     fmt: str = typer.Option("table", "--format", help="table or json"),
 ) -> None:
-    """Tune a neural component with Ray Tune (ASHA on val_ql) and register the best trial."""
+    """Tune neural components with Ray Tune (ASHA on val_ql); register each best trial.
+
+    A new version becomes ``latest`` only when it beats the current ``latest`` on the
+    sweep's validation windows (both scores are kept in the registry record).
+    """
     import time
 
     from aetheris_ray.api import resolve_source
+    from aetheris_ray.components.registry import tunable
     from aetheris_ray.config import load_settings
     from aetheris_ray.errors import DataError, InvalidInput
     from aetheris_ray.windows import WindowSpec, concat_windows, make_windows
 
     if fmt not in ("table", "json"):
         raise InvalidInput(f"--format {fmt!r}: use table or json")
-    from aetheris_ray.components.registry import tunable
-
-    tunable(component)  # InvalidInput listing the tunable parts, before any data is read
+    components = _components(component)
+    if name and len(components) > 1:
+        raise InvalidInput("--name names one experiment: use it with one --component, not all")
     settings = load_settings()
-    t0 = time.perf_counter()
     src = resolve_source(settings, data=data, store=store, synthetic=synthetic)
     names = pick_assets(src.assets(), assets)
-    spec = WindowSpec(lookback=lookback, horizon=horizon, stride=stride, regime=regime)
 
     from tune.sweep import SweepOptions, quiet_tune_env, run_sweep
 
@@ -86,57 +103,79 @@ def tune_cmd(
 
     if address:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
+    elif ray_data or len(components) > 1:  # one local Ray for the pipeline and every sweep
+        from aetheris_ray.distributed.serving import loopback_ray_env, require_ray_auth
+
+        require_ray_auth()  # token auth on, and a local Ray on 127.0.0.1 only (issue 14)
+        loopback_ray_env()
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     if ray_data:
         from aetheris_ray.data import ParquetStore
-        from data_pipelines.windows import build_windows
 
         if not isinstance(src, ParquetStore):
-            raise InvalidInput("--ray-data reads a Parquet store: pass --store PATH (or ingest into the home store)")
-        if not ray.is_initialized():
-            from aetheris_ray.distributed.serving import loopback_ray_env, require_ray_auth
-
-            require_ray_auth()  # token auth on, and a local Ray on 127.0.0.1 only (issue 14)
-            loopback_ray_env()
-            ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
-        windows = build_windows(str(src.path), names, spec, start=start, end=end)
-    else:
-        windows = concat_windows([make_windows(src.history(a), spec, start, end) for a in names], spec)
-    if len(windows["origin"]) == 0:
-        if ray.is_initialized():
             ray.shutdown()
-        raise DataError(f"tune: no windows for {names} between {start or 'the start'} and {end or 'the end'}")
-    t_windows = time.perf_counter() - t0
-    overrides = {"lookback": lookback}
-    if max_steps is not None:
-        overrides["max_steps"] = max_steps
-    opts = SweepOptions(
-        storage_path=str(settings.home / "tune"), name=name, num_samples=trials, time_budget_s=time_budget_s,
-        gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, resume=resume, overrides=overrides,
-    )
+            raise InvalidInput("--ray-data reads a Parquet store: pass --store PATH (or ingest into the home store)")
+    cache: dict[WindowSpec, tuple[dict, float]] = {}
+
+    def windows_for(spec: WindowSpec) -> tuple[dict, float]:
+        if spec not in cache:
+            t0 = time.perf_counter()
+            if ray_data:
+                from data_pipelines.windows import build_windows
+
+                w = build_windows(str(src.path), names, spec, start=start, end=end)
+            else:
+                w = concat_windows([make_windows(src.history(a), spec, start, end) for a in names], spec)
+            cache[spec] = (w, time.perf_counter() - t0)
+        return cache[spec]
+
+    outs = []
     try:
-        res = run_sweep(component, windows, opts, register=register,
-                        extra_info={"window_spec": spec.__dict__, "data_assets": names})
+        for comp in components:
+            v = tunable(comp)
+            spec = WindowSpec(lookback=lookback, horizon=horizon, stride=stride,
+                              regime=regime or bool(v.training.get("window_regime", False)))
+            windows, t_windows = windows_for(spec)
+            if len(windows["origin"]) == 0:
+                raise DataError(f"tune: no windows for {names} between {start or 'the start'} and {end or 'the end'}")
+            overrides = {"lookback": lookback}
+            if max_steps is not None:
+                overrides["max_steps"] = max_steps
+            opts = SweepOptions(
+                storage_path=str(settings.home / "tune"), name=name, num_samples=trials, time_budget_s=time_budget_s,
+                gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, resume=resume, overrides=overrides,
+                force_promote=force_promote,
+            )
+            res = run_sweep(comp, windows, opts, register=register,
+                            extra_info={"window_spec": spec.__dict__, "data_assets": names})
+            promo = {} if res.record is None else res.record.promotion
+            outs.append({
+                "component": comp,
+                "assets": names,
+                "windows": int(len(windows["origin"])),
+                "trials": res.n_trials,
+                "errored": res.n_errored,
+                "device": res.device,
+                "best_config": res.best_config,
+                "val_ql": res.best_metrics.get("val_ql"),
+                "val_ql_ewma": res.best_metrics.get("val_ql_ewma"),
+                "hurst": res.best_metrics.get("hurst"),
+                "version": None if res.record is None else res.record.version,
+                "promoted": None if res.record is None else res.record.promoted,
+                "promotion": promo.get("why"),
+                "experiment": res.path,
+                "windows_s": round(t_windows, 2),
+                "sweep_s": round(res.wall_s, 2),
+            })
     finally:
         if ray.is_initialized():
             ray.shutdown()
-    out = {
-        "component": component,
-        "assets": names,
-        "windows": int(len(windows["origin"])),
-        "trials": res.n_trials,
-        "errored": res.n_errored,
-        "device": res.device,
-        "best_config": res.best_config,
-        "val_ql": res.best_metrics.get("val_ql"),
-        "val_ql_ewma": res.best_metrics.get("val_ql_ewma"),
-        "hurst": res.best_metrics.get("hurst"),
-        "version": None if res.record is None else res.record.version,
-        "experiment": res.path,
-        "windows_s": round(t_windows, 2),
-        "sweep_s": round(res.wall_s, 2),
-    }
     if fmt == "json":
-        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
+        doc = outs[0] if component != "all" else {"components": outs}
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
         return
-    for k, v in out.items():
-        typer.echo(f"{k:>12}: {v}")
+    for i, out in enumerate(outs):
+        if i:
+            typer.echo("")
+        for k, v in out.items():
+            typer.echo(f"{k:>12}: {v}")

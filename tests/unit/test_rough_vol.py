@@ -296,3 +296,36 @@ def test_forecast_before_and_after_registration_names_what_produced_it(fitted, i
     assert after.model_version.endswith(f"+volatility=rough_vol@{rec.version}")
     assert after.metadata["components"]["volatility"] == f"rough_vol@{rec.version}"
     assert not np.array_equal(after.quantiles, before.quantiles)
+
+
+def test_trainer_score_of_its_own_part_equals_its_validation_ql(windows, fitted):
+    """score() runs the part's forecast-time path; on the trainer's own part it gives evaluate()'s val_ql."""
+    trainer = fitted.spec.trainer(windows)
+    trainer.train(5)
+    own = trainer.fitted()
+    assert trainer.score(own)["val_ql"] == pytest.approx(own.info["metrics"]["val_ql"], rel=1e-4)
+    other = trainer.score(fitted)["val_ql"]  # another version (40 steps) on the same windows
+    assert np.isfinite(other) and other != pytest.approx(own.info["metrics"]["val_ql"], rel=1e-9)
+
+
+def test_a_new_version_becomes_latest_only_when_it_beats_the_incumbent(windows, fitted, tmp_path):
+    from aetheris_ray.registry import Registry
+    from tune.sweep import compare_with_latest
+
+    reg = Registry(tmp_path)
+    first = compare_with_latest("rough_vol", fitted.spec, windows, fitted, reg)
+    assert first["promoted"] and first["incumbent"] is None
+    v1 = reg.register(fitted, promotion=first)
+    weak = fitted.spec.trainer(windows)  # 1 step: a worse part than the 40-step incumbent
+    weak.train(1)
+    weak_fit = weak.fitted()
+    decision = compare_with_latest("rough_vol", fitted.spec, windows, weak_fit, reg)
+    assert decision["incumbent"] == v1.version
+    assert decision["score"] >= decision["incumbent_score"] and not decision["promoted"], decision
+    v2 = reg.register(weak_fit, promotion=decision)
+    assert reg.record("rough_vol").version == v1.version  # the loser is stored, listed, not latest
+    listed = {r.version: r for r in reg.list_models("rough_vol")}
+    assert not listed[v2.version].promoted and listed[v2.version].promotion["incumbent_score"] == decision["incumbent_score"]
+    assert reg.record("rough_vol", v2.version).version == v2.version  # still loadable by version
+    forced = compare_with_latest("rough_vol", fitted.spec, windows, weak_fit, reg, force=True)
+    assert forced["promoted"] and forced["why"].startswith("forced")

@@ -224,6 +224,18 @@ class Trainer:
             "step": float(self.step),
         }
 
+    def score(self, fitted: FittedRoughVol) -> dict[str, float]:
+        """``val_ql`` of any fitted ``rough_vol`` on this trainer's validation windows, as the engine uses it.
+
+        The part's forecast-time path (``condition`` on a `Context` of the windows, then
+        ``expected_variance``): how a sweep compares a new version with the registry's
+        ``latest`` on the same windows (`tune.sweep.compare_with_latest`).
+        """
+        cond = fitted.condition(Context.from_windows(self.val_np))
+        step_var = fitted.expected_variance(cond, self.horizon)
+        y_cum = np.cumsum(self.val_np["y_ret"].astype(float), axis=1)
+        return {"val_ql": _gauss_ql(y_cum, np.cumsum(step_var, axis=1))}
+
     # -- checkpoints --------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
