@@ -1,0 +1,302 @@
+"""The training loop of ``fm_gp`` (imports torch; loaded lazily).
+
+`Trainer` owns the data split, the targets, the GP prior, the network and the
+optimiser, and exposes the core step that ``FlowMatchingResiduals.fit`` and the Ray
+Tune trainable call:
+
+* targets: each window's next ``H`` returns standardised by a point-in-time
+  GARCH(1,1)-t filter (`pit_garch_params`, `garch_variance`);
+* ``train(n_steps)`` -- Adam steps on the conditional flow-matching loss
+  ``|v(x_t, t, c) - (x1 - x0)|^2``, ``x0`` from the GP prior, ``x_t = (1 - t) x0 + t x1``;
+* ``evaluate()`` -- on the validation windows (the latest origin dates; training
+  origins end ``H`` days before the first of them): ``val_ql``, the quantile loss x100
+  (EVALUATION.md's QL at its seven levels) of the cumulative standardised residuals
+  ``sum_{j<=k} z_j / sqrt(k)``, k = 1..H, from sampled paths, pooled over windows and
+  steps -- a proper score of the residual distribution and its dependence over the
+  horizon; ``val_es``, the energy score of the H-vector; and the same two for an
+  i.i.d. unit-variance Student-t (``nu`` fitted on the training targets,
+  ``val_ql_t`` / ``val_es_t``) and for the GP prior alone (``val_ql_gp``);
+* ``state_dict()`` / ``load_state_dict()`` -- checkpoints (batch ``s`` is drawn from
+  ``default_rng([seed, s])`` and its noise from ``make_generator([seed, s, 1])``, so a
+  restore continues the same sequence).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from aetheris_ray.components.base import Context, seed_variance
+from aetheris_ray.components.fm_gp.component import (
+    N_BASE_FEATURES,
+    FittedFlowMatching,
+    FlowMatchingResiduals,
+    conditioning_features,
+    gp_covariance,
+    standardise,
+)
+from aetheris_ray.components.fm_gp.module import VelocityNet, fit_gp_prior
+from aetheris_ray.components.torch_utils import make_generator
+from aetheris_ray.components.volatility import GarchVolatility, garch_filter
+from aetheris_ray.errors import DataError
+
+__all__ = ["Trainer", "split_windows", "window_returns", "pit_garch_params", "garch_variance", "LEVELS", "MIN_TRAIN"]
+
+LEVELS = np.array([0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95])
+MIN_TRAIN = 64
+#: Windows (at most) used for the output standardisation and for each validation score.
+N_REFERENCE = 2000
+_DEAD_STD = 1e-8
+
+
+def window_returns(w: dict[str, np.ndarray]) -> np.ndarray:
+    """Raw daily log-returns of each window's inputs, (b, L) float64."""
+    return (np.asarray(w["x_ret"], dtype=float) * np.asarray(w["sigma"], dtype=float)[:, None]
+            + np.asarray(w["mu"], dtype=float)[:, None])
+
+
+def split_windows(windows: dict[str, np.ndarray], val_fraction: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Time split: the latest ``val_fraction`` of origin dates validate; training origins end ``H`` days earlier."""
+    origins = windows["origin"].astype("datetime64[D]")
+    days = np.unique(origins)
+    if days.size < 2:
+        raise DataError(f"fm_gp training: {days.size} distinct origin date(s); need a longer history")
+    cut = days[min(days.size - 1, int(np.floor(days.size * (1.0 - val_fraction))))]
+    horizon = windows["y_ret"].shape[1]
+    val = origins >= cut
+    train = origins < cut - np.timedelta64(horizon, "D")
+    return ({k: v[train] for k, v in windows.items()}, {k: v[val] for k, v in windows.items()})
+
+
+def pit_garch_params(windows: dict[str, np.ndarray], refit_days: int) -> dict[str, np.ndarray]:
+    """Point-in-time GARCH(1,1)-t parameters of each window, ``omega, alpha, beta`` each (b,).
+
+    Per asset, the daily return series is rebuilt from its windows' inputs; the
+    engine's `GarchVolatility` (trailing 1000 returns, EWMA fallback under 250, warm
+    start from the previous refit) is fitted at the asset's first origin and every
+    ``refit_days`` after it on the returns up to that day, and a window takes the
+    last refit on or before its origin: nothing after an origin enters its filter's
+    parameters.
+    """
+    r = window_returns(windows)
+    b, lb = r.shape
+    day = windows["origin"].astype("datetime64[D]").astype(np.int64)
+    out = {k: np.empty(b) for k in ("omega", "alpha", "beta")}
+    spec = GarchVolatility(dist="t")
+    for asset in np.unique(windows["asset"].astype(str)):
+        rows = np.flatnonzero(windows["asset"].astype(str) == asset)
+        days = (day[rows, None] - (lb - 1) + np.arange(lb)[None, :]).ravel()
+        uniq, first = np.unique(days, return_index=True)
+        series = r[rows].ravel()[first]
+        block = (day[rows] - day[rows].min()) // int(refit_days)
+        warm = None
+        for k in np.unique(block):
+            fit_day = day[rows].min() + int(k) * int(refit_days)
+            warm = spec.fit(series[uniq <= fit_day], warm=warm)
+            sel = rows[block == k]
+            for name in out:
+                out[name][sel] = float(np.asarray(warm.params[name])[-1])
+    return out
+
+
+def garch_variance(returns: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
+    """One-step GARCH variances along each row (``v[:, t]`` forecasts the day after ``returns[:, t]``), (b, T).
+
+    Seeded as `FittedGarch.filter` is (mean square of the first 30 returns), so on a
+    window's inputs it is the filter the engine's GARCH part would run on that context.
+    """
+    r2 = np.square(returns)
+    valid = np.ones(r2.shape, dtype=bool)
+    v0 = seed_variance(r2, valid)
+    return garch_filter(r2, params["omega"], params["alpha"], params["beta"], v0)
+
+
+def _pinball_ql(y: np.ndarray, q: np.ndarray) -> float:
+    """EVALUATION.md QL x100: mean over rows of (2/7) sum of pinball losses; y (N,), q (N, 7)."""
+    diff = y[:, None] - q
+    loss = np.maximum(LEVELS * diff, (LEVELS - 1.0) * diff)
+    return float(100.0 * np.mean(2.0 * loss.sum(axis=1) / len(LEVELS)))
+
+
+def path_scores(paths: np.ndarray, z: np.ndarray) -> dict[str, float]:
+    """``ql`` and ``es`` of sampled residual paths ``paths`` (b, m, H) against realised ``z`` (b, H).
+
+    ``ql``: the QL x100 of ``S_k / sqrt(k)`` (``S_k`` the cumulative sum to step k) at `LEVELS`,
+    pooled over windows and steps; ``es``: the energy score of the H-vector (pairs of
+    consecutive paths for the spread term).
+    """
+    h = z.shape[1]
+    norm = np.sqrt(np.arange(1, h + 1))
+    cum = np.cumsum(paths, axis=2) / norm
+    q = np.quantile(cum, LEVELS, axis=1)  # (7, b, H)
+    ql = _pinball_ql((np.cumsum(z, axis=1) / norm).reshape(-1), q.reshape(len(LEVELS), -1).T)
+    fit = np.linalg.norm(paths - z[:, None, :], axis=2).mean(axis=1)
+    spread = np.linalg.norm(paths - np.roll(paths, 1, axis=1), axis=2).mean(axis=1)
+    return {"ql": ql, "es": float(np.mean(fit - 0.5 * spread))}
+
+
+class Trainer:
+    """The core training step of ``fm_gp`` (used by ``fit`` and by the Tune trainable).
+
+    Parameters
+    ----------
+    windows : dict of window columns (`aetheris_ray.windows`), any assets, pooled
+    spec : FlowMatchingResiduals
+    """
+
+    def __init__(self, windows: dict[str, np.ndarray], spec: FlowMatchingResiduals) -> None:
+        from aetheris_ray.components.rough_vol.training import resolve_device
+
+        self.spec = spec
+        self.device = resolve_device(spec.device)
+        if windows["x_ret"].shape[1] < spec.lookback:
+            raise DataError(f"fm_gp training: windows of {windows['x_ret'].shape[1]} input days; the spec's "
+                            f"lookback={spec.lookback} needs at least that many (make longer windows)")
+        windows = dict(windows, **{f"garch_{k}": v for k, v in pit_garch_params(windows, spec.refit_days).items()})
+        train, val = split_windows(windows, spec.val_fraction)
+        if len(train["origin"]) < MIN_TRAIN or len(val["origin"]) < 1:
+            raise DataError(f"fm_gp training: {len(train['origin'])} training and {len(val['origin'])} validation "
+                            f"windows; need >= {MIN_TRAIN} and >= 1 (more assets or a longer history)")
+        self.horizon = int(windows["y_ret"].shape[1])
+        self.n_regime = 0 if windows.get("regime") is None else int(np.shape(windows["regime"])[1])
+        self.train_np, self.val_np = train, val
+        feats, z = self._inputs(train)
+        self.feat_mean = feats.mean(axis=0)
+        std = feats.std(axis=0)
+        self.feat_std = np.where(std > _DEAD_STD, std, 0.0)
+        self.gp = fit_gp_prior(z, spec.kernel)
+        self.chol = np.linalg.cholesky(gp_covariance(self.horizon, spec.kernel, self.gp["lengthscale"],
+                                                     self.gp["outputscale"], self.gp["noise"]) + 1e-9 * np.eye(self.horizon))
+        self.net = VelocityNet(self.horizon, feats.shape[1], spec.hidden, spec.layers,
+                               generator=make_generator(spec.seed)).to(self.device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        dev = self.device
+        self.c_train = torch.as_tensor(standardise(feats, self.feat_mean, self.feat_std), dtype=torch.float32, device=dev)
+        self.z_train = torch.as_tensor(z, dtype=torch.float32, device=dev)
+        self.chol_t = torch.as_tensor(self.chol.T, dtype=torch.float32, device=dev)
+        self.nu_t = _fit_unit_t(z)
+        self.out_shift, self.out_scale = np.zeros(self.horizon), np.ones(self.horizon)
+        self.step = 0
+
+    # -- data ------------------------------------------------------------------------
+
+    def _inputs(self, w: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw features (through a `Context`, the featuriser forecasts use) and clipped targets z (b, H)."""
+        x = window_returns(w)
+        y = np.asarray(w["y_ret"], dtype=float)
+        params = {k: np.asarray(w[f"garch_{k}"]) for k in ("omega", "alpha", "beta")}
+        v = garch_variance(np.concatenate([x, y], axis=1), params)
+        lb = x.shape[1]
+        feats = conditioning_features(Context.from_windows(w), v[:, :lb], self.spec.lookback, self.n_regime)
+        z = y / np.sqrt(v[:, lb - 1: lb - 1 + y.shape[1]])
+        return feats, np.clip(z, -self.spec.z_clip, self.spec.z_clip)
+
+    # -- the core step ------------------------------------------------------------------
+
+    def train(self, n_steps: int) -> float:
+        """Run ``n_steps`` Adam steps; returns the mean flow-matching loss over them."""
+        self.net.train()
+        n = self.z_train.shape[0]
+        bs = min(self.spec.batch_size, n)
+        total = 0.0
+        for _ in range(int(n_steps)):
+            idx = torch.as_tensor(np.random.default_rng([self.spec.seed, self.step]).choice(n, size=bs, replace=False),
+                                  device=self.device)
+            g = make_generator([self.spec.seed, self.step, 1], self.device)
+            eps = torch.randn((bs, self.horizon), generator=g, device=self.device)
+            t = torch.rand((bs,), generator=g, device=self.device)
+            x0, x1 = eps @ self.chol_t, self.z_train[idx]
+            xt = (1.0 - t[:, None]) * x0 + t[:, None] * x1
+            loss = torch.mean(torch.square(self.net(xt, t, self.c_train[idx]) - (x1 - x0)))
+            self.opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
+            self.opt.step()
+            self.step += 1
+            total += float(loss.detach())
+        return total / max(1, int(n_steps))
+
+    def _part(self) -> FittedFlowMatching:
+        weights = {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()}
+        return FittedFlowMatching.from_weights(self.spec, self.gp, self.feat_mean.copy(), self.feat_std.copy(),
+                                               self.out_shift.copy(), self.out_scale.copy(), weights)
+
+    def _subset(self, n: int, salt: int) -> np.ndarray:
+        return np.sort(np.random.default_rng([self.spec.seed, salt]).permutation(n)[: min(n, N_REFERENCE)])
+
+    def _standardisation(self) -> None:
+        """Per-step ``out_shift`` / ``out_scale`` from flow samples over (up to N_REFERENCE) training conditions."""
+        self.out_shift, self.out_scale = np.zeros(self.horizon), np.ones(self.horizon)
+        idx = self._subset(self.z_train.shape[0], 1)
+        c = self.c_train[idx].cpu().numpy().astype(float)
+        x = self._part().simulate({"c": c}, 32, self.horizon, np.random.default_rng([self.spec.seed, 2]))
+        x = x.reshape(-1, self.horizon).astype(float)
+        self.out_shift, self.out_scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-3)
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics (lower is better): ``val_ql`` (what Tune optimises), ``val_es``, and the references."""
+        self._standardisation()
+        feats, z = self._inputs(self.val_np)
+        idx = self._subset(z.shape[0], 3)
+        c = standardise(feats[idx], self.feat_mean, self.feat_std)
+        z = z[idx]
+        m, h = int(self.spec.val_paths), self.horizon
+        rng = np.random.default_rng([self.spec.seed, 4])
+        flow = path_scores(self._part().simulate({"c": c}, m, h, rng).astype(float), z)
+        from aetheris_ray.components.residuals import unit_t
+
+        t_paths = unit_t(np.full(len(idx), self.nu_t), m, h, rng).astype(float)
+        tt = path_scores(t_paths, z)
+        gp = rng.standard_normal((len(idx), m, h)) @ self.chol.T / np.sqrt(np.diag(self.chol @ self.chol.T))
+        self.net.train()
+        return {"val_ql": flow["ql"], "val_es": flow["es"], "val_ql_t": tt["ql"], "val_es_t": tt["es"],
+                "val_ql_gp": path_scores(gp, z)["ql"], "nu_t": self.nu_t, "step": float(self.step),
+                **{f"gp_{k}": v for k, v in self.gp.items()}}
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = int(state["step"])
+
+    def fit_all(self) -> FittedFlowMatching:
+        """Train for the spec's ``max_steps`` (from where it is) and return the fitted part."""
+        self.train(max(0, int(self.spec.max_steps) - self.step))
+        return self.fitted()
+
+    def fitted(self, extra_info: dict[str, Any] | None = None) -> FittedFlowMatching:
+        """The fitted part (validation metrics, GP hyperparameters and training range in ``info``)."""
+        metrics = self.evaluate()
+        origins = self.train_np["origin"]
+        info = {
+            "metrics": metrics,
+            "train_range": [str(origins.min())[:10], str(origins.max())[:10]],
+            "val_range": [str(self.val_np["origin"].min())[:10], str(self.val_np["origin"].max())[:10]],
+            "n_train": int(len(origins)),
+            "n_val": int(len(self.val_np["origin"])),
+            "assets": sorted({str(a) for a in self.train_np["asset"]}),
+            "steps": self.step,
+            "device": str(self.device),
+            "n_regime": self.n_regime,
+            "base_features": N_BASE_FEATURES,
+        }
+        info.update(extra_info or {})
+        part = self._part()
+        return FittedFlowMatching(spec=part.spec, params={}, info=info, shared=part.shared)
+
+
+def _fit_unit_t(z: np.ndarray) -> float:
+    """Degrees of freedom of a unit-variance t by maximum likelihood on ``z`` rescaled to unit variance, in [2.5, 60]."""
+    from scipy.optimize import minimize_scalar
+
+    from aetheris_ray.components.residuals import _t_nll
+
+    x = np.asarray(z, dtype=float).ravel()
+    x = x / max(float(np.std(x)), 1e-12)
+    return float(minimize_scalar(_t_nll, bounds=(2.5, 60.0), args=(x,), method="bounded").x)
