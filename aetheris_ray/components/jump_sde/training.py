@@ -1,0 +1,189 @@
+"""Likelihood training of ``jump_sde`` on training windows (`aetheris_ray.windows`): the `contract.Trainer`.
+
+Each window becomes a `Context` (``Context.from_windows``, the featuriser forecasts
+use); the filter runs over its last ``lookback`` input returns from ``x = a, j = 0``
+and then through its ``horizon`` target returns, whose one-step-ahead negative log
+densities are the loss (the anchor and conditioning are known at the origin).  The
+input days' 2h-bar realised variances enter the filter's news (`module.update`).
+
+Validation: the latest ``val_fraction`` of origin dates; training origins end
+``horizon`` days before the first validation origin, so no training target overlaps
+a validation day.  ``val_ql`` is the validation NLL per target day (lower is better);
+``val_nll_ewma`` is the same score of a Gaussian with the RiskMetrics variance
+(lambda 0.94, updated through the target days) as a reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from aetheris_ray.components.base import Context
+from aetheris_ray.components.jump_sde.component import FittedJumpSde, JumpSdePaths, context_inputs
+from aetheris_ray.components.jump_sde.module import JumpSdeNet, run_filter
+from aetheris_ray.components.rough_vol.component import feature_scale, standardise
+from aetheris_ray.components.torch_utils import make_generator
+from aetheris_ray.errors import DataError
+
+__all__ = ["Trainer", "split_windows", "ewma_gaussian_nll"]
+
+#: Fewest training windows a fit accepts.
+MIN_TRAIN = 32
+
+
+def split_windows(windows: dict[str, np.ndarray], val_fraction: float) -> tuple[dict, dict]:
+    """Split by origin date: the latest ``val_fraction`` of dates validate; training origins end ``horizon`` days earlier."""
+    origins = np.asarray(windows["origin"]).astype("datetime64[D]")
+    days = np.unique(origins)
+    if days.size < 2:
+        raise DataError(f"jump_sde training: {days.size} distinct origin date(s); need a longer history")
+    cut = days[min(days.size - 1, int(np.floor(days.size * (1.0 - val_fraction))))]
+    horizon = np.shape(windows["y_ret"])[1]
+    val = origins >= cut
+    train = origins < cut - np.timedelta64(horizon, "D")
+    return ({k: v[train] for k, v in windows.items()}, {k: v[val] for k, v in windows.items()})
+
+
+def ewma_gaussian_nll(returns: np.ndarray, valid: np.ndarray, y: np.ndarray, lam: float = 0.94) -> float:
+    """NLL per target day of ``N(0, v_t)``, ``v`` the RiskMetrics variance seeded with the inputs' mean square.
+
+    returns, valid : (b, L) the inputs;  y : (b, h) the targets (the variance is updated through them).
+    """
+    v = np.square(returns).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+    v = np.maximum(v, 1e-10)
+    for t in range(returns.shape[1]):
+        v = np.where(valid[:, t], lam * v + (1 - lam) * returns[:, t] ** 2, v)
+    total = 0.0
+    for t in range(y.shape[1]):
+        total += float(np.sum(0.5 * (np.log(2 * np.pi * v) + y[:, t] ** 2 / v)))
+        v = np.maximum(lam * v + (1 - lam) * y[:, t] ** 2, 1e-10)
+    return total / y.size
+
+
+class Trainer:
+    """The core training step of ``jump_sde`` (used by ``fit`` and by the Tune trainable).
+
+    Parameters
+    ----------
+    windows : dict of window columns (`aetheris_ray.windows`), any assets, pooled
+    spec : JumpSdePaths
+    """
+
+    device = "cpu"  # a sequential filter of tiny networks: the CPU is the right place
+
+    def __init__(self, windows: dict[str, np.ndarray], spec: JumpSdePaths) -> None:
+        self.spec = spec
+        train, val = split_windows(windows, spec.val_fraction)
+        if len(train["origin"]) < MIN_TRAIN or len(val["origin"]) < 1:
+            raise DataError(
+                f"jump_sde training: {len(train['origin'])} training and {len(val['origin'])} validation windows; "
+                f"need >= {MIN_TRAIN} and >= 1 (more assets or a longer history)"
+            )
+        self.n_regime = 0 if windows.get("regime") is None else int(np.shape(windows["regime"])[1])
+        self.train_np, self.val_np = train, val
+        inp = self._inputs(train)
+        self.feat_mean, self.feat_std = feature_scale(inp["cond"])
+        self.net = JumpSdeNet(self.feat_mean.size, spec.hidden, spec.layers,
+                              generator=make_generator(spec.seed)).double()
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        self.train_t = self._tensors(train, inp)
+        self.val_t = self._tensors(val, self._inputs(val))
+        self.step = 0
+
+    # -- data ------------------------------------------------------------------------
+
+    def _inputs(self, w: dict[str, np.ndarray]) -> dict[str, Any]:
+        return context_inputs(Context.from_windows(w), self.spec.lookback, self.n_regime)
+
+    def _tensors(self, w: dict[str, np.ndarray], inp: dict[str, Any]) -> dict[str, Any]:
+        """Inputs followed by the targets: returns, valid, rv (b, L + h); anchor (b,); cond (b, n_c)."""
+        y = np.asarray(w["y_ret"], dtype=float)
+        b, h = y.shape
+        rv = None
+        if inp["rv"] is not None:
+            rv = torch.as_tensor(np.concatenate([inp["rv"], np.full((b, h), np.nan)], axis=1))
+        return {
+            "returns": torch.as_tensor(np.concatenate([inp["returns"], y], axis=1)),
+            "valid": torch.as_tensor(np.concatenate([inp["valid"], np.ones((b, h), dtype=bool)], axis=1)),
+            "rv": rv,
+            "anchor": torch.as_tensor(inp["anchor"]),
+            "cond": torch.as_tensor(standardise(inp["cond"], self.feat_mean, self.feat_std)),
+            "score_from": inp["returns"].shape[1],
+            "n_days": h,
+            "inputs": inp,
+            "y": y,
+        }
+
+    # -- the core step ------------------------------------------------------------------
+
+    def _nll(self, t: dict[str, Any], idx: Any = slice(None)) -> torch.Tensor:
+        """Summed NLL per window (b,) of the rows ``idx``."""
+        _, _, nll = run_filter(
+            self.net, t["cond"][idx], t["anchor"][idx], t["returns"][idx], t["valid"][idx],
+            None if t["rv"] is None else t["rv"][idx], substeps=int(self.spec.substeps),
+            decay=float(self.spec.jump_decay), max_jumps=int(self.spec.max_jumps), score_from=t["score_from"])
+        return nll
+
+    def train(self, n_steps: int) -> float:
+        """Run ``n_steps`` Adam steps on minibatches; returns the mean training NLL per target day over them."""
+        self.net.train()
+        n = self.train_t["anchor"].shape[0]
+        bs = min(int(self.spec.batch_size), n)
+        total = 0.0
+        for _ in range(int(n_steps)):
+            rng = np.random.default_rng([self.spec.seed, self.step])
+            idx = torch.as_tensor(rng.choice(n, size=bs, replace=False))
+            loss = self._nll(self.train_t, idx).mean() / self.train_t["n_days"]
+            self.opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
+            self.opt.step()
+            self.step += 1
+            total += float(loss.detach())
+        return total / max(1, int(n_steps))
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics: ``val_ql`` = ``val_nll`` (NLL per target day), ``val_nll_ewma`` (reference)."""
+        self.net.eval()
+        with torch.no_grad():
+            val_nll = float(self._nll(self.val_t).mean()) / self.val_t["n_days"]
+        inp = self.val_t["inputs"]
+        return {
+            "val_ql": val_nll,
+            "val_nll": val_nll,
+            "val_nll_ewma": ewma_gaussian_nll(inp["returns"], inp["valid"], self.val_t["y"]),
+            "step": float(self.step),
+        }
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = int(state["step"])
+
+    def fit_all(self) -> FittedJumpSde:
+        """Train for the spec's ``max_steps`` (from where it is) and return the fitted part."""
+        self.train(max(0, int(self.spec.max_steps) - self.step))
+        return self.fitted()
+
+    def fitted(self, extra_info: dict[str, Any] | None = None) -> FittedJumpSde:
+        """The fitted component (validation metrics and training range in ``info``)."""
+        origins = self.train_np["origin"]
+        info = {
+            "metrics": self.evaluate(),
+            "train_range": [str(origins.min())[:10], str(origins.max())[:10]],
+            "val_range": [str(self.val_np["origin"].min())[:10], str(self.val_np["origin"].max())[:10]],
+            "n_train": int(len(origins)),
+            "n_val": int(len(self.val_np["origin"])),
+            "assets": sorted({str(a) for a in self.train_np["asset"]}),
+            "steps": self.step,
+        }
+        info.update(extra_info or {})
+        weights = {k: v.detach().numpy().copy() for k, v in self.net.state_dict().items()}
+        return FittedJumpSde.from_weights(self.spec, self.feat_mean.copy(), self.feat_std.copy(), weights, info)
