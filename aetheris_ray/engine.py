@@ -156,6 +156,8 @@ def _extras(data: AssetData, req: ForecastRequest, state: Any, cal: Any, fitted:
     warnings_ = list(notes)
     if state.missing:
         warnings_.append("missing inputs (neutral values used): " + ", ".join(state.missing))
+    if state.context.get("chain_note"):  # the greeks market state says which options chain it used
+        warnings_.append(state.context["chain_note"])
     for fb in config.fallbacks:
         warnings_.append(f"{fb.kind}: {fb.wanted} unavailable, fell back to the baseline {fb.used!r}: {fb.why}")
     for kind, inf in fitted.info().items():
@@ -171,6 +173,7 @@ def _extras(data: AssetData, req: ForecastRequest, state: Any, cal: Any, fitted:
         "fallbacks": [fb.model_dump() for fb in config.fallbacks],
         "calibration_pairs": n_pairs,
         "data_end": str(origin.date()),
+        "chain_source": state.context.get("chain_source", "none"),
     }
     drivers = None
     if req.explain:

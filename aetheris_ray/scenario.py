@@ -52,6 +52,13 @@ key                  channel        ``x``
 ``skew``, ``basis``  none           no sensitivity can be estimated: the forecast says so
 ===================  =============  ==========================================================
 
+With the ``greeks`` market state and a chain (observed or constructed from the
+implied-vol index, `aetheris_ray.features.greeks`), the scenario also moves the
+chain: ``skew`` sets its smile correlation (at-the-money variance held) and moves
+the implied-vol channel by the ratio of the skewed chain's 30-day variance swap to
+the unskewed one's; ``basis`` (and ``funding_rate``) move its ``basis_pressure``
+index, which acts through the model's conditioning only.
+
 The combined multiplier of a lead block is capped to the ``rv_shock`` range
 [0.2, 5]; a channel value outside the asset's history is reported as
 extrapolated.  Every such note goes to the forecast's warnings, and
@@ -194,7 +201,7 @@ def apply_scenario(state: MarketState, overrides: Mapping[str, Any]) -> MarketSt
     descriptors = {**{k: float(v[0]) for k, v in out.descriptors.items() if not np.isnan(v[0])}, **descriptors}
     missing = [name for name, flag in out.missing.items() if flag[0]]
     missing += [name for name in state.missing if name not in _KERNEL_MISSING]
-    return state.with_(
+    new_state = state.with_(
         sigma=ctx["base"]["sigma"] * shock,
         regime_label=REGIME_LABELS[int(out.label[0])],
         regime_vector=out.vector[0],
@@ -203,6 +210,11 @@ def apply_scenario(state: MarketState, overrides: Mapping[str, Any]) -> MarketSt
         missing=tuple(missing),
         overrides=merged,
     )
+    if "chain" in ctx:  # a greeks state: the scenario moves its options chain too (features.greeks)
+        from aetheris_ray.features.greeks import chain_scenario
+
+        new_state = chain_scenario(new_state, merged)
+    return new_state
 
 
 def vol_multiplier(state: MarketState) -> float:
@@ -304,18 +316,27 @@ def scenario_effect(actual: MarketState, scenario: MarketState, sens: Any) -> Sc
     over = scenario.overrides
     notes: list[str] = []
     keys: dict[str, dict[str, str]] = {}
+    chain = scenario.context.get("chain")
     for key in over:
-        channel = KEY_CHANNEL[key]
-        if channel is None:
+        channel = "implied_vol" if key == "skew" and chain else KEY_CHANNEL[key]
+        if key == "basis" and chain:
+            keys[key] = {"channel": "none", "source": "none"}
+            notes.append("scenario basis: acts through the greeks market state's basis_pressure index (the model's "
+                         "conditioning: regime vector and MM indices, read by the jumps parts); no estimated "
+                         "multiplier of the cone")
+        elif channel is None:
             keys[key] = {"channel": "none", "source": "none"}
             notes.append(f"scenario {key}: no estimated effect on the cone ({NO_EFFECT[key]}); it changes the "
                          "state's descriptors and regime vector only")
         else:
             keys[key] = {"channel": channel, "source": "model" if channel == "model" else sens.fits[channel].source}
     values: dict[str, tuple[float, float]] = {}
-    moved = {KEY_CHANNEL[k] for k in over}
+    moved = {KEY_CHANNEL[k] for k in over} | ({"implied_vol"} if chain and "skew" in over else set())
     if "implied_vol" in moved:
         values["implied_vol"] = _iv_channel(actual, over, notes)
+        if chain and "skew" in over:  # the skewed chain's 30-day variance swap over the unskewed one's
+            values["implied_vol"] = (values["implied_vol"][0],
+                                     values["implied_vol"][1] * math.sqrt(chain["skew_vs_ratio"]))
     if "inventory" in moved:
         i0, i1 = (s.mm_indices.get("inventory_unwind") for s in (actual, scenario))
         values["inventory"] = (0.0 if i0 is None else float(i0), 0.0 if i1 is None else float(i1))
@@ -329,7 +350,8 @@ def scenario_effect(actual: MarketState, scenario: MarketState, sens: Any) -> Sc
             "from": v0,
             "to": v1,
             "unit": "implied vol, annualised %" if name == "implied_vol" else "inventory_unwind index",
-            "keys": sorted(k for k in over if KEY_CHANNEL[k] == name),
+            "keys": sorted(k for k in over if KEY_CHANNEL[k] == name or (k == "skew" and chain and
+                                                                           name == "implied_vol")),
             "source": fit.source,
             "sensitivity": fit.to_dict(),
         }

@@ -179,6 +179,9 @@ _BUILTIN: tuple[Variant, ...] = (
             description="conformal level maps by regime x horizon bucket"),
     Variant("market_state", "indices", "aetheris_ray.features.market_state:IndicesMarketState",
             description="regime descriptors + MM indices from funding, basis, implied vol"),
+    Variant("market_state", "greeks", "aetheris_ray.features.greeks:GreeksMarketState",
+            description="dealer greeks (GEX, vanna, charm) of an observed options chain, or of an SVI chain "
+                        "built from the implied-vol index; indices without either"),
     Variant("explainer", "surrogate", "aetheris_ray.explain:SurrogateExplainer",
             description="ridge surrogate + permutation importance over past forecasts"),
 )
