@@ -169,19 +169,24 @@ class Context:
     @classmethod
     def from_windows(cls, windows: Mapping[str, np.ndarray]) -> "Context":
         """A context per training window (`aetheris_ray.windows`): the window's raw returns (all valid),
-        its 2h-bar realised variances (NaN on days without them) and regime vector (zeros when absent)."""
+        its 2h-bar realised variances (NaN on days without them), regime vector (zeros when absent) and,
+        on the days without 2h bars, the daily range ``ln(high/low)`` recovered from the window's Parkinson
+        log vol (``log_hl``; NaN on 2h-bar days; ``log_co`` is not in the windows: all NaN)."""
         x = np.asarray(windows["x_ret"], dtype=float)
         ret = x * np.asarray(windows["sigma"], dtype=float)[:, None] + np.asarray(windows["mu"], dtype=float)[:, None]
         n, lb = ret.shape
         has_rv = windows.get("x_has_rv")
+        logvol = np.asarray(windows["x_logvol"], dtype=float)
         rv = None
         if has_rv is not None and np.any(has_rv):
-            rv = np.where(np.asarray(has_rv, dtype=bool), np.exp(2.0 * np.asarray(windows["x_logvol"], dtype=float)),
-                          np.nan)
+            rv = np.where(np.asarray(has_rv, dtype=bool), np.exp(2.0 * logvol), np.nan)
+        rv_days = np.zeros((n, lb), dtype=bool) if has_rv is None else np.asarray(has_rv, dtype=bool)
+        hl = np.where(rv_days, np.nan, np.sqrt(4.0 * np.log(2.0)) * np.exp(logvol))  # Parkinson: ln(H/L)^2 / (4 ln 2)
         reg = windows.get("regime")
         rvec = np.zeros((n, 1)) if reg is None else np.where(np.isfinite(reg), np.asarray(reg, dtype=float), 0.0)
         label = ("normal",) * n
-        return cls(ret, np.ones((n, lb), dtype=bool), label, rvec, np.full((n, len(MM_KEYS)), np.nan), rv)
+        return cls(ret, np.ones((n, lb), dtype=bool), label, rvec, np.full((n, len(MM_KEYS)), np.nan), rv, (), hl,
+                   np.full((n, lb), np.nan))
 
     @classmethod
     def from_returns(cls, returns: FloatArray, lookback: int = 1000, regime_label: str = "normal") -> "Context":

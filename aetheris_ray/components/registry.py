@@ -114,6 +114,19 @@ _C = "aetheris_ray.components"
 _BUILTIN: tuple[Variant, ...] = (
     Variant("trend", "zero", f"{_C}.trend:ZeroTrend", description="no drift"),
     Variant("trend", "ar_es", f"{_C}.trend:ArEsTrend", description="AR / exponential smoothing ensemble, EWA weights"),
+    Variant(
+        "trend", "mamba", f"{_C}.mamba.component:MambaTrend", artefact=True, fallback="ar_es",
+        description="selective state-space (Mamba) model over the recent returns / vol / implied vol -> drift path",
+        search_space={
+            "d_model": ("choice", [8, 16, 32]),
+            "layers": ("choice", [1, 2]),
+            "lr": ("loguniform", 3e-4, 3e-3),
+            "weight_decay": ("loguniform", 1e-6, 1e-3),
+            "shrink": ("uniform", 0.25, 1.0),
+            "batch_size": ("choice", [64, 128]),
+        },
+        training={"max_steps": 300, "steps_per_report": 25, "checkpoint_every": 2, "lookback": 64},
+    ),
     Variant("volatility", "ewma", f"{_C}.volatility:EwmaVolatility", description="RiskMetrics EWMA"),
     Variant("volatility", "garch", f"{_C}.volatility:GarchVolatility", description="GARCH(1,1) via arch"),
     Variant("volatility", "har", f"{_C}.volatility:HarVolatility", description="HAR-RV from intraday bars"),
