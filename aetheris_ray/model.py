@@ -33,7 +33,8 @@ from aetheris_ray.errors import InvalidInput, ModelNotFound
 
 __all__ = [
     "ComponentChoice", "Fallback", "EngineConfig", "PRESETS", "presets", "model_config", "parse_component",
-    "with_components", "resolve_config", "FittedModel", "fit_model", "fit_order", "state_inputs", "MODEL_KINDS",
+    "with_components", "resolve_config", "build_calibrator", "FittedModel", "fit_model", "fit_order", "state_inputs",
+    "MODEL_KINDS",
 ]
 
 #: Kinds whose parts are fitted on returns (the path model and what it is built from).
@@ -127,8 +128,8 @@ class EngineConfig(BaseModel):
         return out
 
     def artefact_parts(self) -> dict[str, ComponentChoice]:
-        """Kind -> choice of the parts whose fitted state comes from the model registry."""
-        return {k: self.choice(k) for k in MODEL_KINDS if variant(k, self.choice(k).name).artefact}
+        """Kind -> choice of the parts whose fitted state comes from the model registry (model kinds, calibrator)."""
+        return {k: self.choice(k) for k in (*MODEL_KINDS, "calibrator") if variant(k, self.choice(k).name).artefact}
 
     @property
     def version(self) -> str:
@@ -246,6 +247,21 @@ def resolve_config(cfg: EngineConfig, registry: Any = None) -> EngineConfig:
                                       why=res.why))
     update["fallbacks"] = tuple(fallbacks)
     return cfg.model_copy(update=update)
+
+
+def build_calibrator(cfg: EngineConfig, asset: str) -> Any:
+    """An empty calibrator of the configuration's calibrator part (``calibrator_class(config, asset, version)``).
+
+    An artefact calibrator (``ncc``) of a resolved configuration gets its registered
+    artefact, loaded here once per process (`aetheris_ray.registry.load_artefact`).
+    """
+    c = cfg.calibrator
+    part = build_spec("calibrator", c.name, **c.params)
+    if variant("calibrator", c.name).artefact and c.version is not None and cfg.resolved:
+        from aetheris_ray.registry import load_artefact
+
+        return part.build(cfg.calibration, asset, cfg.version, artefact=load_artefact(c.name, c.version))
+    return part.build(cfg.calibration, asset, cfg.version)
 
 
 # -- the fitted model --------------------------------------------------------------------------

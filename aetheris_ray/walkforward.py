@@ -64,7 +64,8 @@ from aetheris_ray.components.contract import needed_inputs
 from aetheris_ray.components.registry import spec_class
 from aetheris_ray.data.schema import AssetData
 from aetheris_ray.history import daily_log_returns, positive_closes
-from aetheris_ray.model import EngineConfig, FittedModel, fit_model, fit_order, resolve_config, state_inputs
+from aetheris_ray.model import (EngineConfig, FittedModel, build_calibrator, fit_model, fit_order, resolve_config,
+                                state_inputs)
 from aetheris_ray.errors import InvalidInput
 from aetheris_ray.features.state import regime_codes
 from aetheris_ray.quantiles import DEFAULT_LEVELS
@@ -456,7 +457,7 @@ def combine_blocks(
     if len({(b.asset, b.model_version, b.h_sim, b.n_paths) for b in blocks}) > 1:
         raise InvalidInput("blocks: they come from different assets, models, horizons or path counts")
     nan = np.full((len(req), hz.size, lv.size), np.nan)
-    cal = spec_class("calibrator", cfg.calibrator.name)().build(cfg.calibration, blocks[0].asset, cfg.version)
+    cal = build_calibrator(cfg, blocks[0].asset)
     result = WalkForwardResult(req, hz, lv, nan.copy(), nan.copy(), [None] * len(req), cal, [None] * len(req))
     o_days = np.concatenate([b.days for b in blocks])
     regimes = np.concatenate([b.regimes for b in blocks])

@@ -190,6 +190,17 @@ _BUILTIN: tuple[Variant, ...] = (
     ),
     Variant("calibrator", "conformal", "aetheris_ray.calibration:ConformalCalibration",
             description="conformal level maps by regime x horizon bucket"),
+    Variant("calibrator", "ncc", "aetheris_ray.components.ncc.component:NeuralConformalCalibration", artefact=True,
+            fallback="conformal",
+            description="neural conformal control: conformal map + a network's per-level adjustment + a PID "
+                        "integrator of coverage error per regime x bucket (trained on calibration pairs)",
+            search_space={
+                "hidden": ("choice", [8, 16, 32]),
+                "lr": ("loguniform", 1e-3, 1e-2),
+                "weight_decay": ("loguniform", 1e-6, 1e-3),
+                "max_adjust": ("choice", [0.3, 0.5]),
+            },
+            training={"max_steps": 300, "steps_per_report": 25, "checkpoint_every": 2}),
     Variant("market_state", "indices", "aetheris_ray.features.market_state:IndicesMarketState",
             description="regime descriptors + MM indices from funding, basis, implied vol"),
     Variant("market_state", "greeks", "aetheris_ray.features.greeks:GreeksMarketState",
