@@ -59,7 +59,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.special import ndtr
 
 from aetheris_ray.data.schema import AssetData, SeriesInfo, copy_frames
 from aetheris_ray.data.validation import (
@@ -289,13 +288,13 @@ def snapshot(data: AssetData, cutoff: pd.Timestamp) -> pd.DataFrame | None:
     frame = data.series.get(CHAIN_SERIES)
     if frame is None or frame.empty:
         return None
-    ts = frame["ts"].array.asi8 if hasattr(frame["ts"].array, "asi8") else pd.DatetimeIndex(frame["ts"]).asi8
+    ts = pd.DatetimeIndex(frame["ts"]).as_unit("ns").asi8
     c = pd.Timestamp(cutoff).value
     k = int(np.searchsorted(ts, c, side="right"))
     if k == 0 or c - ts[k - 1] > CHAIN_MAX_AGE.value:
         return None
     rows = frame.iloc[int(np.searchsorted(ts, ts[k - 1], side="left")):k]
-    rows = rows[pd.DatetimeIndex(rows["expiry"]).asi8 > c]
+    rows = rows[pd.DatetimeIndex(rows["expiry"]).as_unit("ns").asi8 > c]
     return rows.reset_index(drop=True) if len(rows) else None
 
 
@@ -426,6 +425,7 @@ class SviSmile:
 
 def _black(k: np.ndarray, w: np.ndarray, call: np.ndarray | bool) -> np.ndarray:
     """Undiscounted Black price per unit forward at log-moneyness ``k``, total variance ``w`` (elementwise)."""
+    from scipy.special import ndtr
     sw = np.sqrt(np.maximum(w, 1e-16))
     d1 = -k / sw + 0.5 * sw
     d2 = d1 - sw

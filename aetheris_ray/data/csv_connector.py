@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aetheris_ray.data.chains import attach_chain, chain_path, read_chain_csv
 from aetheris_ray.data.schema import (
     AssetData,
     SeriesInfo,
@@ -189,6 +190,7 @@ class CsvSource:
         self._index_cache: _Index | None = None
         self._bars_cache: dict[Path, tuple[pd.DataFrame, str]] = {}
         self._series_cache: dict[Path, tuple[pd.DataFrame, SeriesInfo]] = {}
+        self._chain_cache: dict[Path, pd.DataFrame] = {}
 
     def __repr__(self) -> str:
         return f"CsvSource({str(self.path)!r})"
@@ -226,6 +228,11 @@ class CsvSource:
             frame, meta = self._series(spec, bars["1D"])
             series[name], info[name] = frame, meta
         data = copy_frames(AssetData(asset=asset, bars=bars, series=series, info=info))
+        chain = chain_path(self.path, asset) if self.path.is_dir() else None
+        if chain is not None and chain.is_file():  # options/<ASSET>.csv (aetheris_ray.data.chains)
+            if chain not in self._chain_cache:
+                self._chain_cache[chain] = read_chain_csv(chain)
+            data = attach_chain(data, self._chain_cache[chain], f"options/{chain.name}")
         return data if cutoff is None else data.until(cutoff)
 
     # -- mapping -----------------------------------------------------------------

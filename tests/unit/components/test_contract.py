@@ -225,7 +225,7 @@ def test_calibrator_variants(name, tmp_path):
     np.testing.assert_array_equal(back.level_map("normal", 19000 + n + 5, buckets=[0]).raw_levels(0, levels), raw)
 
 
-@pytest.mark.parametrize("name", names("market_state"))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_param("market_state", n).marks) for n in names("market_state")])
 def test_market_state_variants(name):
     from aetheris_ray.data.synthetic import SyntheticSource
     from aetheris_ray.features.state import REGIME_LABELS

@@ -137,3 +137,22 @@ def test_the_svi_chain_reprices_the_index_it_was_built_from(level, rho):
 def test_svi_refuses_a_non_positive_index():
     with pytest.raises(Exception, match="positive annualised percent"):
         ch.svi_smiles(np.array([0.0]))
+
+
+def test_csv_source_reads_options_next_to_daily(tmp_path):
+    from aetheris_ray.data.csv_connector import CsvSource
+
+    (tmp_path / "daily").mkdir()
+    (tmp_path / "options").mkdir()
+    days = pd.date_range("2024-02-20", "2024-03-05", freq="D")
+    (tmp_path / "daily" / "BTC-USD.csv").write_text(
+        "date,open,high,low,close\n" + "".join(f"{d.date()},100,101,99,100\n" for d in days))
+    (tmp_path / "options" / "BTC-USD.csv").write_text("\n".join([HEADER, *ROWS]) + "\n")
+    src = CsvSource(tmp_path)
+    assert src.assets() == ["BTC-USD"]
+    data = src.history("BTC-USD", until="2024-03-01")
+    assert data.info[ch.CHAIN_SERIES].source == "observed:options/BTC-USD.csv"
+    assert len(data.series[ch.CHAIN_SERIES]) == 2
+    (tmp_path / "options" / "BTC-USD.csv").write_text(HEADER + "\n" + ROWS[0].replace("0.55", "55") + "\n")
+    with pytest.raises(DataError, match=r"options/BTC-USD.csv, line 2: implied vol 55 is above 5"):
+        CsvSource(tmp_path).history("BTC-USD")
