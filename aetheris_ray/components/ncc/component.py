@@ -15,16 +15,19 @@ the same buffers give the same map):
    The calibration pairs carry no volatility state; the regime code (calm, normal,
    volatile, crisis: a volatility classification) is the volatility-state input.
    Without an artefact (``build`` with none) ``d_net`` is 0.
-3. **PID**: per regime x bucket and per bucket, from the *calibrated* PITs of the realised
-   pairs (each through the map that was in force at its own origin, as the walk-forward
-   and `aetheris_ray.pairs` record them), the errors ``e = miss - alpha`` of the 50/80/90 %
-   intervals give a proportional term ``P`` (their mean, exponentially weighted with
-   ``p_days``, shrunk by ``p0`` pseudo-pairs) and an integral term ``I`` (their sum,
-   exponentially decayed with ``decay_days``: the leak that bounds wind-up), and
-   ``d_pid = pid_max * tanh((kp P + ki I / h) / pid_max)`` (saturation).  ``h`` is the
-   bucket's representative horizon: overlapping h-day outcomes carry about 1/h of the
-   information, and the loop's delay is h days.  The regime's and the bucket's terms
-   are blended with weight ``n_eff / (n_eff + n0_pid)`` (``n_eff``: decayed pairs / h).
+3. **PID**: from the *calibrated* PITs of the realised pairs (each through the map that
+   was in force at its own origin, as the walk-forward and `aetheris_ray.pairs` record
+   them), the errors ``e = miss - alpha`` of the 50/80/90 % intervals give a proportional
+   term ``P`` (their mean, exponentially weighted with ``p_days``, shrunk by ``p0``
+   pseudo-pairs) and an integral term ``I`` (their sum, exponentially decayed with
+   ``decay_days``: the leak that bounds wind-up), and
+   ``d_pid = pid_max * tanh((kp P + ki I) / pid_max)`` (saturation), every pair weighted
+   ``1/h`` (``h``: its bucket's representative horizon; overlapping h-day outcomes carry
+   about 1/h of the information, and the loop's delay is h days).  Four nested streams:
+   regime x bucket, the regime over all buckets, the bucket, all pairs; blended from the
+   inside out with weights ``n_eff / (n_eff + n0_pid)`` (``n_eff``: decayed pairs / h).
+   A mis-scaled raw model is mis-scaled at every horizon, and the short horizons learn
+   it fastest: the pooled streams carry that to the long ones.
 
 Adjustment (per bucket, per knot ``tau`` of `KNOTS`): with ``m0`` the base map,
 ``logit m(tau) = logit m0(tau) * exp(d(tau))``, ``d`` the sum of both layers interpolated
@@ -241,12 +244,12 @@ class NeuralConformalCalibration(SpecBase):
     device: str = "cpu"
     recent_days: int = 60
     kp: float = 1.0
-    ki: float = 0.1
+    ki: float = 0.15
     p_days: float = 30.0
     decay_days: float = 120.0
     p0: float = 5.0
     pid_max: float = 1.0
-    n0_pid: float = 10.0
+    n0_pid: float = 5.0
     horizon_guard: bool = True
 
     kind: ClassVar[str] = "calibrator"
@@ -434,10 +437,10 @@ class NccCalibrator(Calibrator):
                    known_by: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The controller's log-scale corrections at the tracked intervals and each bucket's effective pairs.
 
-        Three nested streams of realised errors, each ``pid_max * tanh((kp P + ki I) / pid_max)``
-        with every pair weighted 1/h: the regime x bucket, the bucket, and all buckets
-        pooled (a scale error of the raw model is common to the horizons, and the short
-        ones learn it fastest); blended inward with weights ``n_eff / (n_eff + n0_pid)``.
+        Four nested streams of realised errors, each ``pid_max * tanh((kp P + ki I) / pid_max)``
+        with every pair weighted 1/h: the regime x bucket, the regime over all buckets, the
+        bucket, all pairs (a scale error of the raw model is common to the horizons, and the
+        short ones learn it fastest); blended inward with weights ``n_eff / (n_eff + n0_pid)``.
 
         Returns
         -------
@@ -467,17 +470,19 @@ class NccCalibrator(Calibrator):
             return s.pid_max * np.tanh(u / s.pid_max), n_eff
 
         d_all, _ = term([(e, wi, wp, h) for e, wi, wp, _, h in per.values()])
+        d_reg, n_reg = term([(e[m], wi[m], wp[m], h) for e, wi, wp, m, h in per.values() if m.any()])
+        w_reg = n_reg / (n_reg + s.n0_pid)
         out = np.zeros((len(buckets), len(_TRACKED)))
         n_out = np.zeros(len(buckets))
         for i, b in enumerate(buckets):
-            if b not in per:
-                out[i] = d_all
-                continue
-            e, w_i, w_p, mine, h = per[b]
-            d_b, n_b = term([(e, w_i, w_p, h)])
-            d_r, n_r = term([(e[mine], w_i[mine], w_p[mine], h)]) if mine.any() else (d_b, 0.0)
-            w_b, w_r = n_b / (n_b + s.n0_pid), n_r / (n_r + s.n0_pid)
-            out[i] = w_r * d_r + (1.0 - w_r) * (w_b * d_b + (1.0 - w_b) * d_all)
+            d_b, n_b = term([per[b][:3] + per[b][4:]]) if b in per else (d_all, 0.0)
+            w_b = n_b / (n_b + s.n0_pid)
+            d_rb, n_rb = (d_b, 0.0)
+            if b in per and per[b][3].any():
+                e, w_i, w_p, mine, h = per[b]
+                d_rb, n_rb = term([(e[mine], w_i[mine], w_p[mine], h)])
+            w_rb = n_rb / (n_rb + s.n0_pid)
+            out[i] = w_rb * d_rb + (1.0 - w_rb) * (w_reg * d_reg + (1.0 - w_reg) * (w_b * d_b + (1.0 - w_b) * d_all))
             n_out[i] = n_b
         return out, n_out
 

@@ -84,7 +84,8 @@ class Trainer:
         missing = [k for k in _KEYS if k not in windows]
         if missing:
             raise InvalidInput(f"ncc training: windows lack {missing}; ncc trains on calibration pairs, built with "
-                               "NeuralConformalCalibration.training_windows(walk-forward calibrators), not price windows")
+                               "NeuralConformalCalibration.training_windows(walk-forward calibrators), "
+                               "not price windows")
         self.spec = spec
         self.device = torch.device(spec.device if spec.device != "auto" else "cpu")
         train, val = split_rows(windows, spec.val_fraction)
