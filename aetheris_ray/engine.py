@@ -119,7 +119,7 @@ def prepare(data: AssetData, req: ForecastRequest, *, config: EngineConfig | Non
     else:
         level_map = ConformalLevelMap.identity()
     # the rest of the answer
-    extra = _extras(data, req, state, cal, st.fitted, config, origin, known_by, needed, notes)
+    extra = _extras(data, req, state, cal, st.fitted, config, origin, known_by, needed, notes, level_map)
     if effect is not None:
         extra["metadata"]["warnings"].extend(effect.warnings)
         extra["metadata"]["scenario"] = effect.report(req.horizon)
@@ -146,7 +146,7 @@ def _scenario(st: OriginState, req: ForecastRequest, data: AssetData, origin: pd
 
 def _extras(data: AssetData, req: ForecastRequest, state: Any, cal: Any, fitted: FittedModel,
             config: EngineConfig, origin: pd.Timestamp, known_by: int | None, needed: list[int],
-            notes: list[str]) -> dict[str, Any]:
+            notes: list[str], level_map: Any) -> dict[str, Any]:
     from aetheris_ray.features import REGIME_FEATURES
 
     vec = np.asarray(state.regime_vector, dtype=float)
@@ -178,7 +178,10 @@ def _extras(data: AssetData, req: ForecastRequest, state: Any, cal: Any, fitted:
     drivers = None
     if req.explain:
         explainer = spec_class("explainer", config.explainer.name)()
-        drivers = explainer.explain(data, state, config, origin, req.horizon, warnings_)
+        # what an explainer declares it reads besides the protocol's arguments (integrated gradients)
+        given = {"fitted": fitted, "level_map": level_map, "thresholds": tuple(req.thresholds)}
+        drivers = explainer.explain(data, state, config, origin, req.horizon, warnings_,
+                                    **{k: given[k] for k in getattr(explainer, "explain_inputs", ())})
     return {"regime": regime, "mm_indices": dict(state.mm_indices), "coverage": cal.coverage(
         day_number(origin), buckets=needed, known_by=known_by), "metadata": metadata, "drivers": drivers,
         "conditional": bool(req.scenario)}

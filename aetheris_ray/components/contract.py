@@ -185,7 +185,12 @@ class MarketStatePart(Protocol):
 
 @runtime_checkable
 class Explainer(Protocol):
-    """Kind ``explainer``: top drivers of upside risk, downside risk and trend."""
+    """Kind ``explainer``: top drivers of upside risk, downside risk and trend.
+
+    An explainer that needs more of the forecast lists it in ``explain_inputs`` and the
+    engine passes those as keywords: ``fitted`` (the fitted model at the origin),
+    ``level_map`` (the forecast's calibration) and ``thresholds`` (the request's price levels).
+    """
 
     def explain(self, data: Any, state: Any, config: Any, origin: Any, horizon: int,
                 warnings: list[str]) -> dict | None: ...

@@ -208,6 +208,9 @@ _BUILTIN: tuple[Variant, ...] = (
                         "built from the implied-vol index; indices without either"),
     Variant("explainer", "surrogate", "aetheris_ray.explain:SurrogateExplainer",
             description="ridge surrogate + permutation importance over past forecasts"),
+    Variant("explainer", "integrated_gradients", "aetheris_ray.explain_ig:IntegratedGradientsExplainer",
+            description="integrated gradients through a torch re-expression of the fitted model, completeness "
+                        "checked; the surrogate when the model has no differentiable path"),
 )
 
 _TABLE: dict[str, dict[str, Variant]] = {k: {} for k in KINDS}
