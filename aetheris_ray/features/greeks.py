@@ -42,6 +42,12 @@ basis_pressure      --                             basis (``indices``) and fundi
                                                    perpetual's premium in both
 ==================  =============================  ==========================================
 
+A constructed chain's open interest is a stated profile, not positioning: for it
+the chain terms enter only as their move away from the chain constructed at the
+origin (a scenario), added to ``x_base`` (``_indices``), so an unconditional state
+on a constructed chain has the ``indices`` values of gamma_squeeze and
+inventory_unwind.
+
 Descriptors added: ``chain_gex`` (total GEX, USD per 1 %), ``chain_gex_per_oi``
 (per contract of OI; scale-free, the only GEX figure comparable for a constructed
 chain whose OI scale is stated), ``gamma_tilt``, ``vanna_tilt``, ``charm_tilt``,
@@ -280,12 +286,13 @@ def _indices(feat: Mapping[str, float], base: Mapping[str, float | None],
     if ref is None:
         return {"gamma_squeeze": _combine(gamma, base.get("gamma_squeeze")),
                 "inventory_unwind": _combine(charm, base.get("inventory_unwind")), "basis_pressure": pressure}
-    out: dict[str, float | None] = {"basis_pressure": pressure}
+    out: dict[str, float | None] = {}
     for key, x, x0 in (("gamma_squeeze", gamma, -INDEX_CLIP * ref["gamma_tilt"]),
                        ("inventory_unwind", charm, INDEX_CLIP * ref["charm_tilt"])):
         b, shift = base.get(key), x - x0
         out[key] = None if b is None and shift == 0.0 else \
             float(np.clip((0.0 if b is None else b) + shift, -INDEX_CLIP, INDEX_CLIP))
+    out["basis_pressure"] = pressure
     return out
 
 
