@@ -271,23 +271,44 @@ def test_trainer_learns_regime_dependent_adjustments(tmp_path):
         spec.trainer({"x_ret": np.zeros((3, 4))})
 
 
-def test_engine_resolves_the_registered_artefact_or_falls_back(tmp_path, monkeypatch):
+def test_engine_resolves_the_registered_artefact_or_falls_back():
+    from aetheris_ray.errors import FallbackWarning
     from aetheris_ray.model import EngineConfig, build_calibrator, resolve_config, with_components
-    from aetheris_ray.registry import FallbackWarning, Registry
+    from aetheris_ray.registry import Registry
 
     cfg = with_components(EngineConfig(), ["calibrator=ncc"])
-    reg = Registry(tmp_path / "registry")
     with pytest.warns(FallbackWarning):
-        fell = resolve_config(cfg, registry=reg)
+        fell = resolve_config(cfg)  # nothing registered in the test's AETHERIS_HOME
     assert fell.calibrator.name == "conformal" and fell.fallbacks[0].kind == "calibrator"
     assert type(build_calibrator(fell, "BTC-USD")) is Calibrator
-    rec = reg.register(trained_like_artefact())
-    monkeypatch.setenv("AETHERIS_HOME", str(tmp_path))
-    monkeypatch.setattr("aetheris_ray.registry.default_registry", lambda: reg)
-    res = resolve_config(cfg, registry=reg)
-    assert res.calibrator.version == rec.version and "+calibrator=ncc@" in res.version
-    from aetheris_ray import registry as registry_mod
-
-    monkeypatch.setattr(registry_mod, "_registry", lambda r: reg)
+    rec = Registry().register(trained_like_artefact())
+    res = resolve_config(cfg)
+    assert res.calibrator.version == rec.version and f"+calibrator=ncc@{rec.version}" in res.version
     cal = build_calibrator(res, "BTC-USD")
     assert isinstance(cal, NccCalibrator) and cal.artefact is not None
+
+
+def test_walk_forward_with_the_ncc_calibrator():
+    """``--component calibrator=ncc``: the walk-forward's calibration pass runs through the ncc maps."""
+    import pandas as pd
+
+    from aetheris_ray.data.schema import AssetData, bar_ts_from_dates
+    from aetheris_ray.model import ComponentChoice, EngineConfig, with_components
+    from aetheris_ray.registry import Registry
+    from aetheris_ray.walkforward import walk_forward
+
+    Registry().register(trained_like_artefact())
+    rng = np.random.default_rng(4)
+    close = 100.0 * np.exp(np.concatenate([[0.0], np.cumsum(0.03 * rng.standard_t(5, 420) * np.sqrt(3 / 5))]))
+    dates = pd.date_range("2020-01-01", periods=close.size, freq="D")
+    data = AssetData(asset="SYN-USD", bars={"1D": pd.DataFrame({
+        "ts": bar_ts_from_dates(dates), "open": close, "high": close, "low": close, "close": close,
+        "volume": np.nan})})
+    fast = EngineConfig(volatility=ComponentChoice(name="ewma"), refit_every=28, walkforward_paths=200,
+                        calibration=CalibrationConfig(window_days=60, coverage_days=60))
+    origins = data.daily_close().index[380:400]
+    res = walk_forward(data, origins, [1, 7], config=with_components(fast, ["calibrator=ncc"]), seed=1)
+    assert isinstance(res.calibrator, NccCalibrator) and res.calibrator.artefact is not None
+    q = res.quantiles
+    assert np.all(np.isfinite(q)) and np.all(np.diff(q, axis=2) >= 0)
+    assert not np.allclose(res.calibrator.pairs()["cal_pit"], res.calibrator.pairs()["raw_pit"])
