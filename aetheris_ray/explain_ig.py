@@ -208,7 +208,7 @@ def _unit_cdf(x: Any, nu: float | None, density: bool = False) -> Any:
     distribution, torch.
 
     Student-t at ``nu``: the cubic Hermite interpolant of exact values and densities at
-    `CDF_KNOTS` knots (error about 1e-12), in plain torch operations, so reverse and
+    `CDF_KNOTS` knots (error below 1e-10), in plain torch operations, so reverse and
     forward mode differentiate the function itself; 0 and 1 beyond +-`T_CLIP` (the
     engine's clip).  Normal when ``nu`` is None.
     """

@@ -1,0 +1,235 @@
+"""Integrated-gradient explainer: the torch forecast is the model's own, IG completeness within tolerance,
+blocks outside the model get 0, unsupported models fall back to the surrogate, the engine's answer agrees."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aetheris_ray.calibration import BUCKETS, KNOTS, ConformalLevelMap
+from aetheris_ray.components.base import Context
+from aetheris_ray.data.schema import AssetData, bar_ts_from_dates
+from aetheris_ray.errors import InvalidInput
+from aetheris_ray.features.build import compute_state
+from aetheris_ray.history import positive_closes
+from aetheris_ray.model import ComponentChoice, EngineConfig, fit_model, state_inputs
+
+torch = pytest.importorskip("torch")
+
+from aetheris_ray import explain_ig as ig  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+H = 7
+M = 500
+
+
+def garch_returns(n: int, seed: int, omega=2e-5, alpha=0.1, beta=0.85, nu=5.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    z = rng.standard_t(nu, n) * np.sqrt((nu - 2) / nu)
+    r, v = np.empty(n), omega / (1 - alpha - beta)
+    for t in range(n):
+        r[t] = np.sqrt(v) * z[t]
+        v = omega + alpha * r[t] ** 2 + beta * v
+    return r
+
+
+def asset_data(returns: np.ndarray, ranges: bool = True, seed: int = 5) -> AssetData:
+    """Daily bars of ``returns``; with ``ranges`` the high / low spread around open and close."""
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.concatenate([[0.0], np.cumsum(returns)]))
+    op = np.concatenate([[100.0], close[:-1]]) if ranges else close
+    wick = np.exp(np.abs(rng.normal(0, 0.01, close.size))) if ranges else np.ones(close.size)
+    dates = pd.date_range("2020-01-01", periods=close.size, freq="D")
+    bars = pd.DataFrame({"ts": bar_ts_from_dates(dates), "open": op, "high": np.maximum(op, close) * wick,
+                         "low": np.minimum(op, close) / wick, "close": close, "volume": np.nan})
+    return AssetData(asset="SYN-USD", bars={"1D": bars})
+
+
+def fitted_at_end(data: AssetData, cfg: EngineConfig):
+    """The model fitted on all of ``data`` and the state at its last day (no walk-forward: fast)."""
+    origin = positive_closes(data).index[-1]
+    state = compute_state(data, origin)
+    model = fit_model(cfg, cfg.specs(), state.returns, **state_inputs(state))
+    return model, state
+
+
+def level_map() -> ConformalLevelMap:
+    """A non-trivial monotone level map (raw levels pulled outward, as an under-dispersed model needs)."""
+    bent = np.clip(KNOTS + 0.08 * np.sin(2 * np.pi * KNOTS) * KNOTS * (1 - KNOTS) * 4, 0, 1)
+    return ConformalLevelMap(np.tile(np.maximum.accumulate(bent), (len(BUCKETS), 1)), "test")
+
+
+CFG = EngineConfig()  # the default model: ar_es, GARCH-t + range-GARCH blend, no jumps, Student-t
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def setup(one_thread):
+    data = asset_data(garch_returns(600, seed=2))
+    model, state = fitted_at_end(data, CFG)
+    return data, model, state
+
+
+def forecast_of(model, state, thresholds=(0.9, 1.1), n_paths=M, seed=3):
+    ctx = Context.from_states([state], CFG.lookback)
+    th = np.log(np.asarray(thresholds))
+    return ig.DifferentiableForecast(model, ctx, level_map(), H, th, n_paths, seed)
+
+
+def test_the_torch_forecast_is_the_models_own(setup):
+    _, model, state = setup
+    fc = forecast_of(model, state)
+    x = fc.actual_inputs()
+    u = fc.interface(*(torch.as_tensor(x[k])[None] for k in ("returns", "log_hl", "log_co"))).detach()
+    cond = model.condition(Context.from_states([state], CFG.lookback))
+    np.testing.assert_allclose(u[0, :H].numpy(), cond["trend"]["drift"][0, :H], rtol=1e-9, atol=1e-15)
+    v1 = [cond["volatility"]["members"][k]["v1"][0] for k in ("0", "1")]
+    np.testing.assert_allclose(u[0, H:].numpy(), v1, rtol=1e-9)
+    steps, _ = fc.paths(u)
+    np.testing.assert_allclose(steps[0].numpy(), model.simulate(cond, M, H, np.random.default_rng(3))[0],
+                               rtol=0, atol=1e-10)
+
+
+def test_forward_jacobian_matches_reverse_mode(setup):
+    _, model, state = setup
+    fc = forecast_of(model, state)
+    x = fc.actual_inputs()
+    u = fc.interface(*(torch.as_tensor(x[k])[None] for k in ("returns", "log_hl", "log_co"))).detach()
+    u = torch.cat([u, u * 1.1])  # two rows
+    J = fc.jacobian(u)
+    ue = u.clone().requires_grad_()
+    out = fc.outputs_from_interface(ue)
+    for o in range(out.shape[1]):
+        g = torch.autograd.grad(out[:, o].sum(), ue, retain_graph=True)[0]
+        np.testing.assert_allclose(J[:, o].numpy(), g.numpy(), rtol=1e-6, atol=1e-9 * float(g.abs().max() + 1e-12))
+
+
+def test_unit_t_cdf_table_is_the_t_cdf():
+    from scipy import special, stats
+
+    nu = 4.3
+    s = np.sqrt(nu / (nu - 2))
+    x = np.linspace(-12, 12, 2001)
+    cdf, pdf = ig._unit_cdf(torch.as_tensor(x), nu, density=None)
+    np.testing.assert_allclose(cdf.numpy(), special.stdtr(nu, x * s), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(pdf.numpy(), s * stats.t.pdf(x * s, nu), rtol=0, atol=1e-8)
+
+
+def check_completeness(d: dict) -> None:
+    """Every output's attributions sum to F(x) - F(x0) within the stated tolerance."""
+    for out, err in d["completeness_error"].items():
+        total = np.sum([d["attributions"][out][b] for b in ig.BLOCKS], axis=0)
+        delta = np.asarray(d["value"][out]) - np.asarray(d["baseline_value"][out])
+        np.testing.assert_allclose(np.abs(total - delta), err, rtol=1e-9, atol=1e-15)
+        assert np.all(np.asarray(err) <= ig.RTOL * np.abs(delta) + ig.ATOL), out
+
+
+def test_ig_completeness_within_tolerance(setup):
+    _, model, state = setup
+    warnings: list[str] = []
+    spot = float(state.spot)
+    d = ig.explain_model(model, state, level_map(), H, [0.92 * spot, 1.08 * spot], n_paths=M, seed=1,
+                         warnings=warnings)
+    assert d["method"] == ig.METHOD and d["completeness_within_tolerance"] and not warnings
+    check_completeness(d)
+    assert {len(v) for k, v in d["value"].items() if k in ("p50", "width80")} == {H}
+    assert len(d["value"]["p_below"]) == 2
+    # the 80 % width moved with the volatility level, and both model blocks take part in it
+    assert all(abs(d["attributions"]["width80"][b][-1]) > 0 for b in ig.MODEL_BLOCKS)
+    for target in ("upside", "downside", "trend"):
+        assert 1 <= len(d[target]) <= ig.TOP_K
+        assert sum(item["importance"] for item in d[target]) == pytest.approx(1.0)
+        assert all(item["direction"] == ("+" if item["attribution"] >= 0 else "-") for item in d[target])
+
+
+def test_blocks_outside_the_model_get_zero_and_are_named(setup):
+    _, model, state = setup
+    d = ig.explain_model(model, state, level_map(), H, [], n_paths=M, seed=1)
+    assert set(d["not_in_model"]) == set(ig.BLOCKS) - set(ig.MODEL_BLOCKS)
+    for out in d["attributions"].values():
+        for b in d["not_in_model"]:
+            assert not np.any(out[b])
+    drivers = {item["driver"] for t in ("upside", "downside", "trend") for item in d[t]}
+    assert drivers <= set(ig.MODEL_BLOCKS)
+
+
+def test_without_ranges_the_realised_vol_block_gets_zero():
+    data = asset_data(garch_returns(500, seed=4), ranges=False)
+    model, state = fitted_at_end(data, CFG)
+    d = ig.explain_model(model, state, level_map(), H, [float(state.spot)], n_paths=M, seed=2)
+    check_completeness(d)
+    assert all(not np.any(v["realised_vol"]) for v in d["attributions"].values())
+    assert any(np.any(v["price_history"]) for v in d["attributions"].values())
+
+
+def test_same_seed_same_answer(setup):
+    _, model, state = setup
+    a = ig.explain_model(model, state, level_map(), H, [float(state.spot)], n_paths=M, seed=5)
+    b = ig.explain_model(model, state, level_map(), H, [float(state.spot)], n_paths=M, seed=5)
+    assert a == b
+
+
+def test_input_errors(setup):
+    _, model, state = setup
+    with pytest.raises(InvalidInput, match="thresholds"):
+        ig.explain_model(model, state, level_map(), H, [-1.0])
+    ctx = Context.from_states([state, state], CFG.lookback)
+    with pytest.raises(InvalidInput, match="one"):
+        ig.DifferentiableForecast(model, ctx, level_map(), H, np.zeros(0))
+    with pytest.raises(InvalidInput, match="horizon"):
+        ig.DifferentiableForecast(model, ctx.take([0]), level_map(), 0, np.zeros(0))
+
+
+def test_a_model_without_a_torch_expression_falls_back_to_the_surrogate(monkeypatch):
+    from aetheris_ray import explain
+
+    cfg = CFG.model_copy(update={"jumps": ComponentChoice(name="poisson")})
+    data = asset_data(garch_returns(400, seed=6))
+    model, state = fitted_at_end(data, cfg)
+    called = {}
+
+    def fake(self, data, state, config, origin, horizon, warnings):
+        called["yes"] = True
+        return {"upside": [], "downside": [], "trend": [], "method": explain.METHOD, "fit_r2": {}}
+
+    monkeypatch.setattr(explain.SurrogateExplainer, "explain", fake)
+    warnings: list[str] = []
+    out = ig.IntegratedGradientsExplainer().explain(data, state, cfg, state.origin, H, warnings, fitted=model,
+                                                    level_map=level_map(), thresholds=())
+    assert called and out["method"] == "surrogate" and out["completeness_error"] is None
+    assert len(warnings) == 1 and "jumps 'poisson'" in warnings[0] and "surrogate" in warnings[0]
+
+
+@pytest.mark.slow
+def test_the_engines_answer_agrees_and_says_which_method():
+    from aetheris_ray.calibration import CalibrationConfig
+    from aetheris_ray.contract import ForecastRequest
+    from aetheris_ray.engine import forecast
+
+    data = asset_data(garch_returns(600, seed=2))
+    cfg = CFG.model_copy(update={"refit_every": 28, "walkforward_paths": 300,
+                                 "calibration": CalibrationConfig(window_days=150, coverage_days=100)})
+    spot = float(data.bars["1D"]["close"].iloc[-1])
+    req = ForecastRequest(asset="SYN-USD", horizon=H, paths=4000, seed=7, thresholds=[0.93 * spot, 1.07 * spot],
+                          explain=True, quantiles=[0.1, 0.5, 0.9],
+                          components=["explainer=integrated_gradients"])
+    fc = forecast(data, req, use_cache=False, config=cfg.model_copy(
+        update={"explainer": ComponentChoice(name="integrated_gradients")}))
+    d = fc.drivers
+    assert d["method"] == ig.METHOD and d["completeness_within_tolerance"]
+    q = np.log(fc.quantiles / fc.spot)  # (h, 3)
+    width = q[:, 2] - q[:, 0]
+    # Monte Carlo agreement: the differentiable forecast's 2,000 conditional paths vs the engine's 4,000
+    np.testing.assert_allclose(d["value"]["p50"], q[:, 1], rtol=0, atol=0.1 * float(width[-1]))
+    np.testing.assert_allclose(d["value"]["width80"], width, rtol=0.1)
+    np.testing.assert_allclose(d["value"]["p_below"], fc.p_below, rtol=0, atol=0.03)
+    np.testing.assert_allclose(d["value"]["p_above"], fc.p_above, rtol=0, atol=0.03)
