@@ -10,7 +10,10 @@ Validation: the latest ``val_fraction`` of origin dates; training origins end
 ``horizon`` days before the first validation origin, so no training target overlaps
 a validation day.  ``val_ql`` is the validation NLL per target day (lower is better);
 ``val_nll_ewma`` is the same score of a Gaussian with the RiskMetrics variance
-(lambda 0.94, updated through the target days) as a reference.
+(lambda 0.94, updated through the target days) as a reference.  ``score(fitted)`` gives
+any fitted version's ``val_ql`` on the same windows through its forecast-time
+featuriser and filter (`target_nll`; ``evaluate`` scores the current network that way),
+which is how a sweep compares a new version with the registry's ``latest``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from aetheris_ray.components.rough_vol.component import feature_scale, standardi
 from aetheris_ray.components.torch_utils import make_generator
 from aetheris_ray.errors import DataError
 
-__all__ = ["Trainer", "split_windows", "ewma_gaussian_nll"]
+__all__ = ["Trainer", "split_windows", "ewma_gaussian_nll", "target_nll"]
 
 #: Fewest training windows a fit accepts.
 MIN_TRAIN = 32
@@ -44,6 +47,32 @@ def split_windows(windows: dict[str, np.ndarray], val_fraction: float) -> tuple[
     val = origins >= cut
     train = origins < cut - np.timedelta64(horizon, "D")
     return ({k: v[train] for k, v in windows.items()}, {k: v[val] for k, v in windows.items()})
+
+
+def _sequences(inp: dict[str, Any], y: np.ndarray) -> dict[str, Any]:
+    """The filter's inputs followed by the targets: returns, valid, rv (b, L + h) as tensors."""
+    b, h = y.shape
+    rv = None
+    if inp["rv"] is not None:
+        rv = torch.as_tensor(np.concatenate([inp["rv"], np.full((b, h), np.nan)], axis=1))
+    return {
+        "returns": torch.as_tensor(np.concatenate([inp["returns"], y], axis=1)),
+        "valid": torch.as_tensor(np.concatenate([inp["valid"], np.ones((b, h), dtype=bool)], axis=1)),
+        "rv": rv,
+    }
+
+
+def target_nll(fitted: FittedJumpSde, windows: dict[str, np.ndarray]) -> float:
+    """NLL per target day of any fitted ``jump_sde`` on ``windows``, through its forecast-time featuriser and filter."""
+    inp = context_inputs(Context.from_windows(windows), fitted.spec.lookback, fitted.n_regime)
+    y = np.asarray(windows["y_ret"], dtype=float)
+    seq = _sequences(inp, y)
+    c = torch.as_tensor(standardise(inp["cond"], fitted.feat_mean, fitted.feat_std))
+    with torch.no_grad():
+        _, _, nll = run_filter(fitted._net(), c, torch.as_tensor(inp["anchor"]), seq["returns"], seq["valid"],
+                               seq["rv"], substeps=int(fitted.spec.substeps), decay=float(fitted.spec.jump_decay),
+                               max_jumps=int(fitted.spec.max_jumps), score_from=inp["returns"].shape[1])
+    return float(nll.sum()) / y.size
 
 
 def ewma_gaussian_nll(returns: np.ndarray, valid: np.ndarray, y: np.ndarray, lam: float = 0.94) -> float:
@@ -89,7 +118,9 @@ class Trainer:
                               generator=make_generator(spec.seed)).double()
         self.opt = torch.optim.Adam(self.net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
         self.train_t = self._tensors(train, inp)
-        self.val_t = self._tensors(val, self._inputs(val))
+        self.val_inputs = self._inputs(val)
+        self.val_ewma = ewma_gaussian_nll(self.val_inputs["returns"], self.val_inputs["valid"],
+                                          np.asarray(val["y_ret"], dtype=float))
         self.step = 0
 
     # -- data ------------------------------------------------------------------------
@@ -98,23 +129,11 @@ class Trainer:
         return context_inputs(Context.from_windows(w), self.spec.lookback, self.n_regime)
 
     def _tensors(self, w: dict[str, np.ndarray], inp: dict[str, Any]) -> dict[str, Any]:
-        """Inputs followed by the targets: returns, valid, rv (b, L + h); anchor (b,); cond (b, n_c)."""
+        """Inputs followed by the targets (`_sequences`); anchor (b,); standardised cond (b, n_c)."""
         y = np.asarray(w["y_ret"], dtype=float)
-        b, h = y.shape
-        rv = None
-        if inp["rv"] is not None:
-            rv = torch.as_tensor(np.concatenate([inp["rv"], np.full((b, h), np.nan)], axis=1))
-        return {
-            "returns": torch.as_tensor(np.concatenate([inp["returns"], y], axis=1)),
-            "valid": torch.as_tensor(np.concatenate([inp["valid"], np.ones((b, h), dtype=bool)], axis=1)),
-            "rv": rv,
-            "anchor": torch.as_tensor(inp["anchor"]),
-            "cond": torch.as_tensor(standardise(inp["cond"], self.feat_mean, self.feat_std)),
-            "score_from": inp["returns"].shape[1],
-            "n_days": h,
-            "inputs": inp,
-            "y": y,
-        }
+        return dict(_sequences(inp, y), anchor=torch.as_tensor(inp["anchor"]),
+                    cond=torch.as_tensor(standardise(inp["cond"], self.feat_mean, self.feat_std)),
+                    score_from=inp["returns"].shape[1], n_days=y.shape[1])
 
     # -- the core step ------------------------------------------------------------------
 
@@ -144,18 +163,16 @@ class Trainer:
             total += float(loss.detach())
         return total / max(1, int(n_steps))
 
+    def score(self, fitted: FittedJumpSde) -> dict[str, float]:
+        """``val_ql`` (NLL per target day) of any fitted ``jump_sde`` on this trainer's validation windows,
+        through the part's forecast-time path: how a sweep compares a new version with the registry's ``latest``."""
+        return {"val_ql": target_nll(fitted, self.val_np)}
+
     def evaluate(self) -> dict[str, float]:
         """Validation metrics: ``val_ql`` = ``val_nll`` (NLL per target day), ``val_nll_ewma`` (reference)."""
         self.net.eval()
-        with torch.no_grad():
-            val_nll = float(self._nll(self.val_t).mean()) / self.val_t["n_days"]
-        inp = self.val_t["inputs"]
-        return {
-            "val_ql": val_nll,
-            "val_nll": val_nll,
-            "val_nll_ewma": ewma_gaussian_nll(inp["returns"], inp["valid"], self.val_t["y"]),
-            "step": float(self.step),
-        }
+        val_nll = self.score(self._fitted({}))["val_ql"]
+        return {"val_ql": val_nll, "val_nll": val_nll, "val_nll_ewma": self.val_ewma, "step": float(self.step)}
 
     # -- checkpoints --------------------------------------------------------------------
 
@@ -185,5 +202,8 @@ class Trainer:
             "steps": self.step,
         }
         info.update(extra_info or {})
+        return self._fitted(info)
+
+    def _fitted(self, info: dict[str, Any]) -> FittedJumpSde:
         weights = {k: v.detach().numpy().copy() for k, v in self.net.state_dict().items()}
         return FittedJumpSde.from_weights(self.spec, self.feat_mean.copy(), self.feat_std.copy(), weights, info)

@@ -108,6 +108,16 @@ def test_trainer_checkpoint_restores_the_same_training(small_windows):
     assert one.evaluate() == two.evaluate()
 
 
+def test_score_of_its_own_part_equals_its_validation_nll(small_windows, trained):
+    """score() runs the part's forecast-time path; on the trainer's own part it gives evaluate()'s val_ql."""
+    t = SMALL.trainer(small_windows)
+    t.train(1)
+    own = t.fitted()
+    assert t.score(own)["val_ql"] == pytest.approx(own.info["metrics"]["val_ql"], rel=1e-12)
+    other = t.score(trained)["val_ql"]  # another version (3 steps) on the same windows
+    assert np.isfinite(other) and other != pytest.approx(own.info["metrics"]["val_ql"], rel=1e-9)
+
+
 def test_validation_origins_come_after_the_training_targets(small_windows):
     t = SMALL.trainer(small_windows)
     last_train = t.train_np["origin"].max().astype("datetime64[D]")
