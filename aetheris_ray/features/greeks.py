@@ -489,7 +489,7 @@ def chain_scenario(state: MarketState, overrides: Mapping[str, float]) -> Market
     else:
         f = info["frame"]
         fwd = _forward(f, info["spot"])
-        if "iv_level" in overrides:
+        for _ in range(4 if "iv_level" in overrides else 0):  # the index of a truncated chain is not linear in IV
             f = f.assign(iv=f["iv"] * overrides["iv_level"] / vix_style_index(f, fwd))
         flat = vix_style_index(f, fwd)
         if math.isfinite(info["rho"]) and rho_new != info["rho"]:

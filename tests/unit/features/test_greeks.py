@@ -198,3 +198,17 @@ def test_forecast_metadata_names_the_chain_source(syn):
         out = forecast(syn, req, use_cache=False)
     assert out.metadata["chain_source"] == "from_implied_vol_index"
     assert any("CONSTRUCTED from the implied-vol index" in w for w in out.metadata["warnings"])
+
+
+def test_scenarios_move_an_observed_chain(syn):
+    from aetheris_ray.scenario import apply_scenario
+
+    origin = syn.daily_close().index[600]
+    spot = float(syn.daily_close().iloc[600])
+    made = ch.chain_from_index(60.0, spot, pd.Timestamp(origin).tz_localize("UTC") + pd.Timedelta(hours=12))
+    s = gk.GreeksMarketState().compute_state(ch.attach_chain(syn, made, "test"), origin)
+    assert s.context["chain_source"] == "observed"
+    assert apply_scenario(s, {"iv_level": 80.0}).descriptors["chain_iv_30d"] == pytest.approx(80.0, rel=1e-3)
+    skewed = apply_scenario(s, {"skew": -0.9})
+    assert skewed.context["chain"]["skew_vs_ratio"] > 1.0 and skewed.descriptors["skew"] == -0.9
+    assert s.context["chain"]["frame"]["iv"].equals(made["iv"])  # the actual state's chain is untouched
