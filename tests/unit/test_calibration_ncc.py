@@ -312,3 +312,25 @@ def test_walk_forward_with_the_ncc_calibrator():
     q = res.quantiles
     assert np.all(np.isfinite(q)) and np.all(np.diff(q, axis=2) >= 0)
     assert not np.allclose(res.calibrator.pairs()["cal_pit"], res.calibrator.pairs()["raw_pit"])
+
+
+def test_walk_forward_windows_train_before_end():
+    import pandas as pd
+
+    from aetheris_ray.components.ncc.component import walk_forward_windows
+    from aetheris_ray.data.schema import AssetData, bar_ts_from_dates
+    from aetheris_ray.model import ComponentChoice, EngineConfig
+
+    rng = np.random.default_rng(5)
+    close = 100.0 * np.exp(np.concatenate([[0.0], np.cumsum(0.02 * rng.standard_normal(200))]))
+    dates = pd.date_range("2020-01-01", periods=close.size, freq="D")
+    data = AssetData(asset="SYN-USD", bars={"1D": pd.DataFrame({
+        "ts": bar_ts_from_dates(dates), "open": close, "high": close, "low": close, "close": close,
+        "volume": np.nan})})
+    fast = EngineConfig(volatility=ComponentChoice(name="ewma"), refit_every=28,
+                        calibration=CalibrationConfig(window_days=30, coverage_days=30))
+    w = walk_forward_windows([data], end="2020-06-01", start="2020-04-01", config=fast, n_paths=100)
+    from aetheris_ray.calibration import day_number
+
+    assert w["raw"].size > 100 and w["day"].min() >= day_number("2020-04-01")
+    assert np.all(w["day"] + np.asarray(REP_HORIZONS)[w["bucket"]] < day_number("2020-06-01"))

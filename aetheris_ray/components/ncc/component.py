@@ -80,7 +80,7 @@ from aetheris_ray.features.state import REGIME_LABELS, regime_code
 
 __all__ = [
     "NAME", "ANCHORS", "N_FEATURES", "NeuralConformalCalibration", "NccCalibrator", "FittedNcc",
-    "adjust_map", "horizon_guard", "training_windows",
+    "adjust_map", "horizon_guard", "training_windows", "walk_forward_windows",
 ]
 
 NAME = "ncc"
@@ -383,6 +383,42 @@ def training_windows(calibrators: Sequence[Calibrator], start: Any = None, end: 
     for k in ("day", "bucket", "regime", "asset"):
         out[k] = out[k].astype(np.int64)
     return out
+
+
+def walk_forward_windows(histories: Sequence[Any], end: Any, start: Any = None, config: Any = None,
+                         n_paths: int = 500, recent_days: int = 60, seed: int = 0) -> dict[str, np.ndarray]:
+    """`training_windows` of a baseline walk-forward of each asset over origins in ``[start, end)``.
+
+    What ``aetheris tune --component ncc`` trains on (train before the backtest period:
+    ``end`` is the first day left out; only pairs realised before it are kept).  The walk-forward runs with the conformal
+    calibrator (the network learns on top of it), ``n_paths`` paths per origin.
+
+    Parameters
+    ----------
+    histories : sequence of AssetData
+    end, start : date (start None: from the first origin with enough history)
+    config : EngineConfig, default the baseline
+    n_paths, recent_days, seed : int
+    """
+    from aetheris_ray.history import positive_closes
+    from aetheris_ray.model import ComponentChoice, EngineConfig
+    from aetheris_ray.walkforward import walk_forward
+
+    cfg = (config or EngineConfig()).model_copy(update={"calibrator": ComponentChoice(name="conformal")})
+    hi = int(day_number(end))
+    lo = None if start is None else int(day_number(start))
+    cals = []
+    for data in histories:
+        close = positive_closes(data)
+        days = np.asarray(day_number(close.index))
+        keep = (days < hi) & ((days >= lo) if lo is not None else True)
+        if keep.sum() < 2:
+            continue
+        res = walk_forward(data, list(close.index[keep]), REP_HORIZONS[:4], config=cfg, n_paths=n_paths, seed=seed)
+        cals.append(res.calibrator)
+    w = training_windows(cals, start, end, recent_days)
+    known = w["day"] + np.asarray(REP_HORIZONS)[w["bucket"]] < hi  # outcomes realised before ``end`` only
+    return {k: v[known] for k, v in w.items()}
 
 
 # -- the calibrator ----------------------------------------------------------------------------
