@@ -27,7 +27,9 @@ from torch import nn
 from aetheris_ray.components.torch_utils import init_module
 from aetheris_ray.errors import InvalidInput
 
-__all__ = ["VelocityNet", "time_features", "N_TIME", "gp_kernel", "fit_gp_prior", "integrate", "FIXED_SOLVERS"]
+__all__ = [
+    "VelocityNet", "time_features", "N_TIME", "fm_loss", "gp_kernel", "fit_gp_prior", "integrate", "FIXED_SOLVERS",
+]
 
 #: Size of the time embedding ``(t, sin 2 pi k t, cos 2 pi k t)`` for k = 1, 2.
 N_TIME = 5
@@ -85,6 +87,15 @@ class VelocityNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Training route: ``x (B, H)``, ``t (B,)``, ``c (B, n_cond)`` -> ``(B, H)``."""
         return self.field(x, self.cond_projection(c) + self.time_projection(t))
+
+
+def fm_loss(net: VelocityNet, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Conditional flow-matching loss ``mean |v(x_t, t, c) - (x1 - x0)|^2``, ``x_t = (1 - t) x0 + t x1``.
+
+    ``x0`` (B, H) source draws, ``x1`` (B, H) targets, ``t`` (B,) in [0, 1], ``c`` (B, n_cond).
+    """
+    xt = (1.0 - t[:, None]) * x0 + t[:, None] * x1
+    return torch.mean(torch.square(net(xt, t, c) - (x1 - x0)))
 
 
 def gp_kernel(kind: str, lengthscale: float, outputscale: float) -> Any:

@@ -5,9 +5,12 @@ optimiser, and exposes the core step that ``FlowMatchingResiduals.fit`` and the 
 Tune trainable call:
 
 * targets: each window's next ``H`` returns standardised by a point-in-time
-  GARCH(1,1)-t filter (`pit_garch_params`, `garch_variance`);
+  GARCH(1,1)-t filter (`pit_garch_params`, `garch_variance`), rescaled to unit variance
+  and mapped to normal scores through a unit-variance Student-t CDF when
+  ``spec.marginal == "t"`` (`component.to_gaussian`);
 * ``train(n_steps)`` -- Adam steps on the conditional flow-matching loss
-  ``|v(x_t, t, c) - (x1 - x0)|^2``, ``x0`` from the GP prior, ``x_t = (1 - t) x0 + t x1``;
+  ``|v(x_t, t, c) - (x1 - x0)|^2``, ``x0`` from the GP prior, ``x_t = (1 - t) x0 + t x1``,
+  ``x1`` the target path (sign-flipped at random per path when ``spec.symmetric``);
 * ``evaluate()`` -- on the validation windows (the latest origin dates; training
   origins end ``H`` days before the first of them): ``val_ql``, the quantile loss x100
   (EVALUATION.md's QL at its seven levels) of the cumulative standardised residuals
@@ -35,9 +38,11 @@ from aetheris_ray.components.fm_gp.component import (
     FlowMatchingResiduals,
     conditioning_features,
     gp_covariance,
+    from_gaussian,
     standardise,
+    to_gaussian,
 )
-from aetheris_ray.components.fm_gp.module import VelocityNet, fit_gp_prior
+from aetheris_ray.components.fm_gp.module import VelocityNet, fit_gp_prior, fm_loss
 from aetheris_ray.components.torch_utils import make_generator
 from aetheris_ray.components.volatility import GarchVolatility, garch_filter
 from aetheris_ray.errors import DataError
@@ -163,10 +168,13 @@ class Trainer:
         self.n_regime = 0 if windows.get("regime") is None else int(np.shape(windows["regime"])[1])
         self.train_np, self.val_np = train, val
         feats, z = self._inputs(train)
+        self.nu_t = _fit_unit_t(z)
+        self.marginal_nu = self.nu_t if spec.marginal == "t" else 0.0
+        x = to_gaussian(z / max(float(np.std(z)), 1e-12), self.nu_t) if self.marginal_nu else z
         self.feat_mean = feats.mean(axis=0)
         std = feats.std(axis=0)
         self.feat_std = np.where(std > _DEAD_STD, std, 0.0)
-        self.gp = fit_gp_prior(z, spec.kernel)
+        self.gp = fit_gp_prior(x, spec.kernel)
         self.chol = np.linalg.cholesky(gp_covariance(self.horizon, spec.kernel, self.gp["lengthscale"],
                                                      self.gp["outputscale"], self.gp["noise"]) + 1e-9 * np.eye(self.horizon))
         self.net = VelocityNet(self.horizon, feats.shape[1], spec.hidden, spec.layers,
@@ -174,9 +182,8 @@ class Trainer:
         self.opt = torch.optim.Adam(self.net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
         dev = self.device
         self.c_train = torch.as_tensor(standardise(feats, self.feat_mean, self.feat_std), dtype=torch.float32, device=dev)
-        self.z_train = torch.as_tensor(z, dtype=torch.float32, device=dev)
+        self.x_train = torch.as_tensor(x, dtype=torch.float32, device=dev)
         self.chol_t = torch.as_tensor(self.chol.T, dtype=torch.float32, device=dev)
-        self.nu_t = _fit_unit_t(z)
         self.out_shift, self.out_scale = np.zeros(self.horizon), np.ones(self.horizon)
         self.step = 0
 
@@ -198,7 +205,7 @@ class Trainer:
     def train(self, n_steps: int) -> float:
         """Run ``n_steps`` Adam steps; returns the mean flow-matching loss over them."""
         self.net.train()
-        n = self.z_train.shape[0]
+        n = self.x_train.shape[0]
         bs = min(self.spec.batch_size, n)
         total = 0.0
         for _ in range(int(n_steps)):
@@ -207,9 +214,10 @@ class Trainer:
             g = make_generator([self.spec.seed, self.step, 1], self.device)
             eps = torch.randn((bs, self.horizon), generator=g, device=self.device)
             t = torch.rand((bs,), generator=g, device=self.device)
-            x0, x1 = eps @ self.chol_t, self.z_train[idx]
-            xt = (1.0 - t[:, None]) * x0 + t[:, None] * x1
-            loss = torch.mean(torch.square(self.net(xt, t, self.c_train[idx]) - (x1 - x0)))
+            x1 = self.x_train[idx]
+            if self.spec.symmetric:
+                x1 = x1 * (2.0 * torch.randint(0, 2, (bs, 1), generator=g, device=self.device) - 1.0)
+            loss = fm_loss(self.net, eps @ self.chol_t, x1, t, self.c_train[idx])
             self.opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
@@ -221,7 +229,7 @@ class Trainer:
     def _part(self) -> FittedFlowMatching:
         weights = {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()}
         return FittedFlowMatching.from_weights(self.spec, self.gp, self.feat_mean.copy(), self.feat_std.copy(),
-                                               self.out_shift.copy(), self.out_scale.copy(), weights)
+                                               self.out_shift.copy(), self.out_scale.copy(), weights, self.marginal_nu)
 
     def _subset(self, n: int, salt: int) -> np.ndarray:
         return np.sort(np.random.default_rng([self.spec.seed, salt]).permutation(n)[: min(n, N_REFERENCE)])
@@ -229,7 +237,7 @@ class Trainer:
     def _standardisation(self) -> None:
         """Per-step ``out_shift`` / ``out_scale`` from flow samples over (up to N_REFERENCE) training conditions."""
         self.out_shift, self.out_scale = np.zeros(self.horizon), np.ones(self.horizon)
-        idx = self._subset(self.z_train.shape[0], 1)
+        idx = self._subset(self.x_train.shape[0], 1)
         c = self.c_train[idx].cpu().numpy().astype(float)
         x = self._part().simulate({"c": c}, 32, self.horizon, np.random.default_rng([self.spec.seed, 2]))
         x = x.reshape(-1, self.horizon).astype(float)
@@ -249,7 +257,10 @@ class Trainer:
 
         t_paths = unit_t(np.full(len(idx), self.nu_t), m, h, rng).astype(float)
         tt = path_scores(t_paths, z)
-        gp = rng.standard_normal((len(idx), m, h)) @ self.chol.T / np.sqrt(np.diag(self.chol @ self.chol.T))
+        gp = rng.standard_normal((len(idx), m, h)) @ self.chol.T  # the prior alone: the flow's identity map
+        if self.marginal_nu:
+            gp = from_gaussian(gp, self.marginal_nu)
+        gp = gp / gp.reshape(-1, h).std(axis=0)
         self.net.train()
         return {"val_ql": flow["ql"], "val_es": flow["es"], "val_ql_t": tt["ql"], "val_es_t": tt["es"],
                 "val_ql_gp": path_scores(gp, z)["ql"], "nu_t": self.nu_t, "step": float(self.step),
