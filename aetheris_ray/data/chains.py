@@ -74,8 +74,10 @@ from aetheris_ray.errors import DataError, InvalidInput
 
 __all__ = [
     "CHAIN_COLUMNS", "CHAIN_REQUIRED", "CHAIN_OPTIONAL", "CHAIN_SERIES", "CHAIN_SOURCES", "CHAIN_MAX_AGE", "MAX_IV",
-    "CONSTRUCTED_EXPIRIES", "CONSTRUCTED_Z", "CONSTRUCTED_OI_WEIGHTS", "SVI_BETA", "SVI_SIGMA", "SVI_RHO",
+    "CONSTRUCTED_EXPIRIES", "CONSTRUCTED_Z", "CONSTRUCTED_OI", "CONSTRUCTED_OI_WEIGHTS", "SVI_BETA", "SVI_SIGMA",
+    "SVI_RHO", "VS_GRID_Z",
     "ChainCsvSource", "SviSmile", "attach_chain", "chain_from_index", "chain_path", "chain_source_of", "check_chain",
+    "constructed_open_interest",
     "fetch_chain_ccxt", "read_chain_csv", "snapshot", "svi_smiles", "variance_swap", "vix_style_index",
 ]
 
@@ -107,7 +109,7 @@ SVI_BETA = 0.2
 SVI_SIGMA = 1.0
 SVI_RHO = -0.25
 #: Integration grid of the variance swap, in standard deviations of the expiry.
-_VS_Z = np.linspace(-12.0, 12.0, 481)
+VS_GRID_Z = np.linspace(-12.0, 12.0, 481)
 #: Secant steps of the SVI level solve (the variance swap is nearly linear in ``a``).
 _SECANT_STEPS = 4
 _YEAR_DAYS = 365.0
@@ -474,13 +476,14 @@ def svi_smiles(iv_index: np.ndarray, rho: np.ndarray | float = SVI_RHO,
     """
     level = np.asarray(iv_index, dtype=float).reshape(-1)
     if not np.all(level > 0):
-        raise InvalidInput(f"iv_index: every value must be a positive annualised percent, got {level[~(level > 0)][:3]}")
+        raise InvalidInput(f"iv_index: every value must be a positive annualised percent, "
+                           f"got {level[~(level > 0)][:3]}")
     t = np.asarray(days, dtype=float) / _YEAR_DAYS
     theta = (level[:, None] / 100.0) ** 2 * t[None, :]  # (n, e)
     rho = np.broadcast_to(np.clip(np.asarray(rho, dtype=float).reshape(-1, 1), -0.99, 0.99), theta.shape)
     root = np.sqrt(theta)
     b, s = SVI_BETA * root, SVI_SIGMA * root
-    k = _VS_Z[None, None, :] * root[..., None]  # (n, e, z)
+    k = VS_GRID_Z[None, None, :] * root[..., None]  # (n, e, z)
     wing = b[..., None] * (rho[..., None] * k + np.sqrt(k * k + s[..., None] ** 2))
     lo = -b * s * np.sqrt(1.0 - rho * rho) + 1e-9 * theta  # smallest a with w > 0 everywhere
     # the variance swap is close to linear in a (slope ~1): secant steps from a first guess, kept above lo
@@ -495,6 +498,20 @@ def svi_smiles(iv_index: np.ndarray, rho: np.ndarray | float = SVI_RHO,
         a1, f1 = a2, variance_swap(k, a2[..., None] + wing) - theta
     zero = np.zeros_like(theta)
     return SviSmile(a1, b, rho.copy(), zero, s, t)
+
+
+def constructed_open_interest() -> np.ndarray:
+    """The stated open-interest profile of a constructed chain (module docstring), summing to `CONSTRUCTED_OI`.
+
+    Returns
+    -------
+    ndarray, shape (len(CONSTRUCTED_EXPIRIES), len(CONSTRUCTED_Z), 2)
+        Contracts per expiry, strike and type (call, put).
+    """
+    z = np.asarray(CONSTRUCTED_Z)
+    w = np.asarray(CONSTRUCTED_OI_WEIGHTS)[:, None]
+    oi = np.stack([w * np.exp(-0.5 * ((z - 0.75) / 1.25) ** 2), w * np.exp(-0.5 * ((z + 0.75) / 1.25) ** 2)], axis=-1)
+    return oi * (CONSTRUCTED_OI / oi.sum())
 
 
 def chain_from_index(iv_index: float, spot: float, as_of: pd.Timestamp, rho: float = SVI_RHO) -> pd.DataFrame:
@@ -522,10 +539,7 @@ def chain_from_index(iv_index: float, spot: float, as_of: pd.Timestamp, rho: flo
     theta = (iv_index / 100.0) ** 2 * smile.t  # (e,)
     k = z[None, :] * np.sqrt(theta)[:, None]  # (e, z)
     iv = np.sqrt(smile.total_variance(k[None])[0] / smile.t[:, None])
-    weights = np.asarray(CONSTRUCTED_OI_WEIGHTS)[:, None]
-    oi_call = weights * np.exp(-0.5 * ((z - 0.75) / 1.25) ** 2)
-    oi_put = weights * np.exp(-0.5 * ((z + 0.75) / 1.25) ** 2)
-    scale = CONSTRUCTED_OI / (oi_call.sum() + oi_put.sum())
+    oi = constructed_open_interest()
     ts = pd.Timestamp(as_of)
     ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
     expiry = np.repeat([ts + pd.Timedelta(days=int(d)) for d in CONSTRUCTED_EXPIRIES], 2 * z.size)
@@ -536,7 +550,7 @@ def chain_from_index(iv_index: float, spot: float, as_of: pd.Timestamp, rho: flo
         "strike": np.repeat(spot * np.exp(k), 2, axis=1).ravel(),
         "call": np.tile([True, False], k.size),
         "iv": np.repeat(iv, 2, axis=1).ravel(),
-        "open_interest": np.stack([oi_call, oi_put], axis=-1).ravel() * scale,
+        "open_interest": oi.ravel(),
         "volume": np.nan,
         "underlying": float(spot),
     })

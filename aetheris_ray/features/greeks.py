@@ -75,11 +75,11 @@ import pandas as pd
 from aetheris_ray._typing import FloatArray
 from aetheris_ray.data.chains import (
     CONSTRUCTED_EXPIRIES,
-    CONSTRUCTED_OI,
-    CONSTRUCTED_OI_WEIGHTS,
     CONSTRUCTED_Z,
     SVI_BETA,
     SVI_RHO,
+    VS_GRID_Z,
+    constructed_open_interest,
     snapshot,
     svi_smiles,
     variance_swap,
@@ -320,15 +320,10 @@ def _constructed(levels: FloatArray, spots: FloatArray, rho: FloatArray) -> tupl
     k = z[None, None, :] * root[..., None]  # (n, e, z)
     iv = np.sqrt(np.maximum(skewed.total_variance(k), 1e-12) / smile.t[None, :, None])
     j30 = list(CONSTRUCTED_EXPIRIES).index(30)
-    from aetheris_ray.data.chains import _VS_Z
-
-    kk = _VS_Z[None, :] * root[:, j30, None]
+    kk = VS_GRID_Z[None, :] * root[:, j30, None]
     vs0 = variance_swap(kk, smile.total_variance(kk[:, None, :])[:, j30])
     vs1 = variance_swap(kk, skewed.total_variance(kk[:, None, :])[:, j30])
-    w = np.asarray(CONSTRUCTED_OI_WEIGHTS)[:, None]
-    oi_call = w * np.exp(-0.5 * ((z - 0.75) / 1.25) ** 2)
-    oi_put = w * np.exp(-0.5 * ((z + 0.75) / 1.25) ** 2)
-    oi = np.stack([oi_call, oi_put], axis=-1) * (CONSTRUCTED_OI / (oi_call.sum() + oi_put.sum()))  # (e, z, 2)
+    oi = constructed_open_interest()  # (e, z, 2)
     shape = (n, *oi.shape)
     per = int(np.prod(oi.shape))
     strike = np.broadcast_to((spots[:, None, None] * np.exp(k))[..., None], shape)

@@ -123,7 +123,7 @@ def test_ccxt_source_maps_option_structures_to_the_schema():
 def test_the_svi_chain_reprices_the_index_it_was_built_from(level, rho):
     smile = ch.svi_smiles(np.array([level]), rho)
     theta = (level / 100.0) ** 2 * smile.t
-    k = ch._VS_Z[None, None, :] * np.sqrt(theta)[None, :, None]
+    k = ch.VS_GRID_Z[None, None, :] * np.sqrt(theta)[None, :, None]
     vs = ch.variance_swap(k, smile.total_variance(k))[0]
     np.testing.assert_allclose(np.sqrt(vs / smile.t) * 100.0, level, rtol=1e-8)  # every expiry, by construction
     chain = ch.chain_from_index(level, 40_000.0, pd.Timestamp("2024-01-01 22:00", tz="UTC"), rho)
