@@ -32,9 +32,14 @@ the engine's own for that stream).  Outputs, in log-return units:
   estimate ``mean_paths F((log(K / spot) - C_{h-1} - d_h) / sigma_h)``, ``F`` the
   residuals' unit-variance CDF: smooth in the inputs, unlike the indicator.
 
-The calibration level map is applied as fixed raw levels (quantiles) and as a fixed
-piecewise-linear map (probabilities); the regime label selects that map and is held
-at the actual state's, so no block is credited with a change of regime.  Monotone
+The calibration level map enters as fixed raw levels (quantiles: the conditional quantile
+at the map's raw level of each step) and, for thresholds, after the attribution: the
+differentiable forecast gives raw probabilities, and the calibrated value and its
+attributions follow through the map (`DifferentiableForecast.calibrate`: attributions
+times the map's secant slope between the baseline's and the input's raw probability,
+which keeps completeness exact and keeps the map's kinks out of the quadrature).  The
+regime label selects the map and is held at the actual state's, so no block is credited
+with a change of regime.  Monotone
 rearrangement of quantile levels and the variance floor inside the engine's
 recursions are not modelled (they bind only in degenerate cases).
 
@@ -230,29 +235,6 @@ def _unit_cdf(x: Any, nu: float | None, density: bool = False) -> Any:
     return cdf if density is False else (cdf, pdf)
 
 
-def _interp(x: Any, xp: np.ndarray, fp: np.ndarray) -> Any:
-    """`numpy.interp` in torch (piecewise linear, clamped at the ends); ``xp`` increasing."""
-    import torch
-
-    xp_t = torch.as_tensor(xp, dtype=x.dtype)
-    fp_t = torch.as_tensor(fp, dtype=x.dtype)
-    xc = torch.clamp(x, float(xp[0]), float(xp[-1]))
-    j = torch.clamp(torch.searchsorted(xp_t, xc.detach(), right=True), 1, len(xp) - 1)
-    x0, x1, f0, f1 = xp_t[j - 1], xp_t[j], fp_t[j - 1], fp_t[j]
-    return f0 + (f1 - f0) * (xc - x0) / torch.clamp(x1 - x0, min=1e-300)
-
-
-def _interp_slope(x: Any, xp: np.ndarray, fp: np.ndarray) -> Any:
-    """The derivative of `_interp` at ``x`` (the slope of the piece it falls in; 0 outside ``xp``)."""
-    import torch
-
-    xp_t = torch.as_tensor(xp, dtype=x.dtype)
-    fp_t = torch.as_tensor(fp, dtype=x.dtype)
-    j = torch.clamp(torch.searchsorted(xp_t, x.detach(), right=True), 1, len(xp) - 1)
-    slope = (fp_t[j] - fp_t[j - 1]) / torch.clamp(xp_t[j] - xp_t[j - 1], min=1e-300)
-    return torch.where((x > xp_t[0]) & (x < xp_t[-1]), slope, 0.0)
-
-
 def _prob_map(level_map: Any, step: int) -> tuple[np.ndarray, np.ndarray]:
     """``(raw, calibrated)`` knots of the level map's raw -> calibrated probability map at ``step``."""
     table = getattr(level_map, "table", None)
@@ -446,6 +428,28 @@ class DifferentiableForecast:
                 + [("upside", 0), ("downside", 0)] + [("p_below", i) for i in range(T)]
                 + [("p_above", i) for i in range(T)])
 
+    def calibrate(self, fx: np.ndarray, fx0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Output vectors at the input and the baseline with the threshold rows mapped from raw to calibrated
+        probabilities, and each row's attribution scale: 1, or for a threshold the level map's secant slope
+        between the two raw probabilities (the rescale rule: a fixed monotone map of one number passes the
+        change on in proportion, so completeness is kept and the map's kinks never meet the quadrature)."""
+        fx, fx0, scale = np.array(fx, dtype=float), np.array(fx0, dtype=float), np.ones(len(fx))
+        T = self.log_thresholds.size
+        if not T:
+            return fx, fx0, scale
+        below = slice(2 * self.h + 2, 2 * self.h + 2 + T)
+        above = slice(2 * self.h + 2 + T, 2 * self.h + 2 + 2 * T)
+        xp, fp = self.prob_map
+        r1, r0 = fx[below], fx0[below]
+        c1, c0 = np.interp(r1, xp, fp), np.interp(r0, xp, fp)
+        eps = 1e-7
+        local = (np.interp(r1 + eps, xp, fp) - np.interp(r1 - eps, xp, fp)) / (2 * eps)
+        moved = np.abs(r1 - r0) > 1e-12
+        secant = np.where(moved, (c1 - c0) / np.where(moved, r1 - r0, 1.0), local)
+        fx[below], fx0[below], fx[above], fx0[above] = c1, c0, 1.0 - c1, 1.0 - c0
+        scale[below] = scale[above] = secant
+        return fx, fx0, scale
+
     def paths(self, u: Any) -> tuple[Any, Any]:
         """Daily log-return paths and their sigmas from the interface ``u`` (k, h + K): both (k, m, h)."""
         import torch
@@ -531,8 +535,7 @@ class DifferentiableForecast:
         if self.log_thresholds.size:
             zs = (torch.as_tensor(self.log_thresholds, dtype=u.dtype)[None, None, :] - centre[:, :, -1:]) \
                 / sigma[:, :, -1:]
-            raw = _unit_cdf(zs, self.nu).mean(dim=1)  # (k, T)
-            below = _interp(raw, *self.prob_map)
+            below = _unit_cdf(zs, self.nu).mean(dim=1)  # (k, T), raw: the level map comes after IG
             outs += [below, 1.0 - below]
         return torch.cat(outs, dim=1)
 
@@ -601,11 +604,10 @@ class DifferentiableForecast:
                 c, sd = centre[:, :, -1, None], sigma[:, :, -1, None]
                 zu = (torch.as_tensor(self.log_thresholds, dtype=u.dtype)[None, None, :] - c) / sd
                 f = _unit_cdf(zu, self.nu, density=True) / sd  # (k, m, T)
-                slope = _interp_slope(_unit_cdf(zu, self.nu).mean(dim=1), *self.prob_map)  # (k, T)
                 below = 2 * h + 2
-                J[:, below:below + T, :h] = (-slope * f.mean(dim=1))[:, :, None]
+                J[:, below:below + T, :h] = (-f.mean(dim=1))[:, :, None]
                 draw = -(f[None] * (dcentre[..., -1, None] + zu[None] * dsigma[..., -1, None])).mean(dim=2)
-                J[:, below:below + T, h:] = (slope[None] * draw).permute(1, 2, 0)
+                J[:, below:below + T, h:] = draw.permute(1, 2, 0)
                 J[:, below + T:] = -J[:, below:below + T]
             return J
 
@@ -693,12 +695,15 @@ def explain_model(model: Any, state: MarketState, level_map: Any, horizon: int, 
     Returns
     -------
     dict
-        ``upside`` / ``downside`` / ``trend``: ranked ``{"driver", "importance", "direction",
-        "attribution"}`` (blocks with a non-zero attribution, at most 3); ``method``;
+        ``upside`` / ``downside`` / ``trend``: ranked ``{"driver", "importance", "direction", "share"}``
+        (blocks with a non-zero attribution, at most 3; ``share``: the block's signed share of each of the
+        target's outputs, averaged; upside: q95 - q50 and P(price >= K), downside: q50 - q05 and
+        P(price < K), trend: the median at h); ``method``;
         ``completeness_error`` (output -> list, one per element); ``completeness_tolerance``;
         ``completeness_within_tolerance``; ``attributions`` (output -> block -> list);
         ``value`` / ``baseline_value`` (output -> list); ``steps``; ``n_paths``; ``units``;
-        ``blocks``; ``not_in_model``; ``baseline``.
+        ``inputs`` (``blocks``, ``not_in_model``, ``baseline``).  The only list-valued top-level
+        keys are the three targets (what the CLI's drivers table lists).
     """
     ctx = Context.from_states([state], lookback)
     th = np.asarray(list(thresholds), dtype=float)
@@ -706,12 +711,12 @@ def explain_model(model: Any, state: MarketState, level_map: Any, horizon: int, 
         raise InvalidInput(f"thresholds: {th.tolist()}; give positive finite prices")
     fc = DifferentiableForecast(model, ctx, level_map, horizon, np.log(th / float(state.spot)), n_paths, seed)
     x, x0 = fc.actual_inputs(), baseline_inputs(fc)
-    fx, fx0 = fc.outputs(x), fc.outputs(x0)
+    fx, fx0, scale = fc.calibrate(fc.outputs(x), fc.outputs(x0))
     delta = fx - fx0
     tol = RTOL * np.abs(delta) + ATOL
     k = int(steps)
     while True:
-        attr = integrated_gradients(fc, x, x0, k)
+        attr = {n: a * scale[:, None] for n, a in integrated_gradients(fc, x, x0, k).items()}
         total = sum(a.sum(axis=1) for a in attr.values())
         err = np.abs(total - delta)
         if np.all(err <= tol) or k >= max_steps:
@@ -738,11 +743,17 @@ def _answer(fc: DifferentiableForecast, by_block: dict[str, np.ndarray], fx: np.
         return {key: [float(v[j]) for j, (n, _) in enumerate(names) if n == key] for key in keys}
 
     def ranked(idx: list[int]) -> list[dict]:
-        score = {b: float(sum(by_block[b][i] for i in idx)) for b in BLOCKS}
-        total = sum(abs(s) for s in score.values())
+        """Blocks by their signed share of each output's total |attribution|, averaged over the target's
+        outputs (a width in log-return units and probabilities weigh alike)."""
+        score = dict.fromkeys(BLOCKS, 0.0)
+        for i in idx:
+            norm = sum(abs(by_block[b][i]) for b in BLOCKS)
+            for b in BLOCKS:
+                score[b] += float(by_block[b][i]) / norm / len(idx) if norm > 0 else 0.0
+        total = sum(abs(v) for v in score.values())
         order = [b for b in sorted(BLOCKS, key=lambda b: -abs(score[b])) if score[b] != 0.0][:TOP_K]
-        return [{"driver": b, "importance": abs(score[b]) / total if total > 0 else 0.0,
-                 "direction": "+" if score[b] >= 0 else "-", "attribution": score[b]} for b in order]
+        return [{"driver": b, "importance": float(abs(score[b]) / total) if total > 0 else 0.0,
+                 "direction": "+" if score[b] >= 0 else "-", "share": float(score[b])} for b in order]
 
     index = {(n, i): j for j, (n, i) in enumerate(names)}
     last = fc.h - 1
@@ -763,10 +774,12 @@ def _answer(fc: DifferentiableForecast, by_block: dict[str, np.ndarray], fx: np.
         "steps": int(steps),
         "n_paths": fc.m,
         "units": "p50, width80, upside, downside: log-return; p_below, p_above: calibrated probability",
-        "blocks": list(BLOCKS),
-        "not_in_model": [b for b in BLOCKS if b not in MODEL_BLOCKS],
-        "baseline": ("returns: context mean + long-run std x EWMA-standardised shocks; ranges: root-mean-square "
-                     "ln(H/L), ln(C/O) on observed bars; other blocks do not enter the model"),
+        "inputs": {
+            "blocks": list(BLOCKS),
+            "not_in_model": [b for b in BLOCKS if b not in MODEL_BLOCKS],
+            "baseline": ("returns: context mean + long-run std x EWMA-standardised shocks; ranges: root-mean-square "
+                         "ln(H/L), ln(C/O) on observed bars; other blocks do not enter the model"),
+        },
     }
 
 

@@ -148,15 +148,15 @@ def test_ig_completeness_within_tolerance(setup):
     for target in ("upside", "downside", "trend"):
         assert 1 <= len(d[target]) <= ig.TOP_K
         assert sum(item["importance"] for item in d[target]) == pytest.approx(1.0)
-        assert all(item["direction"] == ("+" if item["attribution"] >= 0 else "-") for item in d[target])
+        assert all(item["direction"] == ("+" if item["share"] >= 0 else "-") for item in d[target])
 
 
 def test_blocks_outside_the_model_get_zero_and_are_named(setup):
     _, model, state = setup
     d = ig.explain_model(model, state, level_map(), H, [], n_paths=M, seed=1)
-    assert set(d["not_in_model"]) == set(ig.BLOCKS) - set(ig.MODEL_BLOCKS)
+    assert set(d["inputs"]["not_in_model"]) == set(ig.BLOCKS) - set(ig.MODEL_BLOCKS)
     for out in d["attributions"].values():
-        for b in d["not_in_model"]:
+        for b in d["inputs"]["not_in_model"]:
             assert not np.any(out[b])
     drivers = {item["driver"] for t in ("upside", "downside", "trend") for item in d[t]}
     assert drivers <= set(ig.MODEL_BLOCKS)
@@ -226,6 +226,7 @@ def test_the_engines_answer_agrees_and_says_which_method():
         update={"explainer": ComponentChoice(name="integrated_gradients")}))
     d = fc.drivers
     assert d["method"] == ig.METHOD and d["completeness_within_tolerance"]
+    assert [k for k, v in d.items() if isinstance(v, list)] == ["upside", "downside", "trend"]  # the CLI's table
     q = np.log(fc.quantiles / fc.spot)  # (h, 3)
     width = q[:, 2] - q[:, 0]
     # Monte Carlo agreement: the differentiable forecast's 2,000 conditional paths vs the engine's 4,000
