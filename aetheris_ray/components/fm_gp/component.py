@@ -68,6 +68,7 @@ imported lazily (inside methods).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -180,14 +181,44 @@ def to_gaussian(z: np.ndarray, nu: float) -> np.ndarray:
     return np.where(x < 0, -g, g)
 
 
-def from_gaussian(x: np.ndarray, nu: float) -> np.ndarray:
-    """Standard normal scores -> unit-variance t values, ``F_nu^-1(Phi(x))`` (`unit_t_ppf`, clipped at +-T_CLIP)."""
+#: Knots of the tabulated normal-score -> unit-t map (`from_gaussian`): within 2e-6 of the exact map.
+SCORE_KNOTS = 16385
+
+
+@functools.lru_cache(maxsize=16)
+def _score_table(nu: float) -> tuple[float, float, np.ndarray]:
+    """``(x_max, step, table)``: ``F_nu^-1(Phi(x))`` on a uniform grid of ``x`` from ``-x_max`` to 0.
+
+    ``x_max`` is the normal score of the t's clip point (`T_CLIP`): beyond it the map is the clip.
+    """
     from scipy import special
 
+    from aetheris_ray.components._innovations import T_CLIP
     from aetheris_ray.components.residuals import unit_t_ppf
 
-    x = np.asarray(x, dtype=float)
-    return unit_t_ppf(nu, special.log_ndtr(x) - special.log_ndtr(-x))
+    x_max = float(-special.ndtri(special.stdtr(nu, -T_CLIP * np.sqrt(nu / (nu - 2.0)))))
+    grid = np.linspace(-x_max, 0.0, SCORE_KNOTS)
+    return x_max, x_max / (SCORE_KNOTS - 1), unit_t_ppf(nu, special.log_ndtr(grid) - special.log_ndtr(-grid))
+
+
+def from_gaussian(x: Any, nu: float) -> Any:
+    """Standard normal scores -> unit-variance t values, ``F_nu^-1(Phi(x))``, clipped at +-T_CLIP.
+
+    Linear interpolation of `SCORE_KNOTS` exact values (`unit_t_ppf`) in torch: about a
+    millisecond for 10,000 x 14 values where the exact map takes tens.  ``x``: a numpy
+    array (returns one, float64) or a torch tensor (returns one of its dtype).
+    """
+    import torch
+
+    x_max, step, table = _score_table(float(nu))
+    t = torch.as_tensor(x)
+    tab = torch.as_tensor(table, dtype=t.dtype)
+    pos = ((x_max - t.abs()) / step).clamp(0.0, SCORE_KNOTS - 1)
+    i = pos.floor().long().clamp(max=SCORE_KNOTS - 2)
+    w = pos - i
+    lower = tab[i] * (1.0 - w) + tab[i + 1] * w
+    out = torch.where(t > 0, -lower, lower)
+    return out.numpy().astype(float) if isinstance(x, np.ndarray) else out
 
 
 @dataclass(frozen=True)
@@ -427,7 +458,7 @@ class FittedFlowMatching(FittedResiduals):
             cproj = net.cond_projection(torch.as_tensor(c, dtype=torch.float32))[:, None, :]
             x1 = integrate(net, x0, cproj, self.spec.solver, self.spec.ode_steps)
         if self.marginal_nu > 0:
-            x1 = torch.as_tensor(from_gaussian(x1.numpy(), self.marginal_nu).astype(np.float32))
+            x1 = from_gaussian(x1, self.marginal_nu)
         return ((x1 - cache["shift"]) / cache["scale"]).numpy()
 
     def _blocks(self, horizon: int) -> int:
