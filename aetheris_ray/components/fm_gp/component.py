@@ -14,10 +14,13 @@ Design (the choices the issue asks to state)
 * **Flow**: conditional flow matching with straight paths ``x_t = (1 - t) x0 + t x1``,
   target velocity ``x1 - x0``, an MLP ``v(x_t, t, c)`` (`module.VelocityNet`).
   Sampling integrates ``dx/dt = v`` from 0 to 1 with `torchdiffeq.odeint`, fixed-step
-  ``rk4`` with 2 steps by default (``solver`` / ``ode_steps``): on the training
-  check it was as close to an adaptive ``dopri5`` solve as the two-sample noise
-  allows and several times faster (numbers in the training report and the
-  module-level benchmark in the tests).
+  ``rk4`` with 2 steps by default (``solver`` / ``ode_steps``).  Measured on a part
+  trained on nine assets to 2021 (10,000 paths x 14 steps, one thread, same noise):
+  against a ``dopri5`` solve at tolerance 1e-7, rk4 x 2 is off by 0.017 per value on
+  average with 0.1 % / 99.9 % quantiles within 0.09 and a two-sample KS test on every
+  step no worse than two independent ``dopri5`` samples; ``dopri5`` at 1e-4 took
+  about 15 times as long, and Euler needed more than 8 steps (slower than rk4 x 2)
+  to stop failing that test.
 * **Conditioning** ``c`` (`conditioning_features`, the one featuriser of training and
   use): the volatility path -- log of the current one-step vol, its 5- and 22-day
   means, each relative to the window's mean, and the log mean square of the last 5

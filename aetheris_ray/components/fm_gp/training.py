@@ -19,6 +19,9 @@ Tune trainable call:
   horizon; ``val_es``, the energy score of the H-vector; and the same two for an
   i.i.d. unit-variance Student-t (``nu`` fitted on the training targets,
   ``val_ql_t`` / ``val_es_t``) and for the GP prior alone (``val_ql_gp``);
+* ``score(fitted)`` -- ``val_ql`` / ``val_es`` of any fitted ``fm_gp`` through its
+  forecast-time path on the same validation windows (a sweep compares a new version
+  with the registry's latest with it);
 * ``state_dict()`` / ``load_state_dict()`` -- checkpoints (batch ``s`` is drawn from
   ``default_rng([seed, s])`` and its noise from ``make_generator([seed, s, 1])``, so a
   restore continues the same sequence).
@@ -189,15 +192,20 @@ class Trainer:
 
     # -- data ------------------------------------------------------------------------
 
-    def _inputs(self, w: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Raw features (through a `Context`, the featuriser forecasts use) and clipped targets z (b, H)."""
+    @staticmethod
+    def _targets(w: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The point-in-time GARCH variances along the inputs (b, L) and the standardised targets z (b, H)."""
         x = window_returns(w)
         y = np.asarray(w["y_ret"], dtype=float)
         params = {k: np.asarray(w[f"garch_{k}"]) for k in ("omega", "alpha", "beta")}
         v = garch_variance(np.concatenate([x, y], axis=1), params)
         lb = x.shape[1]
-        feats = conditioning_features(Context.from_windows(w), v[:, :lb], self.spec.lookback, self.n_regime)
-        z = y / np.sqrt(v[:, lb - 1: lb - 1 + y.shape[1]])
+        return v[:, :lb], y / np.sqrt(v[:, lb - 1: lb - 1 + y.shape[1]])
+
+    def _inputs(self, w: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw features (through a `Context`, the featuriser forecasts use) and clipped targets z (b, H)."""
+        v, z = self._targets(w)
+        feats = conditioning_features(Context.from_windows(w), v, self.spec.lookback, self.n_regime)
         return feats, np.clip(z, -self.spec.z_clip, self.spec.z_clip)
 
     # -- the core step ------------------------------------------------------------------
@@ -243,26 +251,42 @@ class Trainer:
         x = x.reshape(-1, self.horizon).astype(float)
         self.out_shift, self.out_scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-3)
 
+    def _val_batch(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """The scored validation windows (up to N_REFERENCE, fixed), their input variances and targets z (unclipped)."""
+        idx = self._subset(len(self.val_np["origin"]), 3)
+        w = {k: v[idx] for k, v in self.val_np.items()}
+        v, z = self._targets(w)
+        return w, v, z
+
+    def score(self, fitted: FittedFlowMatching) -> dict[str, float]:
+        """``val_ql`` and ``val_es`` of any fitted ``fm_gp`` on this trainer's validation windows, as the engine uses it.
+
+        The part's forecast-time path (``condition`` on a `Context` of the windows with the
+        point-in-time GARCH variances as the volatility part's filter, then ``draw``): how a
+        sweep compares a new version with the registry's ``latest`` (`tune.sweep.compare_with_latest`).
+        """
+        w, v, z = self._val_batch()
+        cond = fitted.condition(Context.from_windows(w), variance=v)
+        paths = fitted.draw(cond, int(self.spec.val_paths), self.horizon, np.random.default_rng([self.spec.seed, 4]))
+        out = path_scores(paths.astype(float), z)
+        return {"val_ql": out["ql"], "val_es": out["es"]}
+
     def evaluate(self) -> dict[str, float]:
         """Validation metrics (lower is better): ``val_ql`` (what Tune optimises), ``val_es``, and the references."""
         self._standardisation()
-        feats, z = self._inputs(self.val_np)
-        idx = self._subset(z.shape[0], 3)
-        c = standardise(feats[idx], self.feat_mean, self.feat_std)
-        z = z[idx]
+        flow = self.score(self._part())
+        _, _, z = self._val_batch()
         m, h = int(self.spec.val_paths), self.horizon
-        rng = np.random.default_rng([self.spec.seed, 4])
-        flow = path_scores(self._part().simulate({"c": c}, m, h, rng).astype(float), z)
+        rng = np.random.default_rng([self.spec.seed, 5])
         from aetheris_ray.components.residuals import unit_t
 
-        t_paths = unit_t(np.full(len(idx), self.nu_t), m, h, rng).astype(float)
+        t_paths = unit_t(np.full(len(z), self.nu_t), m, h, rng).astype(float)
         tt = path_scores(t_paths, z)
-        gp = rng.standard_normal((len(idx), m, h)) @ self.chol.T  # the prior alone: the flow's identity map
+        gp = rng.standard_normal((len(z), m, h)) @ self.chol.T  # the prior alone: the flow's identity map
         if self.marginal_nu:
             gp = from_gaussian(gp, self.marginal_nu)
         gp = gp / gp.reshape(-1, h).std(axis=0)
-        self.net.train()
-        return {"val_ql": flow["ql"], "val_es": flow["es"], "val_ql_t": tt["ql"], "val_es_t": tt["es"],
+        return {"val_ql": flow["val_ql"], "val_es": flow["val_es"], "val_ql_t": tt["ql"], "val_es_t": tt["es"],
                 "val_ql_gp": path_scores(gp, z)["ql"], "nu_t": self.nu_t, "step": float(self.step),
                 **{f"gp_{k}": v for k, v in self.gp.items()}}
 

@@ -178,6 +178,15 @@ def test_trained_part_shapes_unit_variance_and_info(fitted, trainer):
     np.testing.assert_allclose(z.reshape(-1, 7).std(axis=0), 1.0, atol=0.05)
 
 
+def test_trainer_score_of_its_own_part_equals_its_validation_ql(trainer, fitted):
+    """score() runs the forecast-time path (condition with the GARCH variances, draw); on the trainer's own part it
+    gives evaluate()'s val_ql; an untrained part scores differently."""
+    assert trainer.score(fitted)["val_ql"] == pytest.approx(fitted.info["metrics"]["val_ql"], rel=1e-9)
+    other = FittedFlowMatching.from_params(horizon=7, n_regime=trainer.n_regime, hidden=16, lookback=32)
+    assert np.isfinite(trainer.score(other)["val_ql"])
+    assert trainer.score(other)["val_ql"] != pytest.approx(fitted.info["metrics"]["val_ql"], rel=1e-9)
+
+
 def test_save_load_forecasts_the_same_numbers(fitted, tmp_path):
     ctx = Context.from_states([_state(300), _state(120, seed=1)], lookback=64)
     var = np.full(ctx.returns.shape, 9e-4)
