@@ -224,6 +224,7 @@ class NeuralConformalCalibration(SpecBase):
     hidden : int                  hidden units of the one-layer MLP
     max_adjust : float            bound of the network's log-scale adjustment per level
     lr, weight_decay, batch_size, max_steps, val_fraction, seed, device : training
+    balance_regimes : bool        training loss weighted so each regime x bucket counts equally
     recent_days : int             window of the network's recent-coverage features
     kp, ki : float                proportional and integral gains of the controller
     p_days, decay_days : float    e-folding ages (days since realised) of P and I
@@ -242,6 +243,7 @@ class NeuralConformalCalibration(SpecBase):
     val_fraction: float = 0.25
     seed: int = 0
     device: str = "cpu"
+    balance_regimes: bool = True
     recent_days: int = 60
     kp: float = 1.0
     ki: float = 0.15

@@ -7,7 +7,9 @@ The network's adjustment ``d`` moves them to ``logit u = logit u0 * exp(d)``.
 
 * ``train(n_steps)`` -- Adam steps on the pinball loss of ``logit u`` against the raw
   PIT's logit at the eight levels (quantile equivariance: its minimiser is the
-  conditional quantile of the raw PIT, i.e. calibrated levels);
+  conditional quantile of the raw PIT, i.e. calibrated levels), each regime x bucket
+  cell weighted equally when ``spec.balance_regimes`` (the target is coverage in every
+  regime, and crisis rows are rare);
 * ``evaluate()`` -- on the validation rows (the latest ``val_fraction`` of origin days;
   training rows end 14 days before, so no outcome overlaps): ``val_ql`` the pinball loss
   of the calibrated levels on the PIT scale (x100, the mean over the eight levels of twice
@@ -110,7 +112,18 @@ class Trainer:
         dev = self.device
         return {"z": torch.as_tensor(z, dtype=torch.float32, device=dev),
                 "x0": torch.as_tensor(_logit(w["u0"]), dtype=torch.float32, device=dev),
-                "y": torch.as_tensor(_logit(w["raw"]), dtype=torch.float32, device=dev)}
+                "y": torch.as_tensor(_logit(w["raw"]), dtype=torch.float32, device=dev),
+                "wt": torch.as_tensor(self._weights(w), dtype=torch.float32, device=dev)}
+
+    def _weights(self, w: dict[str, np.ndarray]) -> np.ndarray:
+        """Row weights (mean 1): each regime x bucket cell counts equally when ``balance_regimes``, else 1."""
+        n = w["raw"].size
+        if not self.spec.balance_regimes or "regime" not in w or n == 0:
+            return np.ones(n)
+        cell = np.asarray(w["regime"]) * 100 + np.asarray(w["bucket"])
+        _, inv, counts = np.unique(cell, return_inverse=True, return_counts=True)
+        out = 1.0 / counts[inv]
+        return out * n / out.sum()
 
     def _logits(self, t: dict[str, torch.Tensor], idx: Any = slice(None)) -> torch.Tensor:
         """Adjusted level logits (n, 8)."""
@@ -120,7 +133,9 @@ class Trainer:
 
     def _loss(self, t: dict[str, torch.Tensor], idx: Any = slice(None)) -> torch.Tensor:
         diff = t["y"][idx][:, None] - self._logits(t, idx)
-        return torch.maximum(self.levels * diff, (self.levels - 1.0) * diff).mean()
+        loss = torch.maximum(self.levels * diff, (self.levels - 1.0) * diff).mean(dim=1)
+        wt = t["wt"][idx]
+        return (wt * loss).sum() / wt.sum()
 
     def train(self, n_steps: int) -> float:
         """Run ``n_steps`` Adam steps; returns the mean training loss over them."""
