@@ -173,6 +173,17 @@ class Trainer:
         return {"val_ql": ql, "val_ql_base": ql0, "val_cov80": cov, "val_cov80_base": cov0,
                 "step": float(self.step)}
 
+    def score(self, fitted: FittedNcc) -> dict[str, float]:
+        """``val_ql`` of any ``ncc`` artefact on this trainer's validation rows, through its numpy forward pass.
+
+        How a sweep compares a new version with the registry's ``latest``
+        (`tune.sweep.compare_with_latest`).
+        """
+        d = fitted.adjustments(self.val_np["feats"])
+        d8 = np.concatenate([d[:, ::-1], d], axis=1)
+        u = 1.0 / (1.0 + np.exp(-_logit(self.val_np["u0"]) * np.exp(d8)))
+        return {"val_ql": self._scores(self.val_np["raw"].astype(float), u)[0]}
+
     def state_dict(self) -> dict[str, Any]:
         return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "step": self.step}
 
