@@ -706,6 +706,9 @@ def explain_model(model: Any, state: MarketState, level_map: Any, horizon: int, 
         keys are the three targets (what the CLI's drivers table lists).
     """
     ctx = Context.from_states([state], lookback)
+    if state.overrides and warnings is not None:
+        warnings.append("explain: the scenario's inputs are in the explained forecast, its step scaling of the "
+                        "paths is not; drivers.value can differ from the conditional cone")
     th = np.asarray(list(thresholds), dtype=float)
     if th.size and (not np.all(np.isfinite(th)) or np.any(th <= 0)):
         raise InvalidInput(f"thresholds: {th.tolist()}; give positive finite prices")
