@@ -41,7 +41,8 @@ identity keeps it strictly increasing, so ``calibrated_prob`` is its exact inver
 Horizon guard ("the cone never narrows with horizon where the raw cone widens"): the
 tables of buckets ``0 .. max(needed)`` are always built together, and at every knot the
 upper levels are made non-decreasing and the lower ones non-increasing across buckets
-(isotonic regression, equal weights).  Steps between representative horizons
+(isotonic regression weighted by 1 + each bucket's effective pairs, so a violation is
+resolved towards the better-informed, usually shorter, bucket).  Steps between representative horizons
 interpolate the tables, so ``m_s(tau)`` moves outward with the step ``s``: when the raw
 sample's quantile at each level moves outward with the step (a widening raw cone),
 the calibrated quantile ``Q_s(m_s(tau))`` does too.  The guard is a sufficient condition
@@ -50,6 +51,13 @@ more than a shorter one.  ``horizon_guard=False`` turns it off.
 
 Scenario (conditional) forecasts never feed it: `Calibrator.record` refuses them, and
 the walk-forward and posted outcomes only hold unconditional forecasts.
+
+Training and selection: `walk_forward_windows` (a baseline walk-forward per asset before
+``--end``) or `training_windows` (from walk-forward buffers) give the rows; ``spec.trainer``
+(`training.Trainer`) fits the network.  The registered artefact is resolved once per
+model like any artefact part (`aetheris_ray.model.resolve_config`; without one the
+engine falls back to ``conformal`` and says so) and handed to ``build`` by
+`aetheris_ray.model.build_calibrator`.
 
 State: the buffers (as the conformal calibrator) plus the spec and the artefact's arrays,
 in one JSON file (`NccCalibrator.save` / ``load``).
