@@ -122,7 +122,7 @@ _BUILTIN: tuple[Variant, ...] = (
             "layers": ("choice", [1, 2]),
             "lr": ("loguniform", 3e-4, 3e-3),
             "weight_decay": ("loguniform", 1e-6, 1e-3),
-            "shrink": ("uniform", 0.25, 1.0),
+            "shrink": ("uniform", 0.1, 0.5),
             "batch_size": ("choice", [64, 128]),
         },
         training={"max_steps": 300, "steps_per_report": 25, "checkpoint_every": 2, "lookback": 64},
