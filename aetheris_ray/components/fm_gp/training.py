@@ -249,7 +249,8 @@ class Trainer:
         c = self.c_train[idx].cpu().numpy().astype(float)
         x = self._part().simulate({"c": c}, 32, self.horizon, np.random.default_rng([self.spec.seed, 2]))
         x = x.reshape(-1, self.horizon).astype(float)
-        self.out_shift, self.out_scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-3)
+        shift = np.zeros(self.horizon) if self.spec.symmetric else x.mean(axis=0)
+        self.out_shift, self.out_scale = shift, np.maximum(np.sqrt(np.mean(np.square(x - shift), axis=0)), 1e-3)
 
     def _val_batch(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """The scored validation windows (up to N_REFERENCE, fixed), their input variances and targets z (unclipped)."""

@@ -270,6 +270,14 @@ def test_horizons_beyond_the_trained_one_are_independent_blocks(fitted):
     np.testing.assert_array_equal(fitted.draw(cond, 50, 3, np.random.default_rng(1)).shape, (1, 50, 3))
 
 
+def test_symmetric_part_draws_mean_zero_paths_even_far_outside_the_training_conditions(fitted):
+    c = np.full((1, np.size(fitted.shared["feat_mean"])), 5.0)  # every feature at the clip
+    z = fitted.draw({"c": c}, 20_000, 7, np.random.default_rng(0))[0].astype(float)
+    s = z.sum(axis=1)
+    assert abs(s.mean()) < 4.0 * s.std() / np.sqrt(s.size)
+    assert ks_2samp(s, -s).pvalue > 1e-3
+
+
 def test_tilt_is_exact_importance_sampling(fitted):
     cond = fitted.condition(Context.from_states([_state(300)], lookback=64))
     z0, lr0 = fitted.draw_tilted(cond, 500, 9, np.zeros((1, 9)), np.random.default_rng(0))
