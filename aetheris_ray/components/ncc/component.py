@@ -400,8 +400,8 @@ def walk_forward_windows(histories: Sequence[Any], end: Any, start: Any = None, 
     """`training_windows` of a baseline walk-forward of each asset over origins in ``[start, end)``.
 
     What ``aetheris tune --component ncc`` trains on (train before the backtest period:
-    ``end`` is the first day left out; only pairs realised before it are kept).  The walk-forward runs with the conformal
-    calibrator (the network learns on top of it), ``n_paths`` paths per origin.
+    ``end`` is the first day left out; only pairs realised before it are kept).  The walk-forward
+    runs with the conformal calibrator (the network learns on top of it), ``n_paths`` paths per origin.
 
     Parameters
     ----------
