@@ -234,3 +234,29 @@ def test_the_engines_answer_agrees_and_says_which_method():
     np.testing.assert_allclose(d["value"]["width80"], width, rtol=0.1)
     np.testing.assert_allclose(d["value"]["p_below"], fc.p_below, rtol=0, atol=0.03)
     np.testing.assert_allclose(d["value"]["p_above"], fc.p_above, rtol=0, atol=0.03)
+
+
+@pytest.mark.parametrize(("parts", "horizon", "calibrated"), [
+    ({"trend": ComponentChoice(name="zero"), "volatility": ComponentChoice(name="ewma"),
+      "residuals": ComponentChoice(name="gaussian")}, 1, False),
+    ({"volatility": ComponentChoice(name="garch")}, 3, True),
+    ({"volatility": ComponentChoice(name="ewma", params={"path_dependent": False})}, 5, True),
+])
+def test_other_supported_parts_are_the_models_own_and_complete(setup, parts, horizon, calibrated):
+    from aetheris_ray.simulation import IdentityLevelMap
+
+    data, _, _ = setup
+    cfg = CFG.model_copy(update=parts)
+    model, state = fitted_at_end(data, cfg)
+    lm = level_map() if calibrated else IdentityLevelMap()
+    ctx = Context.from_states([state], cfg.lookback)
+    fc = ig.DifferentiableForecast(model, ctx, lm, horizon, np.log([0.97, 1.03]), M, 4)
+    x = fc.actual_inputs()
+    u = fc.interface(*(torch.as_tensor(x[k])[None] for k in ("returns", "log_hl", "log_co"))).detach()
+    cond = model.condition(ctx)
+    np.testing.assert_allclose(fc.paths(u)[0][0].numpy(),
+                               model.simulate(cond, M, horizon, np.random.default_rng(4))[0], rtol=0, atol=1e-10)
+    spot = float(state.spot)
+    d = ig.explain_model(model, state, lm, horizon, [0.97 * spot, 1.03 * spot], n_paths=M, seed=4)
+    assert d["completeness_within_tolerance"]
+    check_completeness(d)
