@@ -65,16 +65,23 @@ is not supported here), ``implied_vol``, ``funding_basis``, ``mm_indices``, ``ma
 Blocks that no configured part reads (implied vol, funding / basis, MM indices, macro,
 on-chain with the supported parts: they shape only the regime vector, which the
 supported parts ignore, and the regime label, held fixed) get attribution 0 and are
-listed in ``not_in_model``: nothing is invented for them.
+listed in ``inputs.not_in_model``: nothing is invented for them.
 
 Integrated gradients and completeness
 -------------------------------------
 ``IG_j = (x_j - x0_j) * integral_0^1 dF/dx_j(x0 + t (x - x0)) dt`` by Gauss-Legendre
-with ``steps`` nodes; the Jacobian is the chain rule through the interface (one
-backward pass per interface entry and per output).  Completeness error per output:
-``|sum_j IG_j - (F(x) - F(x0))|``; tolerance ``RTOL * |F(x) - F(x0)| + ATOL``
-(1 % + 1e-6).  When an output exceeds it, the nodes are doubled up to ``max_steps``;
-what remains is reported (``completeness_within_tolerance`` False and a warning).
+with ``steps`` nodes (8 to start), all nodes in one batch; the Jacobian is the chain rule
+through the interface: one reverse-mode pass per interface entry (h + K) for d interface
+/ d inputs, and d outputs / d interface by forward tangents (`DifferentiableForecast.jacobian`).
+Conditional-MC quantiles and probabilities make F smooth, so 8 nodes usually meet the
+tolerance.  Completeness error per output: ``|sum_j IG_j - (F(x) - F(x0))|``; tolerance
+``RTOL * |F(x) - F(x0)| + ATOL`` (1 % + 1e-6).  When an output exceeds it, the nodes are
+doubled up to ``max_steps`` (64); what remains is reported (``completeness_within_tolerance``
+False and a warning).
+
+Speed (one thread, 14-day horizon, two thresholds, BTC-USD 2024-06-30, a 2-core machine
+shared at load 6-7): about 0.7 s with 1,000 paths, 1.0 s with `N_PATHS` = 2,000, 5 s
+with 10,000.
 
 Fallback
 --------
