@@ -7,7 +7,7 @@ the blocks by integrated gradients (Sundararajan et al. 2017).
 Differentiable forecast (`DifferentiableForecast`)
 --------------------------------------------------
 The inputs reach the cone through two things only, which the forecast computes first
-(the *interface*, shape (k, h + K)):
+(the *interface*, shape (k, h + sum of the members' dims)):
 
 * the trend part's drift path (h,): ``ar_es`` re-run in torch over the context (rolling
   mean, exponential-smoothing and AR experts, EWA weights, shrink and clip at
@@ -16,7 +16,12 @@ The inputs reach the cone through two things only, which the forecast computes f
   range-GARCH (pooled included) and EWMA filters are linear recursions, so their last
   value is a closed-form weighted sum of the squared returns / the range proxy
   ``k * range variance`` (which bars count as observed is the actual input's, held
-  fixed); a fixed-weight blend keeps its weights.
+  fixed); a fixed-weight blend keeps its weights;
+* a ``rough_vol`` member's four rough-fOU parameters (x0, m, nu, kappa): its network,
+  already torch, run in float64 on its features recomputed in torch from the last
+  ``lookback`` returns, intraday realised variance and the regime vector
+  (`rough_vol.component.network_inputs`); its variance path ``exp(2 X)`` is driven by
+  fBm increments drawn once from the volatility stream, as ``vol_paths`` draws them.
 
 From the interface, the paths are ``drift + sigma z`` with the volatility recursion's
 feedback re-run in torch on innovations ``z`` drawn once by the fitted residual part
@@ -52,20 +57,27 @@ the width, probabilities within 0.03).
 Input blocks, baselines and what is not in the model
 ----------------------------------------------------
 `BLOCKS`: ``price_history`` (daily log-returns of the context), ``realised_vol`` (the
-daily bars' ``ln(H/L)``, ``ln(C/O)``; intraday realised variance only feeds HAR, which
-is not supported here), ``implied_vol``, ``funding_basis``, ``mm_indices``, ``macro``,
-``onchain``.  Baseline (neutral) input:
+daily bars' ``ln(H/L)``, ``ln(C/O)``, and intraday realised variance where a rough-vol
+network reads it), ``implied_vol``, ``funding_basis``, ``mm_indices``, ``macro``,
+``onchain``.  A rough-vol network also reads the regime vector; each entry counts to
+its block (`REGIME_BLOCK`: implied-vol percentile and spread, funding / basis
+percentiles, the three MM indices, the realised-vol and price descriptors), the vector
+taken as an input in its own right.  Baseline (neutral) input:
 
-* returns: the context's mean return plus its long-run standard deviation times the
-  EWMA-standardised shocks rescaled to unit variance (the same shocks at constant
-  volatility: no volatility clustering, no recent-volatility level);
+* returns: the mean return plus deviations of one magnitude per sign with the actual
+  signs (balanced: the mean is kept), at the context's standard deviation: the same up /
+  down days at constant volatility, no clustering, no recent-volatility level (per
+  segment, `baseline_inputs`: a deviation keeps its sign along the path);
+* intraday realised variance (rough-vol only): its mean on the days that have it;
+* regime vector (rough-vol only): 0, the vector's neutral value;
 * ranges: on observed bars, ``ln(H/L)`` and ``ln(C/O)`` at their root-mean-square over
   the context (constant range variance at its average).
 
-Blocks that no configured part reads (implied vol, funding / basis, MM indices, macro,
-on-chain with the supported parts: they shape only the regime vector, which the
-supported parts ignore, and the regime label, held fixed) get attribution 0 and are
-listed in ``inputs.not_in_model``: nothing is invented for them.
+Blocks that no configured part reads get attribution 0 and are listed in
+``inputs.not_in_model``: nothing is invented for them.  With the default model that is
+implied vol, funding / basis, MM indices, macro and on-chain (they shape only the
+regime vector, which GARCH / range-GARCH / ar_es ignore, and the regime label, held
+fixed); macro and on-chain are in no supported part at all.
 
 Integrated gradients and completeness
 -------------------------------------
@@ -86,13 +98,14 @@ with 10,000.
 Fallback
 --------
 A configured part with no torch expression here (jumps other than ``none``, HAR /
-range-HAR / rough volatility / online-weighted blends, bootstrap residuals, a path
-model other than ``composed``) or a missing torch: the surrogate explainer answers,
+range-HAR / online-weighted blends, a rough-vol member with less than its lookback of
+returns, bootstrap residuals, a path model other than ``composed``) or a missing torch: the surrogate explainer answers,
 ``method = "surrogate"``, ``completeness_error = None``, and a warning says why.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
@@ -113,8 +126,15 @@ __all__ = [
 METHOD = "integrated_gradients"
 #: Input blocks, in the order of the answer.
 BLOCKS = ("price_history", "realised_vol", "implied_vol", "funding_basis", "mm_indices", "macro", "onchain")
-#: Blocks the differentiable forecast reads (the others do not enter the supported parts).
-MODEL_BLOCKS = ("price_history", "realised_vol")
+#: The block of each regime-vector entry (`features.regime.REGIME_FEATURES`), for parts that read the vector.
+REGIME_BLOCK = {
+    "vol_pct_z": "realised_vol", "vol_ratio": "realised_vol", "vol_of_vol": "realised_vol",
+    "drawdown": "price_history", "drawdown_pct_z": "price_history", "trend_30": "price_history",
+    "trend_90": "price_history", "history": "price_history",
+    "iv_pct_z": "implied_vol", "iv_rv_spread": "implied_vol", "skew": "implied_vol",
+    "funding_pct_z": "funding_basis", "basis_pct_z": "funding_basis", "derivatives_coverage": "funding_basis",
+    "gamma_squeeze": "mm_indices", "inventory_unwind": "mm_indices", "basis_pressure": "mm_indices",
+}
 #: Completeness tolerance: ``RTOL * |F(x) - F(x0)| + ATOL`` per output.
 RTOL = 0.01
 ATOL = 1e-6
@@ -158,18 +178,27 @@ class _Member:
     omega: float
     alpha: float
     beta: float
-    proxy: str  # "returns" (r^2) or "range" (k * range variance where observed)
+    proxy: str  # "returns" (r^2), "range" (k * range variance where observed) or "rough" (the network)
     k: float = 1.0
     estimator: str = "parkinson"
     feedback: bool = True  # False: the variance is held along the paths (EWMA, path_dependent=False)
+    rough: Any = None  # the FittedRoughVol of a "rough" member
+
+    @property
+    def dims(self) -> int:
+        """Interface entries: the first day's variance, or the rough fOU's x0, m, nu, kappa."""
+        return 4 if self.rough is not None else 1
 
 
 def _members(vol: Any, ctx: Context) -> tuple[list[_Member], np.ndarray]:
     """The volatility part as linear recursions and their weights (K,); `Unsupported` otherwise."""
     from aetheris_ray.components.range_vol import FittedRangeGarch
+    from aetheris_ray.components.rough_vol.component import FittedRoughVol
     from aetheris_ray.components.volatility import FittedBlend, FittedEwma, FittedGarch
 
     def one(part: Any) -> _Member:
+        if isinstance(part, FittedRoughVol):
+            return _Member(0.0, 0.0, 1.0, "rough", feedback=False, rough=part)
         p = {k: float(np.asarray(v, dtype=float).ravel()[0]) for k, v in part.params.items()
              if np.asarray(v).ndim <= 1 and np.size(v) == 1}
         if isinstance(part, FittedRangeGarch):
@@ -297,8 +326,9 @@ class DifferentiableForecast:
         self.L = int(self.valid.size)
         self.log_thresholds = np.asarray(log_thresholds, dtype=float).ravel()
         cond = res.condition(ctx)
-        r_res, _, _ = np.random.default_rng(seed).spawn(3)
+        r_res, r_vol, _ = np.random.default_rng(seed).spawn(3)
         self.z = np.asarray(res.draw(cond, self.m, self.h, r_res), dtype=float)[0]  # (m, h)
+        self._rough_setup(ctx, r_vol)
         self.nu = float(np.asarray(cond["nu"]).ravel()[0]) if isinstance(res, FittedStudentT) else None
         from aetheris_ray.simulation import raw_grid
 
@@ -313,7 +343,54 @@ class DifferentiableForecast:
         for mb in self.members:
             self._last_w[mb.beta] = _powers_matrix(mb.beta, np.array([self.L - 1]), self.L)[0]
 
+    def _rough_setup(self, ctx: Context, r_vol: np.random.Generator) -> None:
+        """Rough members: their fBm increments (drawn from the volatility stream in member order, as the
+        blend's ``init_paths`` draws them), the network in float64, the rv mask and the regime length."""
+        from aetheris_ray.components.rough_vol.component import _VAR_FLOOR
+        from aetheris_ray.components.rough_vol.fbm import fbm_factor
+
+        self.db: dict[int, np.ndarray] = {}
+        self.nets: dict[int, Any] = {}
+        self.n_regime = 0
+        self.rv_mask = np.zeros(0, dtype=bool)
+        for i, mb in enumerate(self.members):
+            if mb.rough is None:
+                continue
+            lb = int(mb.rough.spec.lookback)
+            if lb > self.L or not self.valid[-lb:].all():
+                raise Unsupported(f"rough_vol needs {lb} returns of context (it uses a neutral start without them)")
+            zz = r_vol.standard_normal((1, self.m, self.h))
+            b = zz @ fbm_factor(self.h, mb.rough.hurst).T
+            self.db[i] = np.diff(b, axis=-1, prepend=0.0)[0]
+            self.nets[i] = copy.deepcopy(mb.rough._net()).double()
+            self.n_regime = max(self.n_regime, mb.rough.n_regime)
+        if self.db and ctx.rv is not None:
+            rv = np.asarray(ctx.rv[0], dtype=float)
+            self.rv_mask = np.isfinite(rv) & (rv > _VAR_FLOOR)
+
     # -- inputs ------------------------------------------------------------------------------------
+    def input_blocks(self) -> dict[str, list[str]]:
+        """The block of every element of every input (`actual_inputs`)."""
+        out = {"returns": ["price_history"] * self.L, "log_hl": ["realised_vol"] * self.L,
+               "log_co": ["realised_vol"] * self.L}
+        if self.db:
+            from aetheris_ray.features.regime import REGIME_FEATURES
+
+            out["rv"] = ["realised_vol"] * self.L
+            out["regime"] = [REGIME_BLOCK[name] for name, _ in REGIME_FEATURES[: self.n_regime]]
+        return out
+
+    def model_blocks(self) -> list[str]:
+        """Blocks some configured part reads (the others get attribution 0)."""
+        used = {"price_history"}
+        if self.range_mask.any() and any(mb.proxy == "range" for mb in self.members):
+            used.add("realised_vol")
+        if self.rv_mask.any():
+            used.add("realised_vol")
+        if self.db:
+            used.update(self.input_blocks()["regime"])
+        return [b for b in BLOCKS if b in used]
+
     def _range_var_np(self) -> np.ndarray | None:
         if self.ctx.log_hl is None:
             return None
@@ -327,24 +404,40 @@ class DifferentiableForecast:
         hl = np.zeros(self.L) if self.ctx.log_hl is None else np.where(self.range_mask, self.ctx.log_hl[0], 0.0)
         co = np.zeros(self.L) if self.ctx.log_co is None else np.where(self.range_mask, self.ctx.log_co[0], 0.0)
         co = np.where(np.isfinite(co), co, 0.0)
-        return {"returns": np.where(self.valid, self.ctx.returns[0], 0.0), "log_hl": hl, "log_co": co}
+        out = {"returns": np.where(self.valid, self.ctx.returns[0], 0.0), "log_hl": hl, "log_co": co}
+        if self.db:
+            from aetheris_ray.components.rough_vol.component import fit_regime
+
+            out["rv"] = np.where(self.rv_mask, self.ctx.rv[0], 1.0) if self.rv_mask.size else np.ones(self.L)
+            reg = fit_regime(self.ctx.regime_vector, self.n_regime, 1)
+            out["regime"] = np.zeros(0) if reg is None else reg[0]
+        return out
 
     # -- interface: drift path and member variances --------------------------------------------------
-    def interface(self, r: Any, hl: Any, co: Any) -> Any:
-        """``[drift (h), v1 per member (K)]`` at each of k inputs; inputs (k, L) float64 tensors.
+    def interface(self, returns: Any, log_hl: Any, log_co: Any, rv: Any = None, regime: Any = None) -> Any:
+        """``[drift (h), per member: v1, or a rough member's x0, m, nu, kappa]`` at each of k inputs.
+
+        Parameters
+        ----------
+        returns, log_hl, log_co, rv : torch.Tensor, shape (k, L), float64 (`actual_inputs`)
+        regime : torch.Tensor, shape (k, n_regime) (rough members only)
 
         Returns
         -------
-        torch.Tensor, shape (k, h + K)
+        torch.Tensor, shape (k, h + sum of the members' dims)
         """
         import torch
 
+        r, hl, co = returns, log_hl, log_co
         valid = torch.as_tensor(self.valid)
         r2 = r * r
         first = torch.as_tensor(self.first, dtype=r.dtype)
         v0 = torch.clamp((r2 * first).sum(dim=1) / max(float(self.first.sum()), 1.0), min=VAR_FLOOR)
         cols = [self._drift(r, v0)]
-        for mb in self.members:
+        for i, mb in enumerate(self.members):
+            if mb.rough is not None:
+                cols.append(self._rough_params(i, r, rv, regime))
+                continue
             x = r2
             if mb.proxy == "range":
                 if mb.estimator == "parkinson":
@@ -358,6 +451,72 @@ class DifferentiableForecast:
             v1 = mb.omega * s + mb.alpha * (x @ w) + mb.beta ** self.L * v0
             cols.append(torch.clamp(v1, min=VAR_FLOOR)[:, None])
         return torch.cat(cols, dim=1)
+
+    def _rough_params(self, i: int, r: Any, rv: Any, regime: Any) -> Any:
+        """The rough member's fOU parameters from the network (`rough_vol.component.network_inputs` and
+        `conditioning_inputs` in torch), shape (k, 4): x0, m, nu, kappa."""
+        import torch
+
+        from aetheris_ray.components.rough_vol.component import _LOG_ABS_NORMAL, _VAR_FLOOR, Z_CLIP
+
+        rough = self.members[i].rough
+        lb = int(rough.spec.lookback)
+        rr = r[:, -lb:]
+        mu = rr.mean(dim=1, keepdim=True)
+        sigma = torch.clamp(rr.std(dim=1, correction=0), min=1e-5)
+        lv = torch.log(torch.clamp(torch.abs(rr - mu), min=1e-5)) + _LOG_ABS_NORMAL
+        if self.rv_mask.size:
+            good = torch.as_tensor(self.rv_mask[-lb:])
+            lv = torch.where(good, 0.5 * torch.log(torch.where(good, rv[:, -lb:], 1.0)), lv)
+        k = min(22, lb)
+        lv1, lv5, lv22, lvl = lv[:, -1], lv[:, -5:].mean(dim=1), lv[:, -k:].mean(dim=1), lv.mean(dim=1)
+        lr5 = 0.5 * torch.log((rr[:, -5:] ** 2).mean(dim=1) + _VAR_FLOOR)
+        lr22 = 0.5 * torch.log((rr[:, -k:] ** 2).mean(dim=1) + _VAR_FLOOR)
+        lsig = torch.log(sigma)
+        feats = torch.stack([lv1 - lv22, lv5 - lv22, lv22 - lvl, lr5 - lv22, lr22 - lv22, lv22, lsig - lv22, lvl], dim=1)
+        if rough.n_regime:
+            feats = torch.cat([feats, regime[:, : rough.n_regime]], dim=1)
+        mean = torch.as_tensor(rough.feat_mean, dtype=r.dtype)
+        std = torch.as_tensor(rough.feat_std, dtype=r.dtype)
+        live = std > 0
+        zf = torch.clamp(torch.where(live, (feats - mean) / torch.where(live, std, 1.0), 0.0), -Z_CLIP, Z_CLIP)
+        out = self.nets[i](zf, torch.stack([lv5, lv22], dim=1))
+        return torch.stack([out["x0"], out["m"], out["nu"], out["kappa"]], dim=1)
+
+    def _rough_path(self, i: int, p: Any) -> tuple[Any, Any]:
+        """A rough member's variance path and its log-vol path, both (k, m, h), from its parameters ``p``
+        (k, 4) and its fBm increments (`FittedRoughVol.vol_paths`, squared)."""
+        import torch
+
+        rough = self.members[i].rough
+        db = torch.as_tensor(self.db[i], dtype=p.dtype)
+        x0, m, nu, phi = p[:, 0, None], p[:, 1, None], p[:, 2, None], 1.0 - p[:, 3, None]
+        x = x0.expand(-1, self.m)
+        xs = []
+        for t in range(self.h):
+            x = m + phi * (x - m) + nu * db[:, t]
+            xs.append(x)
+        lx = torch.stack(xs, dim=2) + rough.vol_bias
+        return torch.exp(2.0 * torch.clamp(lx, -30.0, 5.0)), lx
+
+    def _rough_tangents(self, i: int, p: Any) -> tuple[Any, list[Any]]:
+        """A rough member's variance path (k, m, h) and its tangents along x0, m, nu, kappa (4 x (k, m, h)):
+        ``dX_t = d(m + phi (X_{t-1} - m) + nu dB_t)`` with ``phi = 1 - kappa``, ``dV = 2 V dX`` where unclipped."""
+        import torch
+
+        var, lx = self._rough_path(i, p)
+        db = torch.as_tensor(self.db[i], dtype=p.dtype)
+        x0, mm, nu, phi = p[:, 0, None], p[:, 1, None], p[:, 2, None], 1.0 - p[:, 3, None]
+        x = x0.expand(-1, self.m)
+        d = [torch.ones_like(x), torch.zeros_like(x), torch.zeros_like(x), torch.zeros_like(x)]
+        steps: list[list[Any]] = [[], [], [], []]
+        for t in range(self.h):
+            d = [phi * d[0], 1.0 + phi * (d[1] - 1.0), phi * d[2] + db[:, t], -(x - mm) + phi * d[3]]
+            x = mm + phi * (x - mm) + nu * db[:, t]
+            for q in range(4):
+                steps[q].append(d[q])
+        inside = ((lx > -30.0) & (lx < 5.0)).to(p.dtype)
+        return var, [2.0 * var * inside * torch.stack(steps[q], dim=2) for q in range(4)]
 
     def _drift(self, r: Any, v0: Any) -> Any:
         """The trend part's drift for steps 1..h, shape (k, h) (`trend.FittedArEs.condition` in torch)."""
@@ -457,16 +616,23 @@ class DifferentiableForecast:
         scale[below] = scale[above] = secant
         return fx, fx0, scale
 
+    def member_columns(self) -> list[int]:
+        """The first interface column of each volatility member."""
+        return [self.h + sum(mb.dims for mb in self.members[:i]) for i in range(len(self.members))]
+
     def paths(self, u: Any) -> tuple[Any, Any]:
         """Daily log-return paths and their sigmas from the interface ``u`` (k, h + K): both (k, m, h)."""
         import torch
 
         h, k_ = self.h, u.shape[0]
-        drift, v1 = u[:, :h], u[:, h:]
+        drift = u[:, :h]
         z = torch.as_tensor(self.z, dtype=u.dtype)
-        v = [v1[:, j:j + 1].expand(k_, self.m) for j in range(len(self.members))]
+        cols = self.member_columns()
+        v = [u[:, c:c + 1].expand(k_, self.m) if mb.rough is None else None for mb, c in zip(self.members, cols)]
+        rough = {i: self._rough_path(i, u[:, c:c + 4])[0] for i, c in enumerate(cols) if self.members[i].rough}
         sig = []
         for t in range(h):
+            v = [rough[j][:, :, t] if j in rough else vj for j, vj in enumerate(v)]
             var = sum(float(self.weights[j]) * v[j] for j in range(len(v)))
             s = torch.sqrt(torch.clamp(var, min=VAR_FLOOR))
             sig.append(s)
@@ -562,19 +728,30 @@ class DifferentiableForecast:
 
         with torch.no_grad():
             u = u.detach()
-            h, K, m = self.h, len(self.members), self.m
+            h, m = self.h, self.m
             k_, d = u.shape
+            K = d - h  # tangent directions: the members' interface columns
             cache: dict = {}
             self.outputs_from_interface(u, cache)
             z = torch.as_tensor(self.z, dtype=u.dtype)
-            v = [u[:, h + i, None].expand(k_, m) for i in range(K)]
-            dv = [[torch.full((k_, 1), float(i == j), dtype=u.dtype) for i in range(K)] for j in range(K)]
+            nm, cols = len(self.members), self.member_columns()
+            zero = torch.zeros((k_, 1), dtype=u.dtype)
+            v = [u[:, c, None].expand(k_, m) if mb.rough is None else None for mb, c in zip(self.members, cols)]
+            # dv[j][i]: tangent of member i's variance along interface column h + j
+            dv = [[torch.full((k_, 1), float(h + j == c), dtype=u.dtype) if mb.rough is None else zero
+                   for mb, c in zip(self.members, cols)] for j in range(K)]
+            rough = {i: self._rough_tangents(i, u[:, c:c + 4]) for i, c in enumerate(cols) if self.members[i].rough}
             sig, dsig = [], []
             for t in range(h):
-                var = sum(float(self.weights[i]) * v[i] for i in range(K))
+                for i, (var_i, dvar_i) in rough.items():
+                    v[i] = var_i[:, :, t]
+                    for j in range(K):
+                        q = h + j - cols[i]
+                        dv[j][i] = dvar_i[q][:, :, t] if 0 <= q < 4 else zero
+                var = sum(float(self.weights[i]) * v[i] for i in range(nm))
                 s = torch.sqrt(torch.clamp(var, min=VAR_FLOOR))
                 live = (var > VAR_FLOOR).to(u.dtype)
-                ds = [live * sum(float(self.weights[i]) * dv[j][i] for i in range(K)) / (2.0 * s) for j in range(K)]
+                ds = [live * sum(float(self.weights[i]) * dv[j][i] for i in range(nm)) / (2.0 * s) for j in range(K)]
                 sig.append(s)
                 dsig.append(torch.stack(ds))
                 if t + 1 < h:
@@ -624,35 +801,48 @@ class DifferentiableForecast:
 
         with torch.no_grad():
             t = {k: torch.as_tensor(v, dtype=torch.float64)[None, :] for k, v in inputs.items()}
-            return self.outputs_from_interface(self.interface(t["returns"], t["log_hl"], t["log_co"]))[0].numpy()
+            return self.outputs_from_interface(self.interface(**t))[0].numpy()
 
 
 # -- baseline and integrated gradients ---------------------------------------------------------------
 
 
 def baseline_inputs(fc: DifferentiableForecast) -> dict[str, np.ndarray]:
-    """The neutral input (module docstring): returns at their mean with constant long-run volatility,
-    ranges at their root-mean-square on observed bars; shape (L,) each."""
-    from aetheris_ray.components.residuals import standardised_residuals
+    """The neutral input (module docstring), shape (L,) each (``regime``: (n_regime,)).
 
+    Returns: in each segment (the last ``lookback`` days a rough-vol network reads, and
+    the days before; one segment without such a part) the segment's mean plus deviations
+    of one magnitude per sign, with the actual signs, balanced so that the mean is kept,
+    at the context's standard deviation: constant volatility, the same up / down days.
+    Every deviation keeps its sign along the path, so a feature such as ``log|r - mean|``
+    never crosses its singularity between the baseline and the input.
+    """
     x = fc.actual_inputs()
-    valid = fc.valid
-    r = x["returns"][valid]
-    e = standardised_residuals(fc.ctx)[0][valid]
-    sd_e = float(np.std(e))
-    e = (e - e.mean()) / sd_e if sd_e > 0 else np.zeros_like(e)
+    r = x["returns"]
+    sd = float(np.std(r[fc.valid]))
     r0 = np.zeros(fc.L)
-    r0[valid] = float(np.mean(r)) + float(np.std(r)) * e
+    split = fc.L - max((int(mb.rough.spec.lookback) for mb in fc.members if mb.rough is not None), default=0)
+    for seg in (np.arange(fc.L) < split, np.arange(fc.L) >= split):
+        idx = np.flatnonzero(seg & fc.valid)
+        if not idx.size:
+            continue
+        mu = float(np.mean(r[idx]))
+        d = r[idx] - mu
+        n_up, n_down = int((d > 0).sum()), int((d < 0).sum())
+        d0 = np.where(d > 0, 1.0 / max(n_up, 1), np.where(d < 0, -1.0 / max(n_down, 1), 0.0))
+        rms = float(np.sqrt(np.mean(d0 * d0)))
+        r0[idx] = mu + (d0 * sd / rms if rms > 0 else 0.0)
     out = {"returns": r0, "log_hl": x["log_hl"].copy(), "log_co": x["log_co"].copy()}
     mask = fc.range_mask
     if mask.any():
         for key in ("log_hl", "log_co"):
             out[key][mask] = float(np.sqrt(np.mean(np.square(x[key][mask]))))
+    if "rv" in x:
+        out["rv"] = x["rv"].copy()
+        if fc.rv_mask.any():
+            out["rv"][fc.rv_mask] = float(np.mean(x["rv"][fc.rv_mask]))
+        out["regime"] = np.zeros_like(x["regime"])
     return out
-
-
-#: Which block each input tensor belongs to.
-INPUT_BLOCK = {"returns": "price_history", "log_hl": "realised_vol", "log_co": "realised_vol"}
 
 
 def integrated_gradients(fc: DifferentiableForecast, x: dict[str, np.ndarray], x0: dict[str, np.ndarray],
@@ -670,7 +860,7 @@ def integrated_gradients(fc: DifferentiableForecast, x: dict[str, np.ndarray], x
     wts = torch.as_tensor(weights / 2.0, dtype=torch.float64)
     names = list(x)
     pts = [(torch.as_tensor(x0[n]) + t * torch.as_tensor(x[n] - x0[n])).requires_grad_() for n in names]
-    u = fc.interface(*pts)  # (k, d)
+    u = fc.interface(**dict(zip(names, pts)))  # (k, d)
     d = u.shape[1]
     ju = []  # per interface entry: gradients wrt each input, (k, L)
     for j in range(d):
@@ -739,8 +929,9 @@ def explain_model(model: Any, state: MarketState, level_map: Any, horizon: int, 
         warnings.append(f"explain: integrated-gradient completeness error {err[worst]:.3g} on {name}[{i}] exceeds "
                         f"its tolerance {tol[worst]:.3g} at {k} steps")
     by_block = {b: np.zeros(delta.size) for b in BLOCKS}
-    for n, a in attr.items():
-        by_block[INPUT_BLOCK[n]] += a.sum(axis=1)
+    for n, blocks in fc.input_blocks().items():
+        for b in set(blocks):
+            by_block[b] += attr[n][:, np.array(blocks) == b].sum(axis=1)
     return _answer(fc, by_block, fx, fx0, err, ok, k)
 
 
@@ -786,9 +977,10 @@ def _answer(fc: DifferentiableForecast, by_block: dict[str, np.ndarray], fx: np.
         "units": "p50, width80, upside, downside: log-return; p_below, p_above: calibrated probability",
         "inputs": {
             "blocks": list(BLOCKS),
-            "not_in_model": [b for b in BLOCKS if b not in MODEL_BLOCKS],
-            "baseline": ("returns: context mean + long-run std x EWMA-standardised shocks; ranges: root-mean-square "
-                         "ln(H/L), ln(C/O) on observed bars; other blocks do not enter the model"),
+            "not_in_model": [b for b in BLOCKS if b not in fc.model_blocks()],
+            "baseline": ("returns: the mean plus one deviation magnitude per sign, actual signs, at the context's "
+                         "std; ranges: root-mean-square ln(H/L), ln(C/O) on observed bars; intraday rv: its mean; "
+                         "regime vector: 0"),
         },
     }
 

@@ -89,7 +89,7 @@ def test_the_torch_forecast_is_the_models_own(setup):
     _, model, state = setup
     fc = forecast_of(model, state)
     x = fc.actual_inputs()
-    u = fc.interface(*(torch.as_tensor(x[k])[None] for k in ("returns", "log_hl", "log_co"))).detach()
+    u = fc.interface(**{k: torch.as_tensor(v)[None] for k, v in x.items()}).detach()
     cond = model.condition(Context.from_states([state], CFG.lookback))
     np.testing.assert_allclose(u[0, :H].numpy(), cond["trend"]["drift"][0, :H], rtol=1e-9, atol=1e-15)
     v1 = [cond["volatility"]["members"][k]["v1"][0] for k in ("0", "1")]
@@ -103,7 +103,7 @@ def test_forward_jacobian_matches_reverse_mode(setup):
     _, model, state = setup
     fc = forecast_of(model, state)
     x = fc.actual_inputs()
-    u = fc.interface(*(torch.as_tensor(x[k])[None] for k in ("returns", "log_hl", "log_co"))).detach()
+    u = fc.interface(**{k: torch.as_tensor(v)[None] for k, v in x.items()}).detach()
     u = torch.cat([u, u * 1.1])  # two rows
     J = fc.jacobian(u)
     ue = u.clone().requires_grad_()
@@ -144,7 +144,7 @@ def test_ig_completeness_within_tolerance(setup):
     assert {len(v) for k, v in d["value"].items() if k in ("p50", "width80")} == {H}
     assert len(d["value"]["p_below"]) == 2
     # the 80 % width moved with the volatility level, and both model blocks take part in it
-    assert all(abs(d["attributions"]["width80"][b][-1]) > 0 for b in ig.MODEL_BLOCKS)
+    assert all(abs(d["attributions"]["width80"][b][-1]) > 0 for b in ("price_history", "realised_vol"))
     for target in ("upside", "downside", "trend"):
         assert 1 <= len(d[target]) <= ig.TOP_K
         assert sum(item["importance"] for item in d[target]) == pytest.approx(1.0)
@@ -154,12 +154,12 @@ def test_ig_completeness_within_tolerance(setup):
 def test_blocks_outside_the_model_get_zero_and_are_named(setup):
     _, model, state = setup
     d = ig.explain_model(model, state, level_map(), H, [], n_paths=M, seed=1)
-    assert set(d["inputs"]["not_in_model"]) == set(ig.BLOCKS) - set(ig.MODEL_BLOCKS)
+    assert set(d["inputs"]["not_in_model"]) == set(ig.BLOCKS) - {"price_history", "realised_vol"}
     for out in d["attributions"].values():
         for b in d["inputs"]["not_in_model"]:
             assert not np.any(out[b])
     drivers = {item["driver"] for t in ("upside", "downside", "trend") for item in d[t]}
-    assert drivers <= set(ig.MODEL_BLOCKS)
+    assert drivers <= {"price_history", "realised_vol"}
 
 
 def test_without_ranges_the_realised_vol_block_gets_zero():
@@ -252,7 +252,7 @@ def test_other_supported_parts_are_the_models_own_and_complete(setup, parts, hor
     ctx = Context.from_states([state], cfg.lookback)
     fc = ig.DifferentiableForecast(model, ctx, lm, horizon, np.log([0.97, 1.03]), M, 4)
     x = fc.actual_inputs()
-    u = fc.interface(*(torch.as_tensor(x[k])[None] for k in ("returns", "log_hl", "log_co"))).detach()
+    u = fc.interface(**{k: torch.as_tensor(v)[None] for k, v in x.items()}).detach()
     cond = model.condition(ctx)
     np.testing.assert_allclose(fc.paths(u)[0][0].numpy(),
                                model.simulate(cond, M, horizon, np.random.default_rng(4))[0], rtol=0, atol=1e-10)
@@ -260,3 +260,48 @@ def test_other_supported_parts_are_the_models_own_and_complete(setup, parts, hor
     d = ig.explain_model(model, state, lm, horizon, [0.97 * spot, 1.03 * spot], n_paths=M, seed=4)
     assert d["completeness_within_tolerance"]
     check_completeness(d)
+
+
+def rough_artefact(n_regime: int = 17):
+    """A rough-vol artefact with a random head (the seeded network's head starts at zero: no feature effect)."""
+    from aetheris_ray.components.rough_vol.component import FittedRoughVol
+
+    kw = dict(seed=0, n_regime=n_regime, hidden=16, layers=1, lookback=64)
+    base = FittedRoughVol.from_params(0.12, **kw)
+    w = dict(base.weights)
+    w["head.weight"] = np.random.default_rng(0).normal(0, 0.2, np.shape(w["head.weight"])).astype(np.float32)
+    return FittedRoughVol.from_params(0.12, weights=w, vol_bias=-0.1, **kw)
+
+
+def test_rough_vol_is_differentiated_through_its_network_and_reads_the_regime_vector(setup):
+    from aetheris_ray.features.regime import REGIME_FEATURES
+
+    data, _, state = setup
+    cfg = CFG.model_copy(update={"volatility": ComponentChoice(name="rough_vol"),
+                                 "residuals": ComponentChoice(name="student_t")})
+    model = fit_model(cfg, cfg.specs(), state.returns, artefacts={"volatility": rough_artefact()},
+                      **state_inputs(state))
+    names = [n for n, _ in REGIME_FEATURES]
+    vec = np.array(state.regime_vector, dtype=float)
+    vec[names.index("gamma_squeeze")], vec[names.index("iv_pct_z")] = 1.5, -0.8
+    state = state.with_(regime_vector=vec)
+    ctx = Context.from_states([state], CFG.lookback)
+    fc = ig.DifferentiableForecast(model, ctx, level_map(), H, np.log([0.95, 1.05]), M, 6)
+    x = fc.actual_inputs()
+    u = fc.interface(**{k: torch.as_tensor(v)[None] for k, v in x.items()}).detach()
+    cond = model.condition(ctx)
+    np.testing.assert_allclose(fc.paths(u)[0][0].numpy(), model.simulate(cond, M, H, np.random.default_rng(6))[0],
+                               rtol=1e-5, atol=1e-8)  # the engine's network runs in float32
+    J = fc.jacobian(torch.cat([u, u * 1.01]))
+    ue = torch.cat([u, u * 1.01]).requires_grad_()
+    out = fc.outputs_from_interface(ue)
+    for o in range(out.shape[1]):
+        g = torch.autograd.grad(out[:, o].sum(), ue, retain_graph=True)[0]
+        np.testing.assert_allclose(J[:, o].numpy(), g.numpy(), rtol=1e-6, atol=1e-9 * float(g.abs().max() + 1e-12))
+    spot = float(state.spot)
+    d = ig.explain_model(model, state, level_map(), H, [0.95 * spot, 1.05 * spot], n_paths=M, seed=6)
+    check_completeness(d)
+    assert d["completeness_within_tolerance"]
+    assert {"mm_indices", "implied_vol"} <= set(d["inputs"]["blocks"]) - set(d["inputs"]["not_in_model"])
+    assert np.any(d["attributions"]["width80"]["mm_indices"]) and np.any(d["attributions"]["width80"]["implied_vol"])
+    assert set(d["inputs"]["not_in_model"]) >= {"macro", "onchain"}
