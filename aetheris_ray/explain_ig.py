@@ -91,9 +91,10 @@ tolerance.  Completeness error per output: ``|sum_j IG_j - (F(x) - F(x0))|``; to
 doubled up to ``max_steps`` (64); what remains is reported (``completeness_within_tolerance``
 False and a warning).
 
-Speed (one thread, 14-day horizon, two thresholds, BTC-USD 2024-06-30, a 2-core machine
-shared at load 6-7): about 0.7 s with 1,000 paths, 1.0 s with `N_PATHS` = 2,000, 5 s
-with 10,000.
+Speed (one thread, 14-day horizon, two thresholds, 8 nodes, BTC-USD 2024-06-30, on a
+2-core machine shared at load 6-9, so upper bounds): 0.6-1.2 s with 1,000 paths,
+1.0-1.9 s with `N_PATHS` = 2,000, 4-8 s with 10,000; about half of it is the quantile
+roots (Newton on the conditional mixtures).
 
 Fallback
 --------

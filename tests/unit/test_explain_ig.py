@@ -3,6 +3,8 @@ blocks outside the model get 0, unsupported models fall back to the surrogate, t
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -227,6 +229,7 @@ def test_the_engines_answer_agrees_and_says_which_method():
     d = fc.drivers
     assert d["method"] == ig.METHOD and d["completeness_within_tolerance"]
     assert [k for k, v in d.items() if isinstance(v, list)] == ["upside", "downside", "trend"]  # the CLI's table
+    assert json.loads(fc.to_json())["drivers"]["method"] == ig.METHOD  # on the wire, finite
     q = np.log(fc.quantiles / fc.spot)  # (h, 3)
     width = q[:, 2] - q[:, 0]
     # Monte Carlo agreement: the differentiable forecast's 2,000 conditional paths vs the engine's 4,000
