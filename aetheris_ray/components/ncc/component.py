@@ -116,6 +116,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def _shrink(x: np.ndarray, band: np.ndarray) -> np.ndarray:
+    """Soft threshold: ``sign(x) * max(|x| - band, 0)`` (errors within the band are noise, not drift)."""
+    return np.sign(x) * np.maximum(np.abs(x) - band, 0.0)
+
+
 def _misses(pit: np.ndarray) -> np.ndarray:
     """``1{PIT outside}`` of each tracked interval: shape (n, 3)."""
     p = np.asarray(pit, dtype=float)[:, None]
@@ -239,6 +244,7 @@ class NeuralConformalCalibration(SpecBase):
     p0 : float                    pseudo-pairs shrinking P towards 0
     pid_max : float               saturation of the controller's log-scale correction
     n0_pid : float                effective pairs at which the regime's controller gets half weight
+    deadband : float              P and I are soft-thresholded by this many standard errors
     horizon_guard : bool          make the tables widen with the bucket (see the module docstring)
     """
 
@@ -260,6 +266,7 @@ class NeuralConformalCalibration(SpecBase):
     p0: float = 5.0
     pid_max: float = 1.0
     n0_pid: float = 5.0
+    deadband: float = 1.0
     horizon_guard: bool = True
 
     kind: ClassVar[str] = "calibrator"
@@ -275,6 +282,7 @@ class NeuralConformalCalibration(SpecBase):
         self._check(self.kp >= 0.0 and self.ki >= 0.0, f"kp={self.kp}, ki={self.ki} must be >= 0")
         self._check(self.p_days > 0 and self.decay_days > 0, "p_days and decay_days must be > 0")
         self._check(self.p0 >= 0 and self.n0_pid > 0, "p0 must be >= 0 and n0_pid > 0")
+        self._check(self.deadband >= 0, f"deadband={self.deadband} must be >= 0")
         self._check(0.0 < self.pid_max <= 3.0, f"pid_max={self.pid_max} must be in (0, 3]")
 
     # -- the calibrator part's verbs --------------------------------------------------------
@@ -505,14 +513,21 @@ class NccCalibrator(Calibrator):
             per[b] = (_misses(d["cal"][m]) - _ALPHA, np.exp(-age / s.decay_days), np.exp(-age / s.p_days),
                       d["regime"][m] == code, float(REP_HORIZONS[b]))
 
+        var = _ALPHA * (1.0 - _ALPHA)  # of one pair's miss indicator, per interval
+
         def term(parts: list[tuple]) -> tuple[np.ndarray, float]:
             num_p, den_p, integ, n_eff = np.zeros(len(_TRACKED)), s.p0, np.zeros(len(_TRACKED)), 0.0
+            ss_p = ss_i = 0.0  # sums of squared weights / h: overlapping pairs count ~h times their variance
             for e, w_i, w_p, h in parts:
                 num_p += (w_p @ e) / h
                 den_p += w_p.sum() / h
                 integ += (w_i @ e) / h
                 n_eff += w_i.sum() / h
-            u = s.kp * num_p / den_p + s.ki * integ
+                ss_p += float(w_p @ w_p) / h
+                ss_i += float(w_i @ w_i) / h
+            p = _shrink(num_p / den_p, s.deadband * np.sqrt(var * ss_p) / den_p)
+            i = _shrink(integ, s.deadband * np.sqrt(var * ss_i))
+            u = s.kp * p + s.ki * i
             return s.pid_max * np.tanh(u / s.pid_max), n_eff
 
         d_all, _ = term([(e, wi, wp, h) for e, wi, wp, _, h in per.values()])
