@@ -27,12 +27,19 @@ __all__ = ["ComposedPaths", "FittedComposedPaths", "wire_needs"]
 
 
 def wire_needs(part: Any, parts: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """The keyword inputs of ``part.condition``: ``{arg: parts[kind].verb(ctx)}`` per declared need."""
+    """The keyword inputs of ``part.condition``: ``{arg: parts[kind].verb(ctx)}`` per declared need.
+
+    A volatility model driven by its own noise (``filters_returns`` False, e.g. rough vol)
+    has no returns filter: a ``volatility.filter`` need is then left out, and the part
+    conditions without it (its own EWMA stand-in).
+    """
     out: dict[str, Any] = {}
     for arg, ref in part.needs.items():
         kind, _, verb = ref.partition(".")
         if kind not in parts:
             raise InvalidInput(f"{part.kind} {part.name!r} needs {ref!r}, but the model has no {kind} part")
+        if ref == "volatility.filter" and not getattr(parts[kind], "filters_returns", True):
+            continue
         out[arg] = getattr(parts[kind], verb)(ctx)
     return out
 

@@ -234,6 +234,29 @@ def test_one_featuriser_for_training_and_use(windows, trainer, fitted):
                                rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("vol", ["blend", "rough_vol"])
+def test_composes_with_volatility_variants(vol):
+    """Through the composer: the volatility part's filter is the variance path (EWMA stand-in for rough vol,
+    which has no returns filter)."""
+    from aetheris_ray.components.rough_vol import FittedRoughVol
+    from aetheris_ray.model import ComponentChoice, EngineConfig, fit_model, resolve_config
+
+    r = 0.03 * np.random.default_rng(0).standard_normal(600)
+    cfg = EngineConfig(volatility=ComponentChoice(name=vol), residuals=ComponentChoice(name="fm_gp"))
+    cfg = cfg.model_copy(update={"resolved": True})
+    arts = {"residuals": FittedFlowMatching.from_params(seed=0)}
+    if vol == "rough_vol":
+        arts["volatility"] = FittedRoughVol.from_params(seed=0)
+    paths = fit_model(resolve_config(cfg), cfg.specs(), r, artefacts=arts).paths
+    ctx = Context.from_returns(r)
+    cond = paths.condition(ctx)
+    res = paths.part("residuals")
+    variance = None if vol == "rough_vol" else paths.part("volatility").filter(ctx)
+    np.testing.assert_array_equal(cond["residuals"]["c"], res.condition(ctx, variance=variance)["c"])
+    out = paths.simulate(cond, 200, 20, np.random.default_rng(0))
+    assert out.shape == (1, 200, 20) and np.all(np.isfinite(out))
+
+
 def test_features_regime_mm_and_short_histories():
     ctx = Context.from_states([_state(300, regime=np.array([0.5, -1.0, 2.0])), _state(3, seed=2)], lookback=64)
     f = conditioning_features(ctx, None, 64, 4)
