@@ -17,6 +17,15 @@ pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: the filter is a sequence of tiny ops, which a second (shared) core only slows down."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def sim_windows(n_days: int, lookback: int, horizon: int, *, lam: float = 0.1, jump_mean: float = -0.03,
                 jump_sd: float = 0.05, sigma: float = 0.02, seed: int = 0) -> tuple[dict, int]:
     """Windows (one per ``horizon`` days, targets not overlapping) of a constant-parameter jump diffusion."""
@@ -65,18 +74,24 @@ def _ctx(n_origins: int = 2, days: int = 80, seed: int = 1) -> Context:
 
 @pytest.mark.slow
 def test_recovers_known_intensity_and_jump_sizes():
-    """lambda 0.1/day, jumps N(-0.03, 0.05^2), diffusion 2 %/day: recovered within 0.035, 0.01, 0.01, 0.003."""
-    w, n_jumps = sim_windows(6000, 32, 16)
-    spec = JumpSdePaths(lookback=32, hidden=8, batch_size=1024, max_steps=80, lr=0.02)
+    """lambda 0.1/day, jumps N(-0.03, 0.05^2), diffusion 2 %/day, 12,000 days (about 1,200 jumps), 80 full-batch steps
+    (about 30 s): recovered within 0.04 (intensity), 0.008 (jump mean and sd) and 0.002 (diffusion sd).
+
+    The intensity comes out about 0.025 high: the jump sizes scale with each window's anchor (its
+    32-day mean square, itself inflated by the window's jumps), so the fitted sizes are a scale
+    mixture and a few large diffusive days count as jumps; the sizes and the diffusion are close.
+    """
+    w, n_jumps = sim_windows(12000, 32, 16)
+    spec = JumpSdePaths(lookback=32, hidden=8, batch_size=4096, max_steps=80, lr=0.02)
     fitted = spec.fit(w)
     p = fitted.day_params(fitted.condition(Context.from_windows(w)))
-    assert abs(n_jumps / 6000 - 0.1) < 0.01  # the sample itself
-    assert abs(p["Lam"].mean() - 0.1) < 0.035
-    assert abs(p["jump_mean"].mean() + 0.03) < 0.01
-    assert abs(p["jump_sd"].mean() - 0.05) < 0.01
-    assert abs(np.sqrt(p["V"]).mean() - 0.02) < 0.003
+    assert abs(n_jumps / 12000 - 0.1) < 0.005  # the sample itself
+    assert abs(p["Lam"].mean() - 0.1) < 0.04
+    assert abs(p["jump_mean"].mean() + 0.03) < 0.008
+    assert abs(p["jump_sd"].mean() - 0.05) < 0.008
+    assert abs(np.sqrt(p["V"]).mean() - 0.02) < 0.002
     m = fitted.info["metrics"]
-    assert m["val_nll"] < m["val_nll_ewma"]  # the jump mixture beats a Gaussian EWMA on jumpy data
+    assert m["val_nll"] < m["val_nll_ewma"] - 0.1  # the jump mixture beats a Gaussian EWMA on jumpy data
 
 
 def test_artefact_saves_loads_and_forecasts_the_same_numbers(trained, tmp_path):
@@ -221,3 +236,19 @@ def test_fit_route_and_spec_checks(trained):
         JumpSdePaths(substeps=0)
     untrained = FittedJumpSde.from_params(seed=0)
     assert untrained.n_regime == 0 and untrained.shared and not untrained.params
+
+
+@pytest.mark.slow
+def test_forecast_through_the_engine_names_the_registered_version(trained, isolated_home):
+    """``--component paths=jump_sde``: the engine resolves the registered artefact once and draws the paths with it."""
+    from aetheris_ray.api import forecast
+    from aetheris_ray.data.synthetic import SyntheticSource
+    from aetheris_ray.registry import register_model
+
+    rec = register_model(trained)
+    src = SyntheticSource(seed=4, start="2021-01-01", end="2022-12-31")
+    fc = forecast("SYN-BTC", 7, source=src, paths=2000, seed=3, components=["paths=jump_sde"])
+    assert fc.model_version.endswith(f"+paths=jump_sde@{rec.version}")
+    assert fc.metadata["fallbacks"] == []
+    q = np.asarray(fc.quantiles, dtype=float)
+    assert np.all(np.isfinite(q)) and np.all(np.diff(q, axis=-1) >= 0)
