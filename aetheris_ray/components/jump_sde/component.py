@@ -25,10 +25,12 @@ One small MLP of ``(x - a, j, conditioning)`` gives every part of the SDE:
   ``jump_decay`` per day and feeds back into ``lam``), and the news gain ``gain``.
 
 Between the daily updates the state follows the ODE, integrated with
-``torchdiffeq.odeint`` (fixed-step ``rk4``, ``substeps`` steps per day, default 1:
-``kappa <= 0.5`` per day, so one classical RK4 step errs by about
+``torchdiffeq.odeint`` (fixed-step ``rk4``, torchdiffeq's 3/8-rule RK4, ``substeps``
+steps per day, default 1: ``kappa <= 0.5`` per day, so one RK4 step errs by about
 ``kappa^5 / 120 < 3e-4`` of the state's deviation, while each sub-step costs five
-network evaluations per path, which the speed target does not allow more of).  Jump
+network evaluations per path (four stages and the intensity at its end; one more per
+day at the start), which the speed target does not allow more of; explicit Euler at
+one step would instead get the day's integrated variance wrong by ``O(kappa)``).  Jump
 times come from thinning: ``Poisson(LAM_MAX)`` candidates per day at uniform times,
 each kept with probability ``lam(t) / LAM_MAX`` on the ODE path (``lam`` linear
 between the sub-step grid values).  A jump's effect on the state is applied at the
