@@ -316,7 +316,9 @@ def test_walk_forward_with_the_ncc_calibrator():
     assert not np.allclose(res.calibrator.pairs()["cal_pit"], res.calibrator.pairs()["raw_pit"])
 
 
+@pytest.mark.torch
 def test_walk_forward_windows_train_before_end():
+    pytest.importorskip("torch")
     import pandas as pd
 
     from aetheris_ray.components.ncc.component import walk_forward_windows
@@ -336,3 +338,7 @@ def test_walk_forward_windows_train_before_end():
 
     assert w["raw"].size > 100 and w["day"].min() >= day_number("2020-04-01")
     assert np.all(w["day"] + np.asarray(REP_HORIZONS)[w["bucket"]] < day_number("2020-06-01"))
+    assert np.all(np.isfinite(w["scale"]) & (w["scale"] > 0))  # the raw 10-90 % width weights the loss
+    tr = NeuralConformalCalibration(val_fraction=0.3).trainer(w)
+    wt = tr.train_t["wt"].numpy()
+    assert wt.mean() == pytest.approx(1.0, rel=1e-5) and wt.std() > 0

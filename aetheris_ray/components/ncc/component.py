@@ -237,7 +237,8 @@ class NeuralConformalCalibration(SpecBase):
     hidden : int                  hidden units of the one-layer MLP
     max_adjust : float            bound of the network's log-scale adjustment per level
     lr, weight_decay, batch_size, max_steps, val_fraction, seed, device : training
-    balance_regimes : bool        training loss weighted so each regime x bucket counts equally
+    balance_regimes : bool        training loss weighted so each regime x bucket counts equally (off: the
+                                  backtest's pooled QL counts every origin; see `training`)
     recent_days : int             window of the network's recent-coverage features
     kp, ki : float                proportional and integral gains of the controller
     p_days, decay_days : float    e-folding ages (days since realised) of P and I
@@ -257,7 +258,7 @@ class NeuralConformalCalibration(SpecBase):
     val_fraction: float = 0.25
     seed: int = 0
     device: str = "cpu"
-    balance_regimes: bool = True
+    balance_regimes: bool = False
     recent_days: int = 60
     kp: float = 1.0
     ki: float = 0.15
@@ -350,7 +351,8 @@ def network_features(cal: Calibrator, code: int, day: int, buckets: Sequence[int
 
 
 def training_windows(calibrators: Sequence[Calibrator], start: Any = None, end: Any = None,
-                     recent_days: int = 60) -> dict[str, np.ndarray]:
+                     recent_days: int = 60, scales: Sequence[tuple[np.ndarray, np.ndarray]] | None = None
+                     ) -> dict[str, np.ndarray]:
     """One row per realised pair of the baseline's walk-forward buffers, origins in ``[start, end)``.
 
     Parameters
@@ -362,19 +364,27 @@ def training_windows(calibrators: Sequence[Calibrator], start: Any = None, end: 
     start, end : date, day number or None
     recent_days : int
         As the spec's ``recent_days`` (the features must match).
+    scales : sequence of (days (k,), widths (k, n_b)), optional, one per calibrator
+        The raw forecast's 10-90 % width (log-return units) at each origin day and bucket
+        (``walk_forward_windows`` takes them from the walk-forward's raw quantiles): the
+        training loss weights a row by it, as the price-scale quantile loss does.
 
     Returns
     -------
     dict of arrays, ``n`` rows:
         ``feats`` (n, N_FEATURES), ``u0`` (n, 8): the base map's raw levels at the lower
         and upper anchors (1 - ANCHORS reversed, then ANCHORS), ``raw`` (n,) the raw PIT,
-        ``day`` (n,) the origin day, ``bucket`` (n,), ``regime`` (n,) code, ``asset`` (n,) index.
+        ``day`` (n,) the origin day, ``bucket`` (n,), ``regime`` (n,) code, ``asset`` (n,) index,
+        and ``scale`` (n,) when ``scales`` are given (NaN where unknown).
     """
     lo, hi = (None if x is None else int(x if isinstance(x, (int, np.integer)) else day_number(x))
               for x in (start, end))
     levels = np.concatenate([1.0 - ANCHORS[::-1], ANCHORS])
     rows: dict[str, list] = {k: [] for k in ("feats", "u0", "raw", "day", "bucket", "regime", "asset")}
+    if scales is not None:
+        rows["scale"] = []
     for a, cal in enumerate(calibrators):
+        width = None if scales is None else dict(zip(np.asarray(scales[a][0]).tolist(), np.asarray(scales[a][1])))
         by_day: dict[int, list[tuple[int, int, float]]] = {}
         for b, d in enumerate(cal._b):
             for o, r, x in zip(d["origin"].tolist(), d["regime"].tolist(), d["raw"].tolist()):
@@ -393,6 +403,9 @@ def training_windows(calibrators: Sequence[Calibrator], start: Any = None, end: 
             rows["bucket"].append(np.array(bs))
             rows["regime"].append(np.array([r for _, r, _ in items]))
             rows["asset"].append(np.full(len(items), a))
+            if width is not None:
+                row = width.get(day)
+                rows["scale"].append(np.array([row[b] if row is not None and b < row.size else np.nan for b in bs]))
     if not rows["raw"]:
         return {"feats": np.zeros((0, N_FEATURES)), "u0": np.zeros((0, 8)), "raw": np.zeros(0),
                 "day": np.zeros(0, np.int64), "bucket": np.zeros(0, np.int64), "regime": np.zeros(0, np.int64),
@@ -420,12 +433,15 @@ def walk_forward_windows(histories: Sequence[Any], end: Any, start: Any = None, 
     """
     from aetheris_ray.history import positive_closes
     from aetheris_ray.model import ComponentChoice, EngineConfig
+    from aetheris_ray.quantiles import DEFAULT_LEVELS
     from aetheris_ray.walkforward import walk_forward
 
     cfg = (config or EngineConfig()).model_copy(update={"calibrator": ComponentChoice(name="conformal")})
     hi = int(day_number(end))
     lo = None if start is None else int(day_number(start))
-    cals = []
+    cals, scales = [], []
+    lv = np.asarray(DEFAULT_LEVELS)
+    i10, i90 = int(np.argmin(np.abs(lv - 0.1))), int(np.argmin(np.abs(lv - 0.9)))
     for data in histories:
         close = positive_closes(data)
         days = np.asarray(day_number(close.index))
@@ -434,7 +450,8 @@ def walk_forward_windows(histories: Sequence[Any], end: Any, start: Any = None, 
             continue
         res = walk_forward(data, list(close.index[keep]), REP_HORIZONS[:4], config=cfg, n_paths=n_paths, seed=seed)
         cals.append(res.calibrator)
-    w = training_windows(cals, start, end, recent_days)
+        scales.append((np.asarray(day_number(res.origins)), res.raw_quantiles[:, :, i90] - res.raw_quantiles[:, :, i10]))
+    w = training_windows(cals, start, end, recent_days, scales)
     known = w["day"] + np.asarray(REP_HORIZONS)[w["bucket"]] < hi  # outcomes realised before ``end`` only
     return {k: v[known] for k, v in w.items()}
 

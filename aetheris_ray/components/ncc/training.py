@@ -7,14 +7,19 @@ The network's adjustment ``d`` moves them to ``logit u = logit u0 * exp(d)``.
 
 * ``train(n_steps)`` -- Adam steps on the pinball loss of ``logit u`` against the raw
   PIT's logit at the eight levels (quantile equivariance: its minimiser is the
-  conditional quantile of the raw PIT, i.e. calibrated levels), each regime x bucket
-  cell weighted equally when ``spec.balance_regimes`` (the target is coverage in every
-  regime, and crisis rows are rare);
+  conditional quantile of the raw PIT, i.e. calibrated levels), rows weighted (below);
 * ``evaluate()`` -- on the validation rows (the latest ``val_fraction`` of origin days;
   training rows end 14 days before, so no outcome overlaps): ``val_ql`` the pinball loss
   of the calibrated levels on the PIT scale (x100, the mean over the eight levels of twice
-  the loss: lower is better), ``val_ql_base`` the same for the base map alone (d = 0),
-  ``val_cov80`` / ``val_cov80_base`` the share of raw PITs inside the 80 % interval.
+  the loss, rows weighted as in training: lower is better), ``val_ql_base`` the same for
+  the base map alone (d = 0), ``val_cov80`` / ``val_cov80_base`` the share of raw PITs
+  inside the 80 % interval.
+
+Row weights: the raw forecast's 10-90 % width when the rows carry ``scale``
+(`component.walk_forward_windows` adds it): the price-scale quantile loss of a level is
+about the PIT-scale one times the forecast's spread, so wide (volatile) origins count
+more, as they do in the backtest's QL; times a regime x bucket balance when
+``spec.balance_regimes``.
 
 The initial weights come from ``make_generator(spec.seed)``; batch ``s`` is drawn from
 ``default_rng([seed, s])``, so a restored checkpoint continues the same sequence.
@@ -118,11 +123,17 @@ class Trainer:
     def _weights(self, w: dict[str, np.ndarray]) -> np.ndarray:
         """Row weights (mean 1): each regime x bucket cell counts equally when ``balance_regimes``, else 1."""
         n = w["raw"].size
-        if not self.spec.balance_regimes or "regime" not in w or n == 0:
-            return np.ones(n)
-        cell = np.asarray(w["regime"]) * 100 + np.asarray(w["bucket"])
-        _, inv, counts = np.unique(cell, return_inverse=True, return_counts=True)
-        out = 1.0 / counts[inv]
+        out = np.ones(n)
+        if n == 0:
+            return out
+        if self.spec.balance_regimes and "regime" in w:
+            cell = np.asarray(w["regime"]) * 100 + np.asarray(w["bucket"])
+            _, inv, counts = np.unique(cell, return_inverse=True, return_counts=True)
+            out = out / counts[inv]
+        if "scale" in w:
+            sc = np.asarray(w["scale"], dtype=float)
+            ok = np.isfinite(sc) & (sc > 0)
+            out = out * np.where(ok, sc, np.median(sc[ok]) if ok.any() else 1.0)
         return out * n / out.sum()
 
     def _logits(self, t: dict[str, torch.Tensor], idx: Any = slice(None)) -> torch.Tensor:
@@ -154,11 +165,16 @@ class Trainer:
             total += float(loss.detach())
         return total / max(1, int(n_steps))
 
-    @staticmethod
-    def _scores(raw: np.ndarray, u: np.ndarray) -> tuple[float, float]:
-        """(QL x100 on the PIT scale, 80 % coverage) of levels ``u`` (n, 8) for PITs ``raw`` (n,)."""
+    def _scores(self, raw: np.ndarray, u: np.ndarray) -> tuple[float, float]:
+        """(QL x100 on the PIT scale, 80 % coverage) of levels ``u`` (n, 8) for the validation PITs ``raw`` (n,).
+
+        The QL rows carry the training loss's weights (the raw 10-90 % width when the rows
+        have one: a proxy of the price-scale loss).
+        """
         diff = raw[:, None] - u
-        ql = 100.0 * float(np.mean(2.0 * np.maximum(LEVELS * diff, (LEVELS - 1.0) * diff)))
+        per_row = np.mean(2.0 * np.maximum(LEVELS * diff, (LEVELS - 1.0) * diff), axis=1)
+        wt = self.val_t["wt"].cpu().numpy().astype(float)
+        ql = 100.0 * float(np.sum(wt * per_row) / np.sum(wt))
         cov = float(np.mean((raw >= u[:, 2]) & (raw <= u[:, 5])))
         return ql, cov
 
