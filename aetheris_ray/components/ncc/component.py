@@ -450,7 +450,8 @@ def walk_forward_windows(histories: Sequence[Any], end: Any, start: Any = None, 
             continue
         res = walk_forward(data, list(close.index[keep]), REP_HORIZONS[:4], config=cfg, n_paths=n_paths, seed=seed)
         cals.append(res.calibrator)
-        scales.append((np.asarray(day_number(res.origins)), res.raw_quantiles[:, :, i90] - res.raw_quantiles[:, :, i10]))
+        width = res.raw_quantiles[:, :, i90] - res.raw_quantiles[:, :, i10]
+        scales.append((np.asarray(day_number(res.origins)), width))
     w = training_windows(cals, start, end, recent_days, scales)
     known = w["day"] + np.asarray(REP_HORIZONS)[w["bucket"]] < hi  # outcomes realised before ``end`` only
     return {k: v[known] for k, v in w.items()}
