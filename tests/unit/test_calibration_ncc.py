@@ -266,8 +266,9 @@ def test_trainer_learns_regime_dependent_adjustments(tmp_path):
     again.load_state_dict(state)
     assert again.step == 100 and again.evaluate()["val_ql"] == pytest.approx(m1["val_ql"])
     art = tr.fitted()
-    assert art.info["metrics"]["val_ql"] == pytest.approx(m1["val_ql"])
-    assert tr.score(art)["val_ql"] == pytest.approx(m1["val_ql"], rel=1e-5)  # the numpy forward = torch's
+    assert art.info["metrics"]["val_ql"] <= m1["val_ql"] + 1e-12  # the best validation checkpoint
+    assert tr.score(art)["val_ql"] == pytest.approx(art.info["metrics"]["val_ql"], rel=1e-5)
+    assert tr.score(tr.fitted())["val_ql"] <= m1["val_ql_base"]  # the numpy forward = torch's (above)
     assert tr.score(FittedNcc.from_params())["val_ql"] == pytest.approx(m1["val_ql_base"], rel=1e-9)
     with pytest.raises(InvalidInput, match="calibration pairs"):
         spec.trainer({"x_ret": np.zeros((3, 4))})

@@ -23,6 +23,8 @@ more, as they do in the backtest's QL; times a regime x bucket balance when
 
 The initial weights come from ``make_generator(spec.seed)``; batch ``s`` is drawn from
 ``default_rng([seed, s])``, so a restored checkpoint continues the same sequence.
+The artefact (`Trainer.fitted`) is the best validation checkpoint, the zero adjustment
+(step 0) included: the network never makes the conformal map worse on the later pairs.
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ class Trainer:
         self.val_t = self._tensors(val)
         self.levels = torch.as_tensor(LEVELS, dtype=torch.float32, device=self.device)
         self.step = 0
+        self.best: dict[str, Any] = {}
+        self.evaluate()  # step 0, the zero adjustment: the first best
 
     def _tensors(self, w: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         live = self.feat_std > 0
@@ -186,8 +190,11 @@ class Trainer:
         raw = self.val_np["raw"].astype(float)
         ql, cov = self._scores(raw, u)
         ql0, cov0 = self._scores(raw, self.val_np["u0"].astype(float))
-        return {"val_ql": ql, "val_ql_base": ql0, "val_cov80": cov, "val_cov80_base": cov0,
-                "step": float(self.step)}
+        out = {"val_ql": ql, "val_ql_base": ql0, "val_cov80": cov, "val_cov80_base": cov0, "step": float(self.step)}
+        if not self.best or ql < self.best["metrics"]["val_ql"]:
+            self.best = {"metrics": dict(out),
+                         "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()}}
+        return out
 
     def score(self, fitted: FittedNcc) -> dict[str, float]:
         """``val_ql`` of any ``ncc`` artefact on this trainer's validation rows, through its numpy forward pass.
@@ -201,12 +208,14 @@ class Trainer:
         return {"val_ql": self._scores(self.val_np["raw"].astype(float), u)[0]}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "step": self.step}
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+                "best_net": self.best["net"], "best_metrics": self.best["metrics"]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["opt"])
         self.step = int(state["step"])
+        self.best = {"net": state["best_net"], "metrics": dict(state["best_metrics"])}
 
     def fit_all(self) -> FittedNcc:
         """Train for the spec's ``max_steps`` (from where it is) and return the artefact."""
@@ -214,12 +223,16 @@ class Trainer:
         return self.fitted()
 
     def fitted(self, extra_info: dict[str, Any] | None = None) -> FittedNcc:
-        """The trained artefact (validation metrics and the training days in ``info``)."""
-        metrics = self.evaluate()
+        """The artefact of the best validation ``val_ql`` seen so far (step 0, no adjustment, included).
+
+        The network only adds to the conformal map: when no step beats the map alone on
+        the later pairs, the artefact is the zero adjustment (``info["metrics"]["step"]`` 0).
+        """
+        self.evaluate()
         days = self.train_np["day"]
-        info = {"metrics": metrics, "train_days": [int(days.min()), int(days.max())],
-                "n_train": int(days.size), "n_val": int(self.val_np["day"].size), **(extra_info or {})}
+        info = {"metrics": dict(self.best["metrics"]), "train_days": [int(days.min()), int(days.max())],
+                "n_train": int(days.size), "n_val": int(self.val_np["day"].size), "steps_run": self.step,
+                **(extra_info or {})}
         shared = {"feat_mean": self.feat_mean.copy(), "feat_std": self.feat_std.copy()}
-        shared.update({f"w.{k}": v.detach().cpu().numpy().astype(float).copy()
-                       for k, v in self.net.state_dict().items()})
+        shared.update({f"w.{k}": v.detach().cpu().numpy().astype(float).copy() for k, v in self.best["net"].items()})
         return FittedNcc(spec=self.spec, params={}, info=info, shared=shared)
