@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -115,7 +115,7 @@ def tune_cmd(
         if not isinstance(src, ParquetStore):
             ray.shutdown()
             raise InvalidInput("--ray-data reads a Parquet store: pass --store PATH (or ingest into the home store)")
-    cache: dict[WindowSpec, tuple[dict, float]] = {}
+    cache: dict[Any, tuple[dict, float]] = {}
 
     def windows_for(spec: WindowSpec) -> tuple[dict, float]:
         if spec not in cache:
@@ -129,14 +129,26 @@ def tune_cmd(
             cache[spec] = (w, time.perf_counter() - t0)
         return cache[spec]
 
+    def built_by(target: str) -> tuple[dict, float]:  # a part trained on something else than price windows
+        if target not in cache:
+            from importlib import import_module
+
+            module, _, fn = target.partition(":")
+            t0 = time.perf_counter()
+            w = getattr(import_module(module), fn)([src.history(a) for a in names], end or "2100-01-01", start)
+            cache[target] = (w, time.perf_counter() - t0)
+        return cache[target]
+
     outs = []
     try:
         for comp in components:
             v = tunable(comp)
             spec = WindowSpec(lookback=lookback, horizon=horizon, stride=stride,
                               regime=regime or bool(v.training.get("window_regime", False)))
-            windows, t_windows = windows_for(spec)
-            if len(windows["origin"]) == 0:
+            builder = v.training.get("windows_from")
+            windows, t_windows = built_by(builder) if builder else windows_for(spec)
+            n_rows = len(next(iter(windows.values()))) if windows else 0  # windows or training rows
+            if n_rows == 0:
                 raise DataError(f"tune: no windows for {names} between {start or 'the start'} and {end or 'the end'}")
             overrides = {"lookback": lookback}
             if max_steps is not None:
@@ -146,13 +158,13 @@ def tune_cmd(
                 gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, resume=resume, overrides=overrides,
                 force_promote=force_promote,
             )
-            res = run_sweep(comp, windows, opts, register=register,
-                            extra_info={"window_spec": spec.__dict__, "data_assets": names})
+            info = {"windows_from": builder} if builder else {"window_spec": spec.__dict__}
+            res = run_sweep(comp, windows, opts, register=register, extra_info={**info, "data_assets": names})
             promo = {} if res.record is None else res.record.promotion
             outs.append({
                 "component": comp,
                 "assets": names,
-                "windows": int(len(windows["origin"])),
+                "windows": int(n_rows),
                 "trials": res.n_trials,
                 "errored": res.n_errored,
                 "device": res.device,

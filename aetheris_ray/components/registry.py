@@ -74,7 +74,10 @@ class Variant:
     search_space : dict or None
         Tune's search space as data (``param -> (sampler, *args)``); None: not tunable.
     training : dict
-        Fixed training settings merged into every trial's config (``max_steps``, ...).
+        Fixed training settings merged into every trial's config (``max_steps``, ...);
+        ``window_regime: True`` asks for training windows with the regime vector, and
+        ``windows_from: "module:function"`` names the builder of a part that does not train on
+        price windows (``function(histories, end, start) -> dict of arrays``; ``ncc``).
     description : str
     train_command : str
         How a user trains its artefact (shown when none is registered); default
@@ -200,7 +203,9 @@ _BUILTIN: tuple[Variant, ...] = (
                 "weight_decay": ("loguniform", 1e-6, 1e-3),
                 "max_adjust": ("choice", [0.3, 0.5]),
             },
-            training={"max_steps": 300, "steps_per_report": 25, "checkpoint_every": 2}),
+            # trains on calibration pairs of a baseline walk-forward, not on price windows
+            training={"max_steps": 300, "steps_per_report": 25, "checkpoint_every": 2,
+                      "windows_from": "aetheris_ray.components.ncc.component:walk_forward_windows"}),
     Variant("market_state", "indices", "aetheris_ray.features.market_state:IndicesMarketState",
             description="regime descriptors + MM indices from funding, basis, implied vol"),
     Variant("market_state", "greeks", "aetheris_ray.features.greeks:GreeksMarketState",
