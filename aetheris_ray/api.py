@@ -24,7 +24,9 @@ def one_blas_thread() -> Iterator[None]:
     far-tail probability 7 %).  Ray starts its workers with ``OMP_NUM_THREADS=1``, so the
     in-process entry points (`forecast_request`, `backtest`) compute under one thread
     too: the same request gives the same numbers in-process, served, or on Ray, whatever
-    the caller's thread settings.  threadpoolctl limits only the libraries already
+    the caller's thread settings.  torch, when a neural part has loaded it, also runs
+    with one intra-op thread inside the block (its reductions split by thread count too,
+    and two threads on a busy 2-core machine ran a neural part 10-30x slower).  threadpoolctl limits only the libraries already
     loaded; scipy's own OpenBLAS, when not loaded yet (a warm forecast never needs
     it, and importing it costs a fifth of a second), is loaded inside the block with
     ``OPENBLAS_NUM_THREADS=1`` and given its default thread count back afterwards.
@@ -35,12 +37,18 @@ def one_blas_thread() -> Iterator[None]:
     controller = _blas_controller()
     late = "scipy.linalg" not in sys.modules
     saved = os.environ.get("OPENBLAS_NUM_THREADS")
+    torch = sys.modules.get("torch")  # a neural part's intra-op threads: loaded only by a model that has one
+    torch_threads = torch.get_num_threads() if torch is not None else None
     with controller.limit(limits=1):
         if late:
             os.environ["OPENBLAS_NUM_THREADS"] = "1"
+        if torch is not None:
+            torch.set_num_threads(1)
         try:
             yield
         finally:
+            if torch is not None:
+                torch.set_num_threads(torch_threads)
             if late:
                 if saved is None:
                     os.environ.pop("OPENBLAS_NUM_THREADS", None)
