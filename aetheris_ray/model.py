@@ -82,7 +82,7 @@ class EngineConfig(BaseModel):
     paths: ComponentChoice = ComponentChoice(name="composed")
     calibrator: ComponentChoice = ComponentChoice(name="conformal")
     market_state: ComponentChoice = ComponentChoice(name="indices")
-    explainer: ComponentChoice = ComponentChoice(name="surrogate")
+    explainer: ComponentChoice = ComponentChoice(name="integrated_gradients")  # the surrogate where not differentiable
     lookback: int = Field(default=1000, ge=60, le=5000, description="context returns each origin conditions on")
     refit_every: int = Field(default=7, ge=1, le=365, description="refit on days with day_number % refit_every == 0")
     min_history: int = Field(default=30, ge=10, description="fewest returns an origin needs")

@@ -30,7 +30,8 @@ def drivers_table(drivers: Mapping[str, Any]):
 
     ``drivers`` is `aetheris_ray.explain.explain`'s dict: ``upside`` / ``downside`` /
     ``trend`` lists of ``{"driver", "importance", "direction"}``, ``method`` and
-    ``fit_r2`` (the surrogate's in-sample R^2 per target).
+    ``fit_r2`` (the surrogate's in-sample R^2 per target) or ``completeness_error`` (integrated
+    gradients: per output, how far the attributions' sum is from the output's change).
 
     Returns
     -------
@@ -53,8 +54,16 @@ def drivers_table(drivers: Mapping[str, Any]):
                           "" if imp is None else f"{100 * float(imp):.1f} %",
                           _DIRECTION.get(str(item.get("direction")), str(item.get("direction", ""))),
                           end_section=rank == len(items))
+    against = ("a neutral input (integrated gradients' baseline: constant volatility, neutral regime)"
+               if method == "integrated_gradients" else "typical past values")
     legend = ["importance: the block's share of the total importance for that target; direction: how the "
-              "block's current value moves the target against typical past values"]
+              f"block's current value moves the target against {against}"]
+    err = drivers.get("completeness_error")
+    if isinstance(err, Mapping) and err:
+        ok = drivers.get("completeness_within_tolerance")
+        legend.append(f"completeness (attributions sum to the output's change): largest error "
+                      f"{max(float(x) for v in err.values() for x in (v if isinstance(v, list) else [v])):.2g}" + ("" if ok is None else
+                                                                    f", within tolerance: {'yes' if ok else 'NO'}"))
     fit = drivers.get("fit_r2")
     if isinstance(fit, Mapping) and fit:
         legend.append("surrogate fit R^2: " + ", ".join(f"{k} {float(v):.2f}" for k, v in fit.items()))

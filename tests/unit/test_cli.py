@@ -140,9 +140,20 @@ def test_forecast_explain_table_shows_drivers_not_dicts(capsys, synthetic_store)
 
     for target in ("upside risk (q95 - q50)", "downside risk (q50 - q05)", "trend (q50)"):
         assert target in out
-    tail = out[out.index("drivers (surrogate-permutation)"):]
+    from aetheris_ray.explain_ig import BLOCKS as IG_BLOCKS
+
+    tail = out[out.index("drivers (integrated_gradients)"):]  # the default model is differentiable
     rows = [ln for ln in tail.splitlines() if " %" in ln]
-    assert len(rows) == 9  # top 3 drivers x 3 targets, each with its importance
-    assert all(any(f" {b} " in ln for b in BLOCKS) for ln in rows) and all("raises it" in ln or "lowers it" in ln
-                                                                           for ln in rows)
+    assert 3 <= len(rows) <= 9  # up to 3 drivers x 3 targets, each with its importance
+    assert all(any(f" {b} " in ln for b in IG_BLOCKS) for ln in rows) and all("raises it" in ln or "lowers it" in ln
+                                                                              for ln in rows)
+    assert "within tolerance: yes" in " ".join(out.split())
+    # a model without a torch expression (range-HAR volatility) explains with the surrogate and says so
+    code, out, err = run(capsys, "forecast", "--store", str(synthetic_store), "--asset", "SYN-BTC", "--horizon", "7",
+                         "--paths", "500", "--seed", "1", "--explain", "--format", "table", "--model", "range_har")
+    assert code == 0, err
+    tail = out[out.index("drivers (surrogate)"):]
+    rows = [ln for ln in tail.splitlines() if " %" in ln]
+    assert "integrated gradients unavailable" in " ".join(out.split())
+    assert len(rows) == 9 and all(any(f" {b} " in ln for b in BLOCKS) for ln in rows)
     assert "surrogate fit R^2: upside 0." in out
