@@ -2,7 +2,7 @@
 conformal layer and of ``ncc`` against days elapsed, per horizon bucket.
 
     .venv/bin/python benchmarks/replay_ncc.py [--data ../shared/data] [--assets BTC-USD,ETH-USD]
-        [--year 2022] [--scale 0.7] [--plot docs/img/ncc_replay.png]
+        [--year 2022] [--scale 0.7] [--plot docs/ncc_replay.png]
 
 The raw model is EWMA(0.94)-Normal with zero drift whose volatility is multiplied by
 ``--scale`` (0.7: too narrow), on the real daily closes of each asset.  Its raw PITs at 1,
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--assets", default="BTC-USD,ETH-USD")
     ap.add_argument("--year", type=int, default=2022)
     ap.add_argument("--scale", type=float, default=0.7)
-    ap.add_argument("--plot", default=str(REPO / "docs" / "img" / "ncc_replay.png"))
+    ap.add_argument("--plot", default=str(REPO / "docs" / "ncc_replay.png"))
     args = ap.parse_args(argv)
     if not (Path(args.data) / "daily").is_dir():
         print(f"replay_ncc: no market data at {args.data} (pass --data); skipped")
