@@ -157,3 +157,18 @@ def test_forecast_explain_table_shows_drivers_not_dicts(capsys, synthetic_store)
     assert "integrated gradients unavailable" in " ".join(out.split())
     assert len(rows) == 9 and all(any(f" {b} " in ln for b in BLOCKS) for ln in rows)
     assert "surrogate fit R^2: upside 0." in out
+
+
+def test_tune_all_names_every_tunable_part_and_unknown_names_are_refused():
+    from aetheris_ray.cli.tune import _components
+    from aetheris_ray.components.registry import tunable
+    from aetheris_ray.errors import InvalidInput
+
+    every = _components("all")
+    assert every == [v.name for v in tunable()]
+    assert {"rough_vol", "fm_gp", "mamba", "jump_sde", "ncc"} <= set(every)
+    assert _components("mamba") == ["mamba"]
+    with pytest.raises(InvalidInput, match="component 'garch' is not tunable; tunable components: .*fm_gp"):
+        _components("garch")
+    # a part that does not train on price windows names its builder (ncc: calibration pairs)
+    assert tunable("ncc").training["windows_from"].endswith(":walk_forward_windows")
