@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--models", default=None, help="comma-separated (default: every model in the file)")
     ap.add_argument("--bootstrap", type=int, default=300)
     ap.add_argument("--block-days", type=int, default=28)
+    ap.add_argument("--ratio-to", default="engine", help="model the pooled QL ratios are against (paired resamples)")
     args = ap.parse_args()
     if not (args.data / "daily").is_dir():
         print(f"regime_coverage: {args.data} has no daily/ folder; nothing to label (skipped)")
@@ -81,6 +82,21 @@ def main() -> None:
     n_blocks = int(fc["block"].max()) + 1
     rng = np.random.default_rng(0)
     draws = rng.integers(0, n_blocks, size=(args.bootstrap, n_blocks))
+    print(f"pooled QL ratio to {args.ratio_to} (paired block bootstrap, 90 % interval)")
+    print("| model | h | QL x100 | ratio | 90 % interval |")
+    print("|---|---:|---:|---:|---|")
+    for h in sorted(fc["horizon"].unique()):
+        ref = fc[(fc["horizon"] == h) & (fc["model"] == args.ratio_to)].groupby("block")["ql"].agg(["sum", "count"])
+        ref = ref.reindex(range(n_blocks), fill_value=0)
+        r_s = ref["sum"].to_numpy()[draws].sum(1) / np.maximum(ref["count"].to_numpy()[draws].sum(1), 1)
+        for model in fc["model"].unique():
+            g = fc[(fc["horizon"] == h) & (fc["model"] == model)]
+            by = g.groupby("block")["ql"].agg(["sum", "count"]).reindex(range(n_blocks), fill_value=0)
+            m_s = by["sum"].to_numpy()[draws].sum(1) / np.maximum(by["count"].to_numpy()[draws].sum(1), 1)
+            ratio = g["ql"].mean() / fc[(fc["horizon"] == h) & (fc["model"] == args.ratio_to)]["ql"].mean()
+            lo, hi = np.quantile(m_s / r_s, [0.05, 0.95])
+            print(f"| {model} | {h} | {g['ql'].mean():.3f} | {ratio:.4f} | {lo:.4f}-{hi:.4f} |")
+    print()
     print(f"{args.forecasts}: {len(fc):,} forecasts, {fc['asset'].nunique()} assets, regimes at each origin "
           f"(point in time); SE of cov80 from {args.bootstrap} block-bootstrap resamples of "
           f"{args.block_days}-day origin blocks")
