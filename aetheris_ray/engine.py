@@ -95,7 +95,8 @@ def prepare(data: AssetData, req: ForecastRequest, *, config: EngineConfig | Non
     notes: list[str] = []
     if config is None:
         config, notes = model_config(req.model, req.components or ())
-    config = resolve_config(config)
+    # artefacts from the registry of the caller's settings (a served app's own AETHERIS_HOME)
+    config = resolve_config(config, registry=None if settings is None else settings.registry_path)
     # data
     origin, data, close = at_origin(data, req.as_of, max(MIN_CLOSES, config.min_history + 1))
     # features + model

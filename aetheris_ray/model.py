@@ -91,6 +91,8 @@ class EngineConfig(BaseModel):
     calibration: CalibrationConfig = CalibrationConfig()
     resolved: bool = Field(default=False, description="artefact parts resolved to concrete registry versions")
     fallbacks: tuple[Fallback, ...] = ()
+    registry: str | None = Field(default=None, description="the registry root the artefacts were resolved in "
+                                 "(None: the settings' registry); where they are loaded from")
 
     def choice(self, kind: str) -> ComponentChoice:
         return getattr(self, kind)
@@ -134,7 +136,7 @@ class EngineConfig(BaseModel):
     @property
     def version(self) -> str:
         """``<name>-<hash>``, plus ``+kind=name@registry-version`` per artefact part and ``+kind=fallback:name``."""
-        blob = json.dumps(self.model_dump(mode="json", exclude={"resolved", "fallbacks"}), sort_keys=True).encode()
+        blob = json.dumps(self.model_dump(mode="json", exclude={"resolved", "fallbacks", "registry"}), sort_keys=True).encode()
         out = f"{self.name}-{hashlib.sha1(blob).hexdigest()[:10]}"
         for kind, c in self.artefact_parts().items():
             out += f"+{kind}={c.name}@{c.version or 'latest'}"
@@ -233,9 +235,10 @@ def resolve_config(cfg: EngineConfig, registry: Any = None) -> EngineConfig:
     """
     if cfg.resolved:
         return cfg
-    from aetheris_ray.registry import resolve_artefact
+    from aetheris_ray.registry import Registry, resolve_artefact
 
-    update: dict[str, Any] = {"resolved": True}
+    root = registry.root if isinstance(registry, Registry) else registry
+    update: dict[str, Any] = {"resolved": True, "registry": None if root is None else str(root)}
     fallbacks = list(cfg.fallbacks)
     for kind, c in cfg.artefact_parts().items():
         res = resolve_artefact(kind, c.name, c.version or "latest", registry=registry)
@@ -260,7 +263,7 @@ def build_calibrator(cfg: EngineConfig, asset: str) -> Any:
     if variant("calibrator", c.name).artefact and c.version is not None and cfg.resolved:
         from aetheris_ray.registry import load_artefact
 
-        return part.build(cfg.calibration, asset, cfg.version, artefact=load_artefact(c.name, c.version))
+        return part.build(cfg.calibration, asset, cfg.version, artefact=load_artefact(c.name, c.version, cfg.registry))
     return part.build(cfg.calibration, asset, cfg.version)
 
 
@@ -408,7 +411,7 @@ def fit_model(cfg: EngineConfig, specs: Mapping[str, Any], returns: np.ndarray, 
             elif inp == "artefact":
                 c = cfg.choice(kind)
                 given_art = (artefacts or {}).get(kind)
-                kw["artefact"] = given_art if given_art is not None else load_artefact(c.name, c.version or "latest")
+                kw["artefact"] = given_art if given_art is not None else load_artefact(c.name, c.version or "latest", cfg.registry)
             elif inp in given:
                 kw[inp] = given[inp]
             else:

@@ -254,3 +254,24 @@ def test_hostile_requests_are_bad_input(served, path, data, field):
 def test_unknown_route_is_on_the_error_contract(served):
     r = requests.get(served.url + "/v1/nope", headers=served.headers, timeout=10)
     assert r.status_code == 404 and r.json()["error"] == "NotFound" and r.json()["detail"].startswith("path:")
+
+
+@pytest.mark.torch
+def test_served_sota_equals_in_process(served, synthetic_source, in_process):
+    """The neural preset served: every neural part from the service's registry, the same answer as in-process."""
+    pytest.importorskip("torch")
+    from aetheris_ray.components import spec_class
+    from aetheris_ray.registry import Registry
+
+    reg = Registry(served.home / "registry")
+    for kind, name in (("volatility", "rough_vol"), ("residuals", "fm_gp"), ("trend", "mamba")):
+        if not reg.list_models(name):
+            reg.register(spec_class(kind, name).fitted_cls.from_params(seed=0))
+    body = {"asset": "SYN-ETH", "horizon": 5, "paths": 2000, "seed": 11, "model": "sota"}
+    r = post(served, "/v1/forecast", body, timeout=300)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["metadata"]["fallbacks"] == [], got["metadata"]["fallbacks"]
+    assert {k: v.split("@")[0] for k, v in got["metadata"]["components"].items() if "@" in v} == {
+        "volatility": "rough_vol", "residuals": "fm_gp", "trend": "mamba"}
+    assert got == in_process(synthetic_source, body, served.home)
