@@ -34,9 +34,10 @@ import numpy as np
 import pandas as pd
 
 from aetheris_ray.data.schema import DAILY_CLOSE_HOUR, AssetData
-from aetheris_ray.errors import InvalidInput
+from aetheris_ray.errors import DataError, InvalidInput
 
-__all__ = ["WindowSpec", "window_schema", "daily_frame", "make_windows", "empty_windows", "concat_windows"]
+__all__ = ["WindowSpec", "window_schema", "daily_frame", "make_windows", "empty_windows", "concat_windows",
+           "split_windows", "training_info"]
 
 #: Daily variances at or below this (a flat day, a frozen feed) count as missing.
 VAR_FLOOR = 1e-10
@@ -233,3 +234,34 @@ def make_windows(
         reg = np.stack([np.asarray(st.regime_vector, dtype=float) for st in states])
         out["regime"] = np.where(np.isfinite(reg), reg, 0.0).astype(np.float32)
     return out
+
+
+def split_windows(windows: dict[str, np.ndarray], val_fraction: float,
+                  part: str = "training") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Time split of a trainer's windows: the latest ``val_fraction`` of origin dates validate.
+
+    Training origins end ``horizon`` days before the first validation origin, so no
+    training target overlaps a validation window.  ``part`` names the trainer in the
+    `DataError` raised when there are fewer than two origin dates.
+    """
+    origins = np.asarray(windows["origin"]).astype("datetime64[D]")
+    days = np.unique(origins)
+    if days.size < 2:
+        raise DataError(f"{part} training: {days.size} distinct origin date(s); need a longer history")
+    cut = days[min(days.size - 1, int(np.floor(days.size * (1.0 - val_fraction))))]
+    horizon = np.shape(windows["y_ret"])[1]
+    val = origins >= cut
+    train = origins < cut - np.timedelta64(horizon, "D")
+    return ({k: v[train] for k, v in windows.items()}, {k: v[val] for k, v in windows.items()})
+
+
+def training_info(train: dict[str, np.ndarray], val: dict[str, np.ndarray]) -> dict[str, Any]:
+    """What a trained part records of its windows: date ranges, counts and assets (its ``info``)."""
+    origins, v_origins = train["origin"], val["origin"]
+    return {
+        "train_range": [str(origins.min())[:10], str(origins.max())[:10]],
+        "val_range": [str(v_origins.min())[:10], str(v_origins.max())[:10]],
+        "n_train": int(len(origins)),
+        "n_val": int(len(v_origins)),
+        "assets": sorted({str(a) for a in train["asset"]}),
+    }

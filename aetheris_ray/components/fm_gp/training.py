@@ -49,6 +49,7 @@ from aetheris_ray.components.fm_gp.module import VelocityNet, fit_gp_prior, fm_l
 from aetheris_ray.components.torch_utils import make_generator
 from aetheris_ray.components.volatility import GarchVolatility, garch_filter
 from aetheris_ray.errors import DataError
+from aetheris_ray.windows import split_windows, training_info
 
 __all__ = ["Trainer", "split_windows", "window_returns", "pit_garch_params", "garch_variance", "LEVELS", "MIN_TRAIN"]
 
@@ -65,17 +66,6 @@ def window_returns(w: dict[str, np.ndarray]) -> np.ndarray:
             + np.asarray(w["mu"], dtype=float)[:, None])
 
 
-def split_windows(windows: dict[str, np.ndarray], val_fraction: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Time split: the latest ``val_fraction`` of origin dates validate; training origins end ``H`` days earlier."""
-    origins = windows["origin"].astype("datetime64[D]")
-    days = np.unique(origins)
-    if days.size < 2:
-        raise DataError(f"fm_gp training: {days.size} distinct origin date(s); need a longer history")
-    cut = days[min(days.size - 1, int(np.floor(days.size * (1.0 - val_fraction))))]
-    horizon = windows["y_ret"].shape[1]
-    val = origins >= cut
-    train = origins < cut - np.timedelta64(horizon, "D")
-    return ({k: v[train] for k, v in windows.items()}, {k: v[val] for k, v in windows.items()})
 
 
 def pit_garch_params(windows: dict[str, np.ndarray], refit_days: int) -> dict[str, np.ndarray]:
@@ -163,7 +153,7 @@ class Trainer:
             raise DataError(f"fm_gp training: windows of {windows['x_ret'].shape[1]} input days; the spec's "
                             f"lookback={spec.lookback} needs at least that many (make longer windows)")
         windows = dict(windows, **{f"garch_{k}": v for k, v in pit_garch_params(windows, spec.refit_days).items()})
-        train, val = split_windows(windows, spec.val_fraction)
+        train, val = split_windows(windows, spec.val_fraction, "fm_gp")
         if len(train["origin"]) < MIN_TRAIN or len(val["origin"]) < 1:
             raise DataError(f"fm_gp training: {len(train['origin'])} training and {len(val['origin'])} validation "
                             f"windows; need >= {MIN_TRAIN} and >= 1 (more assets or a longer history)")
@@ -309,14 +299,9 @@ class Trainer:
     def fitted(self, extra_info: dict[str, Any] | None = None) -> FittedFlowMatching:
         """The fitted part (validation metrics, GP hyperparameters and training range in ``info``)."""
         metrics = self.evaluate()
-        origins = self.train_np["origin"]
         info = {
             "metrics": metrics,
-            "train_range": [str(origins.min())[:10], str(origins.max())[:10]],
-            "val_range": [str(self.val_np["origin"].min())[:10], str(self.val_np["origin"].max())[:10]],
-            "n_train": int(len(origins)),
-            "n_val": int(len(self.val_np["origin"])),
-            "assets": sorted({str(a) for a in self.train_np["asset"]}),
+            **training_info(self.train_np, self.val_np),
             "steps": self.step,
             "device": str(self.device),
             "n_regime": self.n_regime,

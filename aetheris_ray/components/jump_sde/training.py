@@ -29,6 +29,7 @@ from aetheris_ray.components.jump_sde.module import JumpSdeNet, run_filter
 from aetheris_ray.components.rough_vol.component import feature_scale, standardise
 from aetheris_ray.components.torch_utils import make_generator
 from aetheris_ray.errors import DataError
+from aetheris_ray.windows import split_windows, training_info
 
 __all__ = ["Trainer", "split_windows", "ewma_gaussian_nll", "target_nll"]
 
@@ -36,17 +37,6 @@ __all__ = ["Trainer", "split_windows", "ewma_gaussian_nll", "target_nll"]
 MIN_TRAIN = 32
 
 
-def split_windows(windows: dict[str, np.ndarray], val_fraction: float) -> tuple[dict, dict]:
-    """Split by origin date: the latest ``val_fraction`` of dates validate; training origins end ``horizon`` days earlier."""
-    origins = np.asarray(windows["origin"]).astype("datetime64[D]")
-    days = np.unique(origins)
-    if days.size < 2:
-        raise DataError(f"jump_sde training: {days.size} distinct origin date(s); need a longer history")
-    cut = days[min(days.size - 1, int(np.floor(days.size * (1.0 - val_fraction))))]
-    horizon = np.shape(windows["y_ret"])[1]
-    val = origins >= cut
-    train = origins < cut - np.timedelta64(horizon, "D")
-    return ({k: v[train] for k, v in windows.items()}, {k: v[val] for k, v in windows.items()})
 
 
 def _sequences(inp: dict[str, Any], y: np.ndarray) -> dict[str, Any]:
@@ -104,7 +94,7 @@ class Trainer:
 
     def __init__(self, windows: dict[str, np.ndarray], spec: JumpSdePaths) -> None:
         self.spec = spec
-        train, val = split_windows(windows, spec.val_fraction)
+        train, val = split_windows(windows, spec.val_fraction, "jump_sde")
         if len(train["origin"]) < MIN_TRAIN or len(val["origin"]) < 1:
             raise DataError(
                 f"jump_sde training: {len(train['origin'])} training and {len(val['origin'])} validation windows; "
@@ -191,14 +181,9 @@ class Trainer:
 
     def fitted(self, extra_info: dict[str, Any] | None = None) -> FittedJumpSde:
         """The fitted component (validation metrics and training range in ``info``)."""
-        origins = self.train_np["origin"]
         info = {
             "metrics": self.evaluate(),
-            "train_range": [str(origins.min())[:10], str(origins.max())[:10]],
-            "val_range": [str(self.val_np["origin"].min())[:10], str(self.val_np["origin"].max())[:10]],
-            "n_train": int(len(origins)),
-            "n_val": int(len(self.val_np["origin"])),
-            "assets": sorted({str(a) for a in self.train_np["asset"]}),
+            **training_info(self.train_np, self.val_np),
             "steps": self.step,
         }
         info.update(extra_info or {})

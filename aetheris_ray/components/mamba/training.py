@@ -42,6 +42,7 @@ from aetheris_ray.components.mamba.component import (
 from aetheris_ray.components.mamba.module import MambaDriftNet
 from aetheris_ray.components.torch_utils import make_generator
 from aetheris_ray.errors import DataError
+from aetheris_ray.windows import split_windows, training_info
 from aetheris_ray.evaluation.scores import pinball_quantile
 
 __all__ = ["Trainer", "split_windows", "LEVELS", "drift_scores"]
@@ -50,18 +51,6 @@ LEVELS = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
 MIN_TRAIN = 64
 
 
-def split_windows(windows: dict[str, np.ndarray],
-                  val_fraction: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Time split: the last ``val_fraction`` of origin dates validate; training origins end ``horizon`` days earlier."""
-    origins = windows["origin"].astype("datetime64[D]")
-    days = np.unique(origins)
-    if days.size < 2:
-        raise DataError(f"mamba training: {days.size} distinct origin date(s); need a longer history")
-    cut = days[min(days.size - 1, int(np.floor(days.size * (1.0 - val_fraction))))]
-    horizon = windows["y_ret"].shape[1]
-    val = origins >= cut
-    train = origins < cut - np.timedelta64(horizon, "D")
-    return ({k: v[train] for k, v in windows.items()}, {k: v[val] for k, v in windows.items()})
 
 
 def drift_scores(y_ret: np.ndarray, drift: np.ndarray, scale: np.ndarray) -> dict[str, float]:
@@ -104,7 +93,7 @@ class Trainer:
     def __init__(self, windows: dict[str, np.ndarray], spec: MambaTrend) -> None:
         self.spec = spec
         self.device = resolve_device(spec.device)
-        train, val = split_windows(windows, spec.val_fraction)
+        train, val = split_windows(windows, spec.val_fraction, "mamba")
         if len(train["origin"]) < MIN_TRAIN or len(val["origin"]) < 1:
             raise DataError(
                 f"mamba training: {len(train['origin'])} training and {len(val['origin'])} validation windows; "
@@ -212,14 +201,9 @@ class Trainer:
 
     def fitted(self, extra_info: dict[str, Any] | None = None) -> FittedMamba:
         """The fitted component (validation metrics and training range in ``info``)."""
-        origins = self.train_np["origin"]
         info = {
             "metrics": self.evaluate(),
-            "train_range": [str(origins.min())[:10], str(origins.max())[:10]],
-            "val_range": [str(self.val_np["origin"].min())[:10], str(self.val_np["origin"].max())[:10]],
-            "n_train": int(len(origins)),
-            "n_val": int(len(self.val_np["origin"])),
-            "assets": sorted({str(a) for a in self.train_np["asset"]}),
+            **training_info(self.train_np, self.val_np),
             "steps": self.step,
             "device": str(self.device),
             "horizon": self.horizon,

@@ -38,6 +38,7 @@ from aetheris_ray.components.rough_vol.fbm import estimate_hurst, fgn_autocovari
 from aetheris_ray.components.rough_vol.module import RoughVolNet, gaussian_nll, rfou_moments
 from aetheris_ray.components.torch_utils import make_generator, set_dropout_generator
 from aetheris_ray.errors import DataError
+from aetheris_ray.windows import split_windows, training_info
 
 __all__ = ["Trainer", "split_windows", "estimate_hurst_windows", "resolve_device", "LEVELS"]
 
@@ -52,17 +53,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def split_windows(windows: dict[str, np.ndarray], val_fraction: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Time split: the latest ``val_fraction`` of origin dates validate; training origins end ``horizon`` days earlier."""
-    origins = windows["origin"].astype("datetime64[D]")
-    days = np.unique(origins)
-    if days.size < 2:
-        raise DataError(f"rough_vol training: {days.size} distinct origin date(s); need a longer history")
-    cut = days[min(days.size - 1, int(np.floor(days.size * (1.0 - val_fraction))))]
-    horizon = windows["y_logvol"].shape[1]
-    val = origins >= cut
-    train = origins < cut - np.timedelta64(horizon, "D")
-    return ({k: v[train] for k, v in windows.items()}, {k: v[val] for k, v in windows.items()})
 
 
 def estimate_hurst_windows(x_logvol: np.ndarray, max_lag: int = 20) -> float:
@@ -116,7 +106,7 @@ class Trainer:
     def __init__(self, windows: dict[str, np.ndarray], spec: RoughVolatility) -> None:
         self.spec = spec
         self.device = resolve_device(spec.device)
-        train, val = split_windows(windows, spec.val_fraction)
+        train, val = split_windows(windows, spec.val_fraction, "rough_vol")
         if len(train["origin"]) < MIN_TRAIN or len(val["origin"]) < 1:
             raise DataError(
                 f"rough_vol training: {len(train['origin'])} training and {len(val['origin'])} validation windows; "
@@ -255,14 +245,9 @@ class Trainer:
     def fitted(self, extra_info: dict[str, Any] | None = None) -> FittedRoughVol:
         """The fitted component (validation metrics and training range in ``info``)."""
         metrics = self.evaluate()
-        origins = self.train_np["origin"]
         info = {
             "metrics": metrics,
-            "train_range": [str(origins.min())[:10], str(origins.max())[:10]],
-            "val_range": [str(self.val_np["origin"].min())[:10], str(self.val_np["origin"].max())[:10]],
-            "n_train": int(len(origins)),
-            "n_val": int(len(self.val_np["origin"])),
-            "assets": sorted({str(a) for a in self.train_np["asset"]}),
+            **training_info(self.train_np, self.val_np),
             "steps": self.step,
             "device": str(self.device),
         }
