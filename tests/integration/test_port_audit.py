@@ -30,6 +30,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from deployments.haproxy_front import MARK
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KEY = "audit-key-0123456789"
@@ -212,7 +214,13 @@ def test_haproxy_admin_socket_is_owner_only_and_side_ports_local(service):
     assert hap
     cmd = hap[0].cmdline()
     cfg = Path(cmd[cmd.index("-f") + 1])
-    text = cfg.read_text()
+    # Serve rewrites its template into this file on every reload, then starts HAProxy through
+    # haproxy_front.py, which hardens it: between the two the file is briefly the raw template
+    # (in a private directory; the running HAProxy still has the hardened one).  Read it once hardened.
+    deadline = time.monotonic() + 30
+    while MARK not in (text := cfg.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert MARK in text
     sock = Path(re.search(r"stats socket (\S+) mode 600 level admin", text).group(1))
     mode = sock.stat().st_mode
     assert stat.S_ISSOCK(mode) and mode & 0o077 == 0, oct(mode)
