@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -16,6 +17,21 @@ APP_NAME = "aetheris"
 class Proxy(str, Enum):
     haproxy = "haproxy"
     python = "python"
+
+
+def deployment_config_path(option: Path | None) -> Path | None:
+    """The Serve config ``--deployment-config`` names: the shipped one by default, None for 'none'."""
+    from deployments.app import SERVE_CONFIG
+
+    from aetheris_ray.errors import InvalidInput
+
+    if option is None:
+        return SERVE_CONFIG
+    if str(option).lower() == "none":
+        return None
+    if not option.is_file():
+        raise InvalidInput(f"--deployment-config {option}: no such file")
+    return option
 
 
 @app.command("serve")
@@ -34,6 +50,10 @@ def serve_cmd(
     proxy: Optional[Proxy] = typer.Option(None, "--proxy", help="HTTP front of a Ray this command starts: 'haproxy' "
                                         "(default where its binary exists; about 3x the throughput) or 'python' "
                                         "(Serve's own proxy)"),
+    deployment_config: Optional[Path] = typer.Option(
+        None, "--deployment-config", help="Serve config whose application 'aetheris' gives each deployment's "
+        "options: autoscaling bounds, CPUs, max_ongoing_requests, user_config (default: deployments/serve_config.yaml, "
+        "1..2 replicas of Ingress, Features and Simulator; 'none': fixed single replicas)"),
     insecure_ray: bool = typer.Option(False, "--insecure-ray", help="run even when RAY_AUTH_MODE is not 'token' "
                                       "(anyone who can reach Ray's ports could then run commands as this user)"),
 ) -> None:
@@ -49,13 +69,14 @@ def serve_cmd(
     front = use_serve_env(proxy.value if proxy else None)
 
     settings = load_settings(store=store, host=host, port=port)
+    config = deployment_config_path(deployment_config)
 
     started_ray = start_ray(address, num_cpus=num_cpus, insecure=insecure_ray)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         url = start_serve(settings, data=data, store=store, synthetic=synthetic, name=APP_NAME,
-                          access_log=access_log)
+                          access_log=access_log, deployment_config=config)
         via = f"; {'HAProxy' if front == 'haproxy' else 'Serve Python proxy'}" if started_ray else ""
         typer.echo(f"serving on {url}  (web page {url}/, API docs {url}/docs{via}); Ctrl-C to stop", err=False)
         while not stop.wait(0.5):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
@@ -16,6 +17,8 @@ from ray import serve
 
 from aetheris_ray.config import Settings
 from aetheris_ray.errors import AetherisError
+
+log = logging.getLogger(__name__)
 
 #: Ray's token authentication (RAY_NOTES.md gotcha 5).  With it off, the dashboard agent's
 #: job API runs any command it is sent, as the user running Ray; with it on, every Ray
@@ -268,15 +271,73 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, insecu
         return True
 
 
+def app_args(settings: Settings, *, data: Path | str | None = None, store: Path | str | None = None,
+             synthetic: bool = False, deployment_config: Path | str | None = None,
+             extra: dict[str, Any] | None = None):
+    """The `deployments.app.AppArgs` ``aetheris serve`` builds its app with."""
+    from deployments.app import AppArgs
+
+    return AppArgs(data=str(data) if data else None, store=str(store) if store else None, synthetic=synthetic,
+                   home=str(settings.home), deployment_config=str(deployment_config) if deployment_config else None,
+                   **(extra or {}))
+
+
+def cpu_reservation(args) -> dict[str, float]:
+    """CPUs the app built from ``args`` (`deployments.app.AppArgs`) reserves at its maximum replica counts.
+
+    One entry per deployment (CPUs per replica x the most replicas: the autoscaling
+    ``max_replicas``, else ``num_replicas``), plus ``"simulator pool actors"``: each
+    Simulator replica starts ``pool_actors`` actors of ``actor_num_cpus`` on its first
+    large request.  When the total exceeds the CPUs of the Ray the app runs on, the
+    replicas added last stay PENDING (no error) under load.  Needs no running Ray.
+    """
+    from ray.serve._private.build_app import build_app as finalize  # the deployments as serve.run sends them
+
+    from deployments.app import build_app
+
+    out: dict[str, float] = {}
+    simulators = 0
+    for d in finalize(build_app(args), name="cpu-reservation").deployments:
+        auto = d._deployment_config.autoscaling_config
+        most = auto.max_replicas if auto is not None else d.num_replicas
+        out[d.name] = float((d.ray_actor_options or {}).get("num_cpus", 1)) * most
+        simulators += most if d.name == "Simulator" else 0
+    out["simulator pool actors"] = simulators * args.pool_actors * (args.actor_num_cpus if args.reserve_cpus else 0.0)
+    return out
+
+
+def cpu_shortfall(args, num_cpus: float) -> str | None:
+    """One line saying why the app built from ``args`` cannot reach its maximum replicas on ``num_cpus`` CPUs
+    (`cpu_reservation`), or None when it fits."""
+    parts = cpu_reservation(args)
+    total = sum(parts.values())
+    if total <= num_cpus + 1e-9:
+        return None
+    detail = ", ".join(f"{k} {v:g}" for k, v in parts.items() if v)
+    return (f"the app reserves {total:g} CPUs at its maximum replicas ({detail}) but Ray has {num_cpus:g}: "
+            f"replicas scaled up past that stay PENDING; lower max_replicas or num_cpus in "
+            f"{args.deployment_config or 'the deployments'}, or give Ray more CPUs (--num-cpus)")
+
+
 def start_serve(settings: Settings, *, data: Path | str | None = None, store: Path | str | None = None,
                 synthetic: bool = False, name: str = "aetheris", extra: dict[str, Any] | None = None,
-                access_log: bool = False) -> str:
-    """Start Serve's HTTP proxy on ``settings.host:port`` and run the app; returns its URL when ready."""
-    from deployments.app import AppArgs, build_app
+                access_log: bool = False, deployment_config: Path | str | None = None) -> str:
+    """Start Serve's HTTP proxy on ``settings.host:port`` and run the app; returns its URL when ready.
 
+    ``deployment_config``: a Serve config file (like ``deployments/serve_config.yaml``, whose
+    application ``aetheris`` is read) whose deployment options (autoscaling bounds,
+    resources, ``user_config``) the app runs with; None: the decorators' fixed single replicas.
+    Logs a warning when the app's CPUs at its maximum replicas exceed the Ray cluster's
+    (`cpu_shortfall`): it runs, but cannot scale up all the way.
+    """
+    from deployments.app import build_app
+
+    args = app_args(settings, data=data, store=store, synthetic=synthetic, deployment_config=deployment_config,
+                    extra=extra)
+    shortfall = cpu_shortfall(args, ray.cluster_resources().get("CPU", 0.0))
+    if shortfall:
+        log.warning("warning: %s", shortfall)
     serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config=serve_logging(access_log))
-    args = AppArgs(data=str(data) if data else None, store=str(store) if store else None, synthetic=synthetic,
-                   home=str(settings.home), **(extra or {}))
     serve.run(build_app(args), name=name, route_prefix="/", blocking=False)
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
     return f"http://{host}:{settings.port}"
