@@ -319,6 +319,26 @@ def cpu_shortfall(args, num_cpus: float) -> str | None:
             f"{args.deployment_config or 'the deployments'}, or give Ray more CPUs (--num-cpus)")
 
 
+def proxy_location(deployment_config: Path | str | None) -> str | None:
+    """The ``proxy_location`` of a Serve config file (``HeadOnly`` in serve_config.yaml), or None (Serve's default).
+
+    On several nodes Serve's default, ``EveryNode``, starts an HTTP front on each; they all
+    bind the same port, so on nodes sharing one host (``ray.cluster_utils.Cluster``, several
+    raylets per machine) all but one fail and restart without end.
+    """
+    if deployment_config is None:
+        return None
+    import yaml
+
+    from aetheris_ray.errors import InvalidInput
+
+    try:
+        doc = yaml.safe_load(Path(deployment_config).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise InvalidInput(f"deployment config {deployment_config}: {type(e).__name__}: {e}") from None
+    return doc.get("proxy_location") if isinstance(doc, dict) else None
+
+
 def start_serve(settings: Settings, *, data: Path | str | None = None, store: Path | str | None = None,
                 synthetic: bool = False, name: str = "aetheris", extra: dict[str, Any] | None = None,
                 access_log: bool = False, deployment_config: Path | str | None = None) -> str:
@@ -326,7 +346,8 @@ def start_serve(settings: Settings, *, data: Path | str | None = None, store: Pa
 
     ``deployment_config``: a Serve config file (like ``deployments/serve_config.yaml``, whose
     application ``aetheris`` is read) whose deployment options (autoscaling bounds,
-    resources, ``user_config``) the app runs with; None: the decorators' fixed single replicas.
+    resources, ``user_config``) and whose ``proxy_location`` Serve runs with; None: the
+    decorators' fixed single replicas, Serve's default proxy location.
     Logs a warning when the app's CPUs at its maximum replicas exceed the Ray cluster's
     (`cpu_shortfall`): it runs, but cannot scale up all the way.
     """
@@ -337,7 +358,9 @@ def start_serve(settings: Settings, *, data: Path | str | None = None, store: Pa
     shortfall = cpu_shortfall(args, ray.cluster_resources().get("CPU", 0.0))
     if shortfall:
         log.warning("warning: %s", shortfall)
-    serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config=serve_logging(access_log))
+    where = proxy_location(deployment_config)
+    serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config=serve_logging(access_log),
+                **({"proxy_location": where} if where else {}))
     serve.run(build_app(args), name=name, route_prefix="/", blocking=False)
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
     return f"http://{host}:{settings.port}"
