@@ -374,6 +374,10 @@ def resolve_artefact(kind: str, name: str, version: str = "latest", registry: An
         return Resolution(kind, name, version, None, v.fallback, str(e))
 
 
+#: The key of a loaded artefact's ``info`` that names it: ``[registry root, name, version]``
+#: (`aetheris_ray.components.offload` sends a network call to a part's deployment by it).
+REF_KEY = "registry_ref"
+
 #: Loaded artefacts by (registry root, version, manifest mtime): a version id names fixed contents.
 _ARTEFACTS: dict[tuple[str, str, int], Any] = {}
 
@@ -390,5 +394,7 @@ def load_artefact(name: str, version: str, registry: Any = None) -> Any:
     hit = _ARTEFACTS.get(key)
     if hit is None:
         hit = reg.load(name, rec.version)
+        # where it came from, so a served app can run its network in the part's own deployment (offload)
+        hit = dataclasses.replace(hit, info={**hit.info, REF_KEY: [str(reg.root), name, rec.version]})
         _ARTEFACTS[key] = hit
     return hit

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
 from deployments.ingress import Ingress
-from deployments.models import Calibrator, Features, Simulator
+from deployments.models import NETWORK_DEPLOYMENTS, Calibrator, Features, Network, Simulator
 
 
 class AppArgs(BaseModel):
@@ -32,6 +32,8 @@ class AppArgs(BaseModel):
     deployment_config: Optional[str] = Field(default=None, description="a Serve config (like serve_config.yaml) whose "
                                              "deployments' options (autoscaling bounds, resources, user_config) "
                                              "are applied; None: the decorators' defaults (fixed single replicas)")
+    networks: bool = Field(default=True, description="run each neural part's network in its own deployment "
+                           "(False: in the replica that needs it)")
     reserve_cpus: bool = Field(default=True, description="False: every replica and actor reserves 0 CPUs (a test or "
                                "demo app sharing a small Ray with Tune / Data work that needs whole CPUs)")
 
@@ -60,7 +62,8 @@ def deployment_options(path: str | Path = SERVE_CONFIG, app: str = "aetheris") -
 
 
 def build_app(args: AppArgs) -> Application:
-    """Bind the deployment graph: Ingress -> Features (-> Calibrator), Simulator, Calibrator."""
+    """Bind the deployment graph: Ingress -> Features (-> Calibrator), Simulator, Calibrator; each of
+    Ingress, Features and Simulator -> one `Network` deployment per neural part (`NETWORK_DEPLOYMENTS`)."""
     from aetheris_ray.config import load_settings
 
     if not isinstance(args, AppArgs):
@@ -69,6 +72,8 @@ def build_app(args: AppArgs) -> Application:
     keys = list(settings.api_keys) if args.api_keys is None else list(args.api_keys)
     source = {"data": args.data, "store": args.store, "synthetic": args.synthetic, "home": str(settings.home)}
     deps = {"features": Features, "simulator": Simulator, "calibrator": Calibrator, "ingress": Ingress}
+    if args.networks:
+        deps.update({part: Network.options(name=name) for part, name in NETWORK_DEPLOYMENTS.items()})
     actor_cpus = args.actor_num_cpus
     if args.deployment_config:
         opts = deployment_options(args.deployment_config)
@@ -76,7 +81,9 @@ def build_app(args: AppArgs) -> Application:
     if not args.reserve_cpus:
         deps = {k: d.options(ray_actor_options={"num_cpus": 0}) for k, d in deps.items()}
         actor_cpus = 0.0
+    networks = {part: deps[part].bind(part) for part in NETWORK_DEPLOYMENTS if part in deps}
     calibrator = deps["calibrator"].bind(str(settings.state_path))
-    features = deps["features"].bind(source, calibrator)
-    simulator = deps["simulator"].bind(args.pool_actors, actor_cpus, args.local_max_paths)
-    return deps["ingress"].bind(features, simulator, calibrator, api_keys=keys, local_max_paths=args.local_max_paths)
+    features = deps["features"].bind(source, calibrator, networks)
+    simulator = deps["simulator"].bind(args.pool_actors, actor_cpus, args.local_max_paths, networks)
+    return deps["ingress"].bind(features, simulator, calibrator, api_keys=keys, local_max_paths=args.local_max_paths,
+                                networks=networks)

@@ -40,6 +40,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from aetheris_ray import engine
+from aetheris_ray.components import offload
 from aetheris_ray.history import resolve_seed
 from aetheris_ray.contract import ForecastRequest, ForecastResponse, clip, validation_message
 from aetheris_ray.distributed.budget import MAX_BATCH_CELLS, cells, check_request
@@ -346,13 +347,17 @@ class Ingress:
     """Routes requests to the model deployments; independent calls start together."""
 
     def __init__(self, features: DeploymentHandle, simulator: DeploymentHandle, calibrator: DeploymentHandle,
-                 api_keys: list[str] | None = None, local_max_paths: int | None = None) -> None:
+                 api_keys: list[str] | None = None, local_max_paths: int | None = None,
+                 networks: dict[str, DeploymentHandle] | None = None) -> None:
         from aetheris_ray.distributed.budget import LOCAL_MAX_PATHS
+
+        from deployments.models import use_networks
 
         self.local_max_paths = LOCAL_MAX_PATHS if local_max_paths is None else int(local_max_paths)
         self.features = features
         self.simulator = simulator
         self.calibrator = calibrator
+        use_networks(networks)  # small requests drawn here send their network calls to the parts' deployments
         import deployments.ingress as this_module  # the module the middleware reads, even if this class was pickled by value
 
         this_module._STATE["checker"] = KeyChecker(api_keys or [])
@@ -412,7 +417,8 @@ class Ingress:
 
         Small requests are drawn here: inline when tiny (`INLINE_MAX_CELLS`, about a
         millisecond: cheaper than a thread hop) and without thresholds (a far one adds
-        importance-sampled paths), else on a worker thread, so the replica's event loop
+        importance-sampled paths) and without a neural part's network (a call to its
+        deployment waits), else on a worker thread, so the replica's event loop
         (which also runs Serve's own work, `SERVE_ENV`) is never held for long.
         Requests above ``local_max_paths`` go to the `Simulator`, which shards them on
         its actor pool.
@@ -420,7 +426,7 @@ class Ingress:
         prep = await self._prepare(req)
         if req.paths > self.local_max_paths:
             return await self.simulator.forecast.remote(prep)
-        if req.paths * req.horizon <= inline_max and not req.thresholds:
+        if req.paths * req.horizon <= inline_max and not req.thresholds and not offload.sends_calls(prep.model):
             fc = forecast_prepared(prep, None)
         else:
             fc = await asyncio.to_thread(forecast_prepared, prep, None)

@@ -1,9 +1,14 @@
-"""Model deployments composed by the ingress: features/model loading, simulator, calibrator.
+"""Model deployments composed by the ingress: features/model loading, simulator, calibrator, networks.
 
 Each deployment calls the same engine functions the in-process path calls
 (`api.resolve_source`, ``source.history``, `engine.prepare`, then
 `aetheris_ray.distributed.montecarlo.forecast_prepared` = simulate + `engine.finish`),
 so a served forecast equals ``api.forecast_request`` for the same request and seed.
+
+Each neural part that runs a network at forecast time has its own deployment
+(`Network`, one per part, named in `NETWORK_DEPLOYMENTS`): `Features`, `Simulator` and
+the ingress send those calls to it through handles (`use_networks`,
+`aetheris_ray.components.offload`), and it batches concurrent calls (``@serve.batch``).
 
 Resources and autoscaling bounds live in ``serve_config.yaml``; the decorator values
 here are the defaults ``aetheris serve`` and the tests use (they fit 2 CPUs).
@@ -23,6 +28,26 @@ from aetheris_ray.model import PRESETS, model_config
 from aetheris_ray.contract import ForecastRequest, ForecastResponse
 
 log = logging.getLogger("ray.serve")
+
+#: The deployment of each neural part that runs a network at forecast time (`Network`).
+NETWORK_DEPLOYMENTS = {"rough_vol": "RoughVolNet", "fm_gp": "FlowMatchingNet", "mamba": "MambaNet",
+                       "jump_sde": "JumpSdeNet"}
+#: How long a replica waits for a part's deployment to answer one network call.
+NETWORK_TIMEOUT_S = 120.0
+
+
+def use_networks(networks: dict[str, Any] | None) -> None:
+    """Send this process's network calls of each part to its deployment's handle (`offload.install`)."""
+    from aetheris_ray.components import offload
+
+    for part, handle in (networks or {}).items():
+        def run(call: Any, handle: Any = handle) -> Any:
+            out = handle.run.remote(call).result(timeout_s=NETWORK_TIMEOUT_S)
+            if isinstance(out, BaseException):
+                raise out
+            return out
+
+        offload.install(part, run)
 
 NO_ACCESS_LOG = {"enable_access_log": False}
 
@@ -65,7 +90,7 @@ class Features:
     it to a replica that already holds that model.
     """
 
-    def __init__(self, source: dict[str, Any], calibrator: Any = None) -> None:
+    def __init__(self, source: dict[str, Any], calibrator: Any = None, networks: dict[str, Any] | None = None) -> None:
         from aetheris_ray.api import resolve_source
         from aetheris_ray.config import load_settings
 
@@ -75,6 +100,7 @@ class Features:
                                      synthetic=bool(source.get("synthetic")))
         self.assets = sorted(self.source.assets())
         self.calibrator = calibrator
+        use_networks(networks)
 
     @serve.multiplexed(max_num_models_per_replica=16)
     async def get_model(self, key: str) -> AssetModel:
@@ -134,7 +160,8 @@ class Simulator:
     replica, so memory stays bounded by `budget.MAX_CELLS`).
     """
 
-    def __init__(self, pool_actors: int = 2, actor_num_cpus: float = 0.25, local_max_paths: int | None = None) -> None:
+    def __init__(self, pool_actors: int = 2, actor_num_cpus: float = 0.25, local_max_paths: int | None = None,
+                 networks: dict[str, Any] | None = None) -> None:
         from aetheris_ray.distributed import montecarlo
 
         self._mc = montecarlo
@@ -143,6 +170,7 @@ class Simulator:
         self.local_max_paths = int(local_max_paths or montecarlo.LOCAL_MAX_PATHS)
         self.pool = None
         self._large = asyncio.Semaphore(1)
+        use_networks(networks)
 
     def _pool(self):
         if self.pool is None:
@@ -221,3 +249,41 @@ class Calibrator:
     def check_health(self) -> None:
         if not self.log.path.parent.exists():
             raise RuntimeError(f"state directory {self.log.path.parent} is gone")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, logging_config=NO_ACCESS_LOG)
+class Network:
+    """Runs one neural part's network for the deployments that compose a forecast (one deployment per part).
+
+    A call names the registered artefact (registry root, name, version), the part's
+    network method and its arrays (`aetheris_ray.components.offload.Call`); the replica
+    loads the artefact once (`registry.load_artefact`) and runs the method.  Concurrent
+    calls are batched (``@serve.batch``): those of one artefact and method with the same
+    trailing shapes run as one call on the concatenated arrays (`offload.run_batch`).
+    ``user_config``: ``max_batch_size``, ``batch_wait_timeout_s``.
+    """
+
+    def __init__(self, part: str, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.002) -> None:
+        self.part = part
+        self.counts = {"calls": 0, "batches": 0, "largest_batch": 0}
+        self.reconfigure({"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s})
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        if "max_batch_size" in config:
+            self.run.set_max_batch_size(int(config["max_batch_size"]))
+        if "batch_wait_timeout_s" in config:
+            self.run.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def run(self, calls: list[Any]) -> list[Any]:
+        """Each call's ``(output, generator states)``, or the exception it raised."""
+        from aetheris_ray.components import offload
+
+        self.counts["calls"] += len(calls)
+        self.counts["batches"] += 1
+        self.counts["largest_batch"] = max(self.counts["largest_batch"], len(calls))
+        return await asyncio.to_thread(offload.run_batch, calls)
+
+    def stats(self) -> dict[str, Any]:
+        """The part and how many calls and batches this replica ran (the largest batch too)."""
+        return {"part": self.part, **self.counts}

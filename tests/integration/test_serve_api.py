@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import requests
 
@@ -263,10 +264,8 @@ def test_served_sota_equals_in_process(served, synthetic_source, in_process):
     from aetheris_ray.components import spec_class
     from aetheris_ray.registry import Registry
 
-    reg = Registry(served.home / "registry")
-    for kind, name in (("volatility", "rough_vol"), ("residuals", "fm_gp"), ("trend", "mamba")):
-        if not reg.list_models(name):
-            reg.register(spec_class(kind, name).fitted_cls.from_params(seed=0))
+    register_neural_parts(served)
+    before = network_calls()
     body = {"asset": "SYN-ETH", "horizon": 5, "paths": 2000, "seed": 11, "model": "sota"}
     r = post(served, "/v1/forecast", body, timeout=300)
     assert r.status_code == 200, r.text
@@ -275,3 +274,53 @@ def test_served_sota_equals_in_process(served, synthetic_source, in_process):
     assert {k: v.split("@")[0] for k, v in got["metadata"]["components"].items() if "@" in v} == {
         "volatility": "rough_vol", "residuals": "fm_gp", "trend": "mamba"}
     assert got == in_process(synthetic_source, body, served.home)
+    after = network_calls()  # each part's network ran in its own deployment
+    assert all(after[d] > before[d] for d in ("RoughVolNet", "FlowMatchingNet", "MambaNet")), (before, after)
+
+
+def register_neural_parts(served) -> None:
+    from aetheris_ray.components import spec_class
+    from aetheris_ray.registry import Registry
+
+    reg = Registry(served.home / "registry")
+    for kind, name in (("volatility", "rough_vol"), ("residuals", "fm_gp"), ("trend", "mamba"), ("paths", "jump_sde")):
+        if not reg.list_models(name):
+            reg.register(spec_class(kind, name).fitted_cls.from_params(seed=0))
+
+
+def network_calls() -> dict[str, int]:
+    """Calls run so far by each neural part's deployment (its replica's `Network.stats`)."""
+    from ray import serve
+
+    from deployments.models import NETWORK_DEPLOYMENTS
+
+    return {d: serve.get_deployment_handle(d, app_name="aetheris").stats.remote().result()["calls"]
+            for d in NETWORK_DEPLOYMENTS.values()}
+
+
+@pytest.mark.torch
+def test_served_jump_sde_and_concurrent_sota_equal_in_process(served, synthetic_source, in_process):
+    """The whole-path neural SDE served (its filter, simulation and skeleton in JumpSdeNet), and six sota requests
+    at once (their network calls batched): each the in-process answer for its seed (float32 rounding where merged)."""
+    pytest.importorskip("torch")
+    from concurrent.futures import ThreadPoolExecutor
+
+    register_neural_parts(served)
+    before = network_calls()
+    body = {"asset": "SYN-BTC", "horizon": 7, "paths": 1000, "seed": 5, "model": "jump_sde", "thresholds": [60000.0]}
+    r = post(served, "/v1/forecast", body, timeout=300)
+    assert r.status_code == 200, r.text
+    assert r.json()["metadata"]["components"]["paths"].startswith("jump_sde@")
+    assert r.json() == in_process(synthetic_source, body, served.home)
+    assert network_calls()["JumpSdeNet"] >= before["JumpSdeNet"] + 3  # filter, skeleton, simulation
+
+    bodies = [{"asset": "SYN-ETH", "horizon": 5, "paths": 2000, "seed": 20 + i, "model": "sota"} for i in range(6)]
+    post(served, "/v1/forecast", bodies[0], timeout=300)  # the asset's model and calibration state, built once
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda b: post(served, "/v1/forecast", b, timeout=300), bodies))
+    assert all(a.status_code == 200 for a in answers), [a.text[:200] for a in answers]
+    for got, want in zip([a.json() for a in answers], in_process(synthetic_source, bodies, served.home)):
+        assert got["metadata"] == want["metadata"]
+        assert got["quantiles"].keys() == want["quantiles"].keys()
+        for q in got["quantiles"]:
+            np.testing.assert_allclose(got["quantiles"][q], want["quantiles"][q], rtol=1e-6)

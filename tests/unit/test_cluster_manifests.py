@@ -55,12 +55,13 @@ def serve_apps(doc: dict) -> list[dict]:
 @pytest.mark.ray
 def test_serve_import_paths_exist(path):
     from deployments.app import AppArgs
+    from deployments.models import NETWORK_DEPLOYMENTS
 
     for app in serve_apps(load(path)):
         assert attr_exists(app["import_path"]), app["import_path"]
         AppArgs.model_validate(app.get("args", {}))  # the builder accepts the args
         names = {d["name"] for d in app["deployments"]}
-        assert names == {"Ingress", "Features", "Simulator", "Calibrator"}
+        assert names == {"Ingress", "Features", "Simulator", "Calibrator", *NETWORK_DEPLOYMENTS.values()}
         for d in app["deployments"]:
             assert d["max_ongoing_requests"] >= 32, d["name"]
             assert d["ray_actor_options"]["num_cpus"] in (0, 0.25, 0.5), d["name"]

@@ -83,6 +83,7 @@ import numpy as np
 
 from aetheris_ray._typing import FloatArray
 from aetheris_ray.components.base import VAR_FLOOR, Context, SpecBase, ewma_filter, seed_variance
+from aetheris_ray.components.offload import network
 from aetheris_ray.components.residuals import FittedResiduals
 from aetheris_ray.errors import InvalidInput, ModelNotFound
 
@@ -458,6 +459,7 @@ class FittedFlowMatching(FittedResiduals):
             return None
         return (2.0 * rng.integers(0, 2, size=shape, dtype=np.int8) - 1.0).astype(np.float32)
 
+    @network(merge=True)
     def _push(self, c: np.ndarray, eps: np.ndarray, sign: np.ndarray | None) -> np.ndarray:
         """Source noise ``eps`` (n, k, H) -> standardised innovations (n, k, H) float32 through the learned ODE.
 

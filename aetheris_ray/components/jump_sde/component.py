@@ -64,6 +64,7 @@ import numpy as np
 
 from aetheris_ray._typing import FloatArray
 from aetheris_ray.components.base import MM_KEYS, Context, FittedBase, SpecBase
+from aetheris_ray.components.offload import network
 from aetheris_ray.components.rough_vol.component import fit_regime, standardise
 from aetheris_ray.errors import InvalidInput, ModelNotFound
 
@@ -272,17 +273,24 @@ class FittedJumpSde(FittedBase):
 
     def condition(self, ctx: Context) -> dict[str, np.ndarray]:
         """The filtered state at each origin: ``x``, ``j``, ``anchor`` (n,) and the standardised ``cond`` (n, n_c)."""
+        inp = context_inputs(ctx, self.spec.lookback, self.n_regime)
+        c = standardise(inp["cond"], self.feat_mean, self.feat_std)
+        x, j = self._filter(c, np.asarray(inp["anchor"], dtype=float), inp["returns"], inp["valid"], inp["rv"])
+        return {"x": x, "j": j, "anchor": np.asarray(inp["anchor"], dtype=float), "cond": c}
+
+    @network(merge=True)
+    def _filter(self, c: np.ndarray, anchor: np.ndarray, returns: np.ndarray, valid: np.ndarray,
+                rv: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The observation-driven filter over each origin's past (n rows): the state ``x`` and ``j`` at the origin."""
         import torch
 
         from aetheris_ray.components.jump_sde.module import as_tensor, run_filter
 
-        inp = context_inputs(ctx, self.spec.lookback, self.n_regime)
-        c = standardise(inp["cond"], self.feat_mean, self.feat_std)
         with torch.no_grad():
-            x, j, _ = run_filter(self._net(), as_tensor(c), as_tensor(inp["anchor"]), as_tensor(inp["returns"]),
-                                 torch.as_tensor(inp["valid"]), None if inp["rv"] is None else as_tensor(inp["rv"]),
-                                 max_jumps=int(self.spec.max_jumps), score_from=inp["returns"].shape[1], **self._kw())
-        return {"x": x.numpy(), "j": j.numpy(), "anchor": np.asarray(inp["anchor"], dtype=float), "cond": c}
+            x, j, _ = run_filter(self._net(), as_tensor(c), as_tensor(anchor), as_tensor(returns),
+                                 torch.as_tensor(valid), None if rv is None else as_tensor(rv),
+                                 max_jumps=int(self.spec.max_jumps), score_from=returns.shape[1], **self._kw())
+        return x.numpy(), j.numpy()
 
     def _rows(self, cond: dict, n_paths: int, horizon: int) -> tuple[Any, ...]:
         """Per-path float32 tensors ``c, anchor, x, j`` (n m rows, origin-major) for the simulation."""
@@ -299,6 +307,7 @@ class FittedJumpSde(FittedBase):
 
         return rows(cond["cond"]), rows(cond["anchor"]), rows(cond["x"]), rows(cond["j"])
 
+    @network(rng=True)
     def _simulate(self, cond: dict, n_paths: int, horizon: int, rng: np.random.Generator,
                   eta: FloatArray | None) -> tuple[FloatArray, FloatArray]:
         import torch
@@ -328,6 +337,7 @@ class FittedJumpSde(FittedBase):
         e = np.broadcast_to(np.asarray(eta, dtype=float).reshape(-1, int(horizon)), (n, int(horizon)))
         return self._simulate(cond, n_paths, horizon, rng, np.repeat(e, int(n_paths), axis=0))
 
+    @network()
     def _skeleton(self, cond: dict, horizon: int) -> tuple[np.ndarray, np.ndarray]:
         import torch
 

@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from aetheris_ray.components.base import MM_KEYS, VAR_FLOOR, Context, SpecBase, ewma_filter
+from aetheris_ray.components.offload import network
 from aetheris_ray.components.trend import MAX_DRIFT_STEPS, FittedTrend
 from aetheris_ray.errors import InvalidInput, ModelNotFound
 
@@ -309,18 +310,23 @@ class FittedMamba(FittedTrend):
 
     def drift_units(self, ctx: Context) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The net's drift per step in daily vols (n, H) before shrinkage, vol ``s`` (n,) and mask ``ok`` (n,)."""
-        import torch
-
         seq, static, scale, ok = sequence_inputs(ctx, self.spec.lookback, self.n_regime)
         x = standardise(seq, self.shared["seq_mean"], self.shared["seq_std"])
         z = standardise(static, self.shared["static_mean"], self.shared["static_std"])
+        return self._forward(x, z), scale, ok
+
+    @network(merge=True)
+    def _forward(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The network on standardised sequences ``x`` (n, lookback, channels) and origin features ``z``: (n, H)."""
+        import torch
+
         net = self._net()
         out = []
         with torch.no_grad():
-            for i in range(0, ctx.size, INFER_CHUNK):  # the scan holds (chunk, lookback, d_inner, d_state) floats
+            for i in range(0, len(x), INFER_CHUNK):  # the scan holds (chunk, lookback, d_inner, d_state) floats
                 out.append(net(torch.as_tensor(x[i:i + INFER_CHUNK], dtype=torch.float64),
                                torch.as_tensor(z[i:i + INFER_CHUNK], dtype=torch.float64)).numpy())
-        return np.concatenate(out, axis=0), scale, ok
+        return np.concatenate(out, axis=0)
 
     def condition(self, ctx: Context) -> dict[str, np.ndarray]:
         """The daily drift path ``shrink * a_k * s`` (n, `MAX_DRIFT_STEPS`); the last trained step held beyond ``H``."""

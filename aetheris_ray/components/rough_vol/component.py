@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from aetheris_ray.components.base import VAR_FLOOR, Context, SpecBase
+from aetheris_ray.components.offload import network
 from aetheris_ray.components.rough_vol.fbm import fbm_factor, fgn_autocovariance
 from aetheris_ray.components.volatility import FittedVolatility
 from aetheris_ray.errors import InvalidInput, ModelNotFound
@@ -328,13 +329,17 @@ class FittedRoughVol(FittedVolatility):
 
     def params_from_context(self, ctx: Context) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Rough fOU parameters ``x0, m, nu, kappa`` (each (n,)) of a context batch, and its full-history mask."""
+        feats, anchors, ok = network_inputs(ctx, self.spec.lookback, self.n_regime)
+        return self._forward(standardise(feats, self.feat_mean, self.feat_std), anchors), ok
+
+    @network(merge=True)
+    def _forward(self, z: np.ndarray, anchors: np.ndarray) -> dict[str, np.ndarray]:
+        """The network on standardised features ``z`` (n, n_features) and log-vol anchors (n,): each parameter (n,)."""
         import torch
 
-        feats, anchors, ok = network_inputs(ctx, self.spec.lookback, self.n_regime)
-        z = standardise(feats, self.feat_mean, self.feat_std)
         with torch.no_grad():
             out = self._net()(torch.as_tensor(z, dtype=torch.float32), torch.as_tensor(anchors, dtype=torch.float32))
-        return {k: v.numpy().astype(float) for k, v in out.items()}, ok
+        return {k: v.numpy().astype(float) for k, v in out.items()}
 
     def condition(self, ctx: Context) -> dict[str, np.ndarray]:
         """Per-origin rough fOU parameters ``x0, m, nu, kappa`` and ``v1`` (E[sigma_1^2]), each (n_origins,)."""
