@@ -259,8 +259,9 @@ class Network:
     network method and its arrays (`aetheris_ray.components.offload.Call`); the replica
     loads the artefact once (`registry.load_artefact`) and runs the method.  Concurrent
     calls are batched (``@serve.batch``): those of one artefact and method with the same
-    trailing shapes run as one call on the concatenated arrays (`offload.run_batch`).
-    ``user_config``: ``max_batch_size``, ``batch_wait_timeout_s``.
+    trailing shapes run as one call on the concatenated arrays (`offload.run_batch`); two
+    batches run at once, each on its own thread (torch releases the GIL), so a CPU replica
+    uses two cores.  ``user_config``: ``max_batch_size``, ``batch_wait_timeout_s``.
     """
 
     def __init__(self, part: str, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.002) -> None:
@@ -274,7 +275,7 @@ class Network:
         if "batch_wait_timeout_s" in config:
             self.run.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002, max_concurrent_batches=2)
     async def run(self, calls: list[Any]) -> list[Any]:
         """Each call's ``(output, generator states)``, or the exception it raised."""
         from aetheris_ray.components import offload
