@@ -132,6 +132,21 @@ sys.stdout.write(json.dumps(out))
 """
 
 
+@pytest.fixture
+def served_neural(served) -> Served:
+    """`served` with every neural part that runs a network at forecast time registered in its home
+    (untrained, seeded weights): the sota and jump_sde presets then use no fallback."""
+    pytest.importorskip("torch")
+    from aetheris_ray.components import spec_class
+    from aetheris_ray.registry import Registry
+
+    reg = Registry(served.home / "registry")
+    for kind, name in (("volatility", "rough_vol"), ("residuals", "fm_gp"), ("trend", "mamba"), ("paths", "jump_sde")):
+        if not reg.list_models(name):
+            reg.register(spec_class(kind, name).fitted_cls.from_params(seed=0))
+    return served
+
+
 @pytest.fixture(scope="session")
 def in_process(tmp_path_factory):
     """``in_process(source, body_or_bodies[, home_dir])``: the in-process answers (``api.forecast_request``, no Ray).

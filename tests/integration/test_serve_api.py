@@ -258,13 +258,9 @@ def test_unknown_route_is_on_the_error_contract(served):
 
 
 @pytest.mark.torch
-def test_served_sota_equals_in_process(served, synthetic_source, in_process):
+def test_served_sota_equals_in_process(served_neural, synthetic_source, in_process):
     """The neural preset served: every neural part from the service's registry, the same answer as in-process."""
-    pytest.importorskip("torch")
-    from aetheris_ray.components import spec_class
-    from aetheris_ray.registry import Registry
-
-    register_neural_parts(served)
+    served = served_neural
     before = network_calls()
     body = {"asset": "SYN-ETH", "horizon": 5, "paths": 2000, "seed": 11, "model": "sota"}
     r = post(served, "/v1/forecast", body, timeout=300)
@@ -278,16 +274,6 @@ def test_served_sota_equals_in_process(served, synthetic_source, in_process):
     assert all(after[d] > before[d] for d in ("RoughVolNet", "FlowMatchingNet", "MambaNet")), (before, after)
 
 
-def register_neural_parts(served) -> None:
-    from aetheris_ray.components import spec_class
-    from aetheris_ray.registry import Registry
-
-    reg = Registry(served.home / "registry")
-    for kind, name in (("volatility", "rough_vol"), ("residuals", "fm_gp"), ("trend", "mamba"), ("paths", "jump_sde")):
-        if not reg.list_models(name):
-            reg.register(spec_class(kind, name).fitted_cls.from_params(seed=0))
-
-
 def network_calls() -> dict[str, int]:
     """Calls run so far by each neural part's deployment (its replica's `Network.stats`)."""
     from ray import serve
@@ -299,13 +285,12 @@ def network_calls() -> dict[str, int]:
 
 
 @pytest.mark.torch
-def test_served_jump_sde_and_concurrent_sota_equal_in_process(served, synthetic_source, in_process):
+def test_served_jump_sde_and_concurrent_sota_equal_in_process(served_neural, synthetic_source, in_process):
     """The whole-path neural SDE served (its filter, simulation and skeleton in JumpSdeNet), and six sota requests
     at once (their network calls batched): each the in-process answer for its seed (float32 rounding where merged)."""
-    pytest.importorskip("torch")
     from concurrent.futures import ThreadPoolExecutor
 
-    register_neural_parts(served)
+    served = served_neural
     before = network_calls()
     body = {"asset": "SYN-BTC", "horizon": 7, "paths": 1000, "seed": 5, "model": "jump_sde", "thresholds": [60000.0]}
     r = post(served, "/v1/forecast", body, timeout=300)

@@ -1,4 +1,4 @@
-"""Faults under load: a killed simulator-pool actor, and kill -9 of an Ingress, Features or Simulator replica (issue 14 item 5).
+"""Faults under load: a killed simulator-pool actor, and kill -9 of an Ingress, Features, Simulator or neural-network replica (issue 14 item 5).
 
 The ingress retries a forecast once when a replica it called died (`deployments.ingress.replica_lost`):
 the seed is fixed first, so the retry gives the same answer.  At concurrency 8, a kill -9
@@ -65,6 +65,8 @@ def replica_pids(kind: str) -> set[int]:
 
 
 def body_for(kind: str, worker: int, i: int) -> dict:
+    if kind == "FlowMatchingNet":  # the sota preset: every request's residuals drawn by the fm_gp network there
+        return {"asset": "SYN-BTC", "horizon": 3, "paths": 500, "seed": 1_000 * worker + i, "model": "sota"}
     if kind != "Simulator":  # a new threshold each time: the ingress's prepared cache misses, Features is called
         return {"asset": "SYN-BTC", "horizon": 3, "paths": 500, "seed": i, "thresholds": [1_000.0 + 1_000 * worker + i]}
     # over the ingress's local limit (LOCAL_MAX_PATHS): the Simulator replica draws it
@@ -124,8 +126,12 @@ def kill_under_load(served, kind: str) -> tuple[list[tuple[int, str]], int]:
     return results, len(results) - after_restart
 
 
-@pytest.mark.parametrize("kind", ["Features", "Simulator"])
-def test_kill_9_of_a_model_replica_under_load_fails_no_request(served, kind):
+@pytest.mark.parametrize("kind", ["Features", "Simulator", pytest.param("FlowMatchingNet", marks=pytest.mark.torch)])
+def test_kill_9_of_a_model_replica_under_load_fails_no_request(served, kind, request):
+    if kind == "FlowMatchingNet":  # a neural part's own deployment (deployments.models.Network)
+        request.getfixturevalue("served_neural")
+        r = requests.post(served.url + "/v1/forecast", json=body_for(kind, 0, 0), headers=served.headers, timeout=300)
+        assert r.status_code == 200 and not r.json()["metadata"]["fallbacks"], r.text[:300]
     results, after = kill_under_load(served, kind)
     failed = [r for r in results if r[0] != 200]
     assert not failed, failed[:5]
