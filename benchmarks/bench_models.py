@@ -84,7 +84,7 @@ def main() -> None:
             times[key].append(time.perf_counter() - t0)
     print(f"one forecast, {asset} ({'shared data' if use_data else 'synthetic'}), {args.horizon} days, "
           f"torch threads {args.threads}, median of {args.repeats} interleaved rounds after a warm-up")
-    print(f"| model | paths | median ms | p90 ms | x baseline | first call s | fallbacks |")
+    print("| model | paths | median ms | p90 ms | x baseline | first call s | fallbacks |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for n in paths:
         base = statistics.median(times[(models[0], n)])

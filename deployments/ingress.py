@@ -39,7 +39,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from aetheris_ray import engine
 from aetheris_ray.components import offload
 from aetheris_ray.history import resolve_seed
 from aetheris_ray.contract import ForecastRequest, ForecastResponse, clip, validation_message

@@ -87,7 +87,7 @@ def pool_cmd(
             g = out[name]
             typer.echo(f"  pooled_garch (alpha {g['alpha']:.3f}, beta {g['beta']:.3f}, nu {g['nu']:.2f}){where}")
         else:
-            typer.echo(f"  pooled_har slopes (daily, weekly, monthly) at 1 / 7 / 14 days: "
+            typer.echo("  pooled_har slopes (daily, weekly, monthly) at 1 / 7 / 14 days: "
                        + " / ".join(" ".join(f"{b:+.2f}" for b in out[name]["slopes"][h]) for h in ("1", "7", "14"))
                        + where)
     if skipped:

@@ -382,6 +382,22 @@ class FittedBase:
     def check_loaded(self) -> None:
         """Raise `ModelNotFound` when loaded arrays cannot be used (shape checks); nothing by default."""
 
+    def check_artefact(self, required: Sequence[str], build: Any, what: str = "the network") -> None:
+        """`check_loaded` of a part with trained weights: every ``required`` shared array present, ``build()`` works.
+
+        A missing key, or any error while ``build()`` puts the weights in place (a shape or
+        key mismatch, a covariance that is not positive definite), means a corrupt artefact:
+        `ModelNotFound` naming the part and the cause.
+        """
+        missing = [k for k in required if k not in self.shared]
+        if missing:
+            raise ModelNotFound(f"{self.name} artefact: missing {missing}; the artefact is corrupt")
+        try:
+            build()
+        except Exception as e:  # noqa: BLE001 - every failure to build from the weights means "corrupt"
+            raise ModelNotFound(f"{self.name} artefact: cannot build {what} ({type(e).__name__}: {e}); "
+                                "the artefact is corrupt") from None
+
     # -- the single-state verb --------------------------------------------------------------
     def condition(self, ctx: Context) -> dict[str, np.ndarray]:  # pragma: no cover - overridden
         raise NotImplementedError

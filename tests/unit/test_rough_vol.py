@@ -184,7 +184,7 @@ def test_load_refuses_corrupt_or_wrong_artifacts(fitted, tmp_path):
     first = next(k for k in arrays if k.startswith("w."))
     arrays[first] = np.zeros((1, 1))  # a weight of the wrong shape
     np.savez(path / "shared.npz", **arrays)
-    with pytest.raises(ModelNotFound, match="cannot load the weights"):
+    with pytest.raises(ModelNotFound, match="cannot build the network from the weights"):
         FittedRoughVol.load(path)
     man = json.loads((path / "manifest.json").read_text())
     man["schema_version"] = 99

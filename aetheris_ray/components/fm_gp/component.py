@@ -85,7 +85,7 @@ from aetheris_ray._typing import FloatArray
 from aetheris_ray.components.base import VAR_FLOOR, Context, SpecBase, ewma_filter, seed_variance
 from aetheris_ray.components.offload import network
 from aetheris_ray.components.residuals import FittedResiduals
-from aetheris_ray.errors import InvalidInput, ModelNotFound
+from aetheris_ray.errors import InvalidInput
 
 __all__ = [
     "FlowMatchingResiduals", "FittedFlowMatching", "conditioning_features", "gp_covariance", "to_gaussian",
@@ -432,14 +432,7 @@ class FittedFlowMatching(FittedResiduals):
 
     def check_loaded(self) -> None:
         """Build the network and the source now (a missing key or a shape mismatch is a corrupt artefact)."""
-        missing = [k for k in _SHARED if k not in self.shared]
-        if missing:
-            raise ModelNotFound(f"fm_gp artefact: missing {missing}; the artifact is corrupt")
-        try:
-            self._cache()
-        except Exception as e:  # noqa: BLE001 - shape / key / non-PD errors all mean "corrupt"
-            raise ModelNotFound(f"fm_gp artefact: cannot build the flow ({type(e).__name__}: {e}); "
-                                "the artifact is corrupt") from None
+        self.check_artefact(_SHARED, self._cache, "the flow")
 
     # -- the residuals verbs --------------------------------------------------------
 

@@ -257,14 +257,10 @@ class FittedJumpSde(FittedBase):
 
     def check_loaded(self) -> None:
         """Build the network from the loaded weights now (a shape or key mismatch is a corrupt artefact)."""
-        missing = [k for k in _SHARED if k not in self.shared]
-        if missing or self.n_regime < 0:
-            raise ModelNotFound(f"jump_sde artefact: missing {missing or 'conditioning entries'}; it is corrupt")
-        try:
-            self._net()
-        except Exception as e:  # noqa: BLE001 - shape / key errors all mean "corrupt"
-            raise ModelNotFound(f"jump_sde artefact: cannot load the weights ({type(e).__name__}: {e}); "
-                                "it is corrupt") from None
+        self.check_artefact(_SHARED, self._net, "the network from the weights")
+        if self.n_regime < 0:
+            raise ModelNotFound("jump_sde artefact: fewer conditioning entries than this version reads; "
+                                "the artefact is corrupt")
 
     def _kw(self) -> dict[str, Any]:
         return {"substeps": int(self.spec.substeps), "decay": float(self.spec.jump_decay)}

@@ -293,18 +293,12 @@ class FittedMamba(FittedTrend):
 
     def check_loaded(self) -> None:
         """Build the network from the loaded weights now (a shape or key mismatch is a corrupt artefact)."""
-        missing = [k for k in (*_SHARED, "w.head.bias") if k not in self.shared]
-        if missing:
-            raise ModelNotFound(f"mamba artefact: missing {missing}; the artefact is corrupt")
+        self.check_artefact((*_SHARED, "w.head.bias"), lambda: None)
         if np.size(self.shared["seq_mean"]) != N_CHANNELS or self.n_regime < 0:
             raise ModelNotFound(f"mamba artefact: {np.size(self.shared['seq_mean'])} channels and "
                                 f"{self.n_static} origin features; this version reads {N_CHANNELS} and at least "
                                 f"{N_STATIC_BASE}; the artefact is corrupt")
-        try:
-            self._net()
-        except Exception as e:  # noqa: BLE001 - shape / key errors all mean "corrupt"
-            raise ModelNotFound(f"mamba artefact: cannot load the weights ({type(e).__name__}: {e}); "
-                                "the artefact is corrupt") from None
+        self.check_artefact((), self._net, "the network from the weights")
 
     # -- the verbs ----------------------------------------------------------------------
 

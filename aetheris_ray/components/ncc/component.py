@@ -673,9 +673,7 @@ class FittedNcc(FittedBase):
 
     def check_loaded(self) -> None:
         """Shape checks of the arrays (a mismatch is a corrupt artefact)."""
-        missing = [k for k in _SHARED if k not in self.shared]
-        if missing:
-            raise ModelNotFound(f"ncc artefact: missing {missing}; the artefact is corrupt")
+        self.check_artefact(_SHARED, lambda: None)
         n, hdim = self.n_features, int(np.shape(self.shared["w.0.bias"])[0])
         want = {"feat_std": (n,), "w.0.weight": (hdim, n), "w.2.weight": (len(ANCHORS), hdim),
                 "w.2.bias": (len(ANCHORS),)}

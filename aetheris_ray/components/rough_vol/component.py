@@ -37,7 +37,7 @@ from aetheris_ray.components.base import VAR_FLOOR, Context, SpecBase
 from aetheris_ray.components.offload import network
 from aetheris_ray.components.rough_vol.fbm import fbm_factor, fgn_autocovariance
 from aetheris_ray.components.volatility import FittedVolatility
-from aetheris_ray.errors import InvalidInput, ModelNotFound
+from aetheris_ray.errors import InvalidInput
 
 __all__ = [
     "RoughVolatility",
@@ -316,14 +316,7 @@ class FittedRoughVol(FittedVolatility):
 
     def check_loaded(self) -> None:
         """Build the network from the loaded weights now (a shape or key mismatch is a corrupt artefact)."""
-        missing = [k for k in _SHARED if k not in self.shared]
-        if missing:
-            raise ModelNotFound(f"rough_vol artefact: missing {missing}; the artifact is corrupt")
-        try:
-            self._net()
-        except Exception as e:  # noqa: BLE001 - shape / key errors all mean "corrupt"
-            raise ModelNotFound(f"rough_vol artefact: cannot load the weights ({type(e).__name__}: {e}); "
-                                "the artifact is corrupt") from None
+        self.check_artefact(_SHARED, self._net, "the network from the weights")
 
     # -- parameters -----------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from aetheris_ray.components.rough_vol.component import (
     network_inputs,
     standardise,
 )
-from aetheris_ray.components.rough_vol.fbm import estimate_hurst, fgn_autocovariance
+from aetheris_ray.components.rough_vol.fbm import fgn_autocovariance
 from aetheris_ray.components.rough_vol.module import RoughVolNet, gaussian_nll, rfou_moments
 from aetheris_ray.components.torch_utils import make_generator, set_dropout_generator
 from aetheris_ray.errors import DataError

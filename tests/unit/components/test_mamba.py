@@ -195,7 +195,7 @@ def test_load_refuses_corrupt_artefacts(trained, tmp_path):
         arrays = {k: z[k] for k in z.files}
     arrays["w.head.weight"] = np.zeros((2, 2))
     np.savez(path / "shared.npz", **arrays)
-    with pytest.raises(ModelNotFound, match="cannot load the weights"):
+    with pytest.raises(ModelNotFound, match="cannot build the network from the weights"):
         FittedMamba.load(path)
     del arrays["seq_std"]
     np.savez(path / "shared.npz", **arrays)
