@@ -38,7 +38,7 @@ import numpy as np
 from aetheris_ray._typing import FloatArray
 from aetheris_ray.components._innovations import unit_t
 from aetheris_ray.components.base import VAR_FLOOR, Context, SpecBase, seed_variance
-from aetheris_ray.components.volatility import FittedVolatility, garch_filter
+from aetheris_ray.components.volatility import ExactGradient, FittedVolatility, garch_filter
 from aetheris_ray.errors import InvalidInput
 
 __all__ = [
@@ -210,10 +210,13 @@ def _minimise(fun: Any, starts: list[np.ndarray], stop_early: bool = False) -> A
     from scipy.optimize import minimize
 
     best = None
+    bounds = [(-8, 8)] * 3
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for th0 in starts:
-            res = minimize(fun, th0, method="L-BFGS-B", bounds=[(-8, 8)] * 3)
+            # L-BFGS-B's own finite differences (step 1e-8), computed without scipy's overhead
+            grad = ExactGradient(fun, bounds, 1e-8)
+            res = minimize(grad.value, th0, jac=grad.gradient, method="L-BFGS-B", bounds=bounds)
             if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
                 best = res
             if best is not None and stop_early and res.success:

