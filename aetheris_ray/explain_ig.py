@@ -11,7 +11,11 @@ The inputs reach the cone through two things only, which the forecast computes f
 
 * the trend part's drift path (h,): ``ar_es`` re-run in torch over the context (rolling
   mean, exponential-smoothing and AR experts, EWA weights, shrink and clip at
-  ``max_sigma`` EWMA volatilities), or zero;
+  ``max_sigma`` EWMA volatilities); a ``mamba`` trend's network, already torch, run in
+  float64 on its inputs recomputed in torch (`mamba.component.sequence_inputs`: the
+  window's returns scaled by their EWMA volatility, the log-vol channel from returns,
+  ranges or intraday rv, log implied vol, and the origin's volatility, regime vector and
+  MM indices), so implied vol and the MM indices get attributions through it; or zero;
 * each volatility member's variance for the first simulated day (K,): the GARCH,
   range-GARCH (pooled included) and EWMA filters are linear recursions, so their last
   value is a closed-form weighted sum of the squared returns / the range proxy
@@ -69,7 +73,8 @@ taken as an input in its own right.  Baseline (neutral) input:
   down days at constant volatility, no clustering, no recent-volatility level (per
   segment, `baseline_inputs`: a deviation keeps its sign along the path);
 * intraday realised variance (rough-vol only): its mean on the days that have it;
-* regime vector (rough-vol only): 0, the vector's neutral value;
+* regime vector (rough-vol and mamba only): 0, the vector's neutral value;
+* implied vol (mamba only): its mean over the days the network reads it; MM indices: 0;
 * ranges: on observed bars, ``ln(H/L)`` and ``ln(C/O)`` at their root-mean-square over
   the context (constant range variance at its average).
 
@@ -115,7 +120,7 @@ import numpy as np
 import pandas as pd
 
 from aetheris_ray._typing import FloatArray
-from aetheris_ray.components.base import VAR_FLOOR, Context
+from aetheris_ray.components.base import MM_KEYS, VAR_FLOOR, Context
 from aetheris_ray.errors import InvalidInput
 from aetheris_ray.features.state import MarketState
 
@@ -300,6 +305,7 @@ class DifferentiableForecast:
     def __init__(self, model: Any, ctx: Context, level_map: Any, horizon: int, log_thresholds: FloatArray,
                  n_paths: int = N_PATHS, seed: int = 0) -> None:
         from aetheris_ray.components.jumps import FittedNoJumps
+        from aetheris_ray.components.mamba.component import FittedMamba
         from aetheris_ray.components.paths import FittedComposedPaths
         from aetheris_ray.components.residuals import FittedGaussian, FittedStudentT
         from aetheris_ray.components.trend import FittedArEs, FittedZeroTrend
@@ -317,7 +323,7 @@ class DifferentiableForecast:
         res, trend = parts["residuals"], parts["trend"]
         if not isinstance(res, (FittedStudentT, FittedGaussian)):
             raise Unsupported(f"residuals {res.name!r} have no torch expression here")
-        if not isinstance(trend, (FittedArEs, FittedZeroTrend)):
+        if not isinstance(trend, (FittedArEs, FittedZeroTrend, FittedMamba)):
             raise Unsupported(f"trend {trend.name!r} has no torch expression here")
         self.trend = trend if isinstance(trend, FittedArEs) else None
         self.members, self.weights = _members(parts["volatility"], ctx)
@@ -330,6 +336,7 @@ class DifferentiableForecast:
         r_res, r_vol, _ = np.random.default_rng(seed).spawn(3)
         self.z = np.asarray(res.draw(cond, self.m, self.h, r_res), dtype=float)[0]  # (m, h)
         self._rough_setup(ctx, r_vol)
+        self._mamba_setup(ctx, trend)
         self.nu = float(np.asarray(cond["nu"]).ravel()[0]) if isinstance(res, FittedStudentT) else None
         from aetheris_ray.simulation import raw_grid
 
@@ -369,16 +376,53 @@ class DifferentiableForecast:
             rv = np.asarray(ctx.rv[0], dtype=float)
             self.rv_mask = np.isfinite(rv) & (rv > _VAR_FLOOR)
 
+    def _mamba_setup(self, ctx: Context, trend: Any) -> None:
+        """A mamba trend: its network in float64 and the masks of the days whose ranges, intraday rv and
+        implied vol it reads (`mamba.component.sequence_inputs`).  Without ``lookback`` valid returns its
+        drift is 0 whatever the inputs: then it counts as no trend."""
+        from aetheris_ray.components.base import VAR_FLOOR
+        from aetheris_ray.components.mamba.component import FittedMamba
+
+        self.mamba = None
+        self.hl_mask = np.zeros(self.L, dtype=bool)
+        self.mamba_rv_mask = np.zeros(self.L, dtype=bool)
+        self.iv_mask = np.zeros(self.L, dtype=bool)
+        if not isinstance(trend, FittedMamba):
+            return
+        lb = int(trend.spec.lookback)
+        if lb > self.L or not self.valid[-lb:].all():
+            return
+        self.mamba = trend
+        self.mamba_net = copy.deepcopy(trend._net())
+        self.n_regime = max(self.n_regime, trend.n_regime)
+        window = np.arange(self.L) >= self.L - lb
+        if ctx.log_hl is not None:
+            hl = np.asarray(ctx.log_hl[0], dtype=float)
+            self.hl_mask = window & np.isfinite(hl) & (hl > 0)
+        if ctx.rv is not None:
+            rv = np.asarray(ctx.rv[0], dtype=float)
+            self.mamba_rv_mask = window & np.isfinite(rv) & (rv > VAR_FLOOR)
+        if ctx.iv is not None:
+            iv = np.asarray(ctx.iv[0], dtype=float)
+            self.iv_mask = window & np.isfinite(iv) & (iv > 0)
+
+    def _networks(self) -> bool:
+        """Whether a network part (rough_vol, mamba) reads the intraday rv and the regime vector."""
+        return bool(self.db) or self.mamba is not None
+
     # -- inputs ------------------------------------------------------------------------------------
     def input_blocks(self) -> dict[str, list[str]]:
         """The block of every element of every input (`actual_inputs`)."""
         out = {"returns": ["price_history"] * self.L, "log_hl": ["realised_vol"] * self.L,
                "log_co": ["realised_vol"] * self.L}
-        if self.db:
+        if self._networks():
             from aetheris_ray.features.regime import REGIME_FEATURES
 
             out["rv"] = ["realised_vol"] * self.L
             out["regime"] = [REGIME_BLOCK[name] for name, _ in REGIME_FEATURES[: self.n_regime]]
+        if self.mamba is not None:
+            out["iv"] = ["implied_vol"] * self.L
+            out["mm"] = ["mm_indices"] * len(MM_KEYS)
         return out
 
     def model_blocks(self) -> list[str]:
@@ -386,10 +430,14 @@ class DifferentiableForecast:
         used = {"price_history"}
         if self.range_mask.any() and any(mb.proxy == "range" for mb in self.members):
             used.add("realised_vol")
-        if self.rv_mask.any():
+        if self.rv_mask.any() or self.hl_mask.any() or self.mamba_rv_mask.any():
             used.add("realised_vol")
-        if self.db:
+        if self._networks():
             used.update(self.input_blocks()["regime"])
+        if self.iv_mask.any():
+            used.add("implied_vol")
+        if self.mamba is not None and np.isfinite(np.asarray(self.ctx.mm[0], dtype=float)).any():
+            used.add("mm_indices")
         return [b for b in BLOCKS if b in used]
 
     def _range_var_np(self) -> np.ndarray | None:
@@ -402,26 +450,34 @@ class DifferentiableForecast:
 
     def actual_inputs(self) -> dict[str, np.ndarray]:
         """The actual input: ``returns``, ``log_hl``, ``log_co``, shape (L,) each (0 where unused)."""
-        hl = np.zeros(self.L) if self.ctx.log_hl is None else np.where(self.range_mask, self.ctx.log_hl[0], 0.0)
+        hl = np.zeros(self.L) if self.ctx.log_hl is None else np.where(self.range_mask | self.hl_mask,
+                                                                      self.ctx.log_hl[0], 0.0)
         co = np.zeros(self.L) if self.ctx.log_co is None else np.where(self.range_mask, self.ctx.log_co[0], 0.0)
         co = np.where(np.isfinite(co), co, 0.0)
         out = {"returns": np.where(self.valid, self.ctx.returns[0], 0.0), "log_hl": hl, "log_co": co}
-        if self.db:
+        if self._networks():
             from aetheris_ray.components.rough_vol.component import fit_regime
 
-            out["rv"] = np.where(self.rv_mask, self.ctx.rv[0], 1.0) if self.rv_mask.size else np.ones(self.L)
+            rv_mask = self.mamba_rv_mask | (self.rv_mask if self.rv_mask.size else False)
+            out["rv"] = np.where(rv_mask, self.ctx.rv[0], 1.0) if self.ctx.rv is not None else np.ones(self.L)
             reg = fit_regime(self.ctx.regime_vector, self.n_regime, 1)
             out["regime"] = np.zeros(0) if reg is None else reg[0]
+        if self.mamba is not None:
+            out["iv"] = np.where(self.iv_mask, self.ctx.iv[0], 1.0) if self.ctx.iv is not None else np.ones(self.L)
+            mm = np.asarray(self.ctx.mm[0], dtype=float)
+            out["mm"] = np.where(np.isfinite(mm), mm, 0.0)
         return out
 
     # -- interface: drift path and member variances --------------------------------------------------
-    def interface(self, returns: Any, log_hl: Any, log_co: Any, rv: Any = None, regime: Any = None) -> Any:
+    def interface(self, returns: Any, log_hl: Any, log_co: Any, rv: Any = None, regime: Any = None,
+                  iv: Any = None, mm: Any = None) -> Any:
         """``[drift (h), per member: v1, or a rough member's x0, m, nu, kappa]`` at each of k inputs.
 
         Parameters
         ----------
-        returns, log_hl, log_co, rv : torch.Tensor, shape (k, L), float64 (`actual_inputs`)
-        regime : torch.Tensor, shape (k, n_regime) (rough members only)
+        returns, log_hl, log_co, rv, iv : torch.Tensor, shape (k, L), float64 (`actual_inputs`)
+        regime : torch.Tensor, shape (k, n_regime) (rough members and mamba only)
+        mm : torch.Tensor, shape (k, 3), the MM indices (mamba only)
 
         Returns
         -------
@@ -434,7 +490,7 @@ class DifferentiableForecast:
         r2 = r * r
         first = torch.as_tensor(self.first, dtype=r.dtype)
         v0 = torch.clamp((r2 * first).sum(dim=1) / max(float(self.first.sum()), 1.0), min=VAR_FLOOR)
-        cols = [self._drift(r, v0)]
+        cols = [self._drift(r, v0) if self.mamba is None else self._mamba_drift(r, hl, rv, iv, regime, mm)]
         for i, mb in enumerate(self.members):
             if mb.rough is not None:
                 cols.append(self._rough_params(i, r, rv, regime))
@@ -586,6 +642,52 @@ class DifferentiableForecast:
         sigma = torch.sqrt(v[:, -1])[:, None]
         cap = sp.max_sigma * sigma
         return torch.minimum(torch.maximum(sp.shrink * path, -cap), cap)
+
+    def _mamba_drift(self, r: Any, hl: Any, rv: Any, iv: Any, regime: Any, mm: Any) -> Any:
+        """The mamba trend's drift for steps 1..h, shape (k, h) (`mamba.component.sequence_inputs` and
+        `FittedMamba.condition` in torch; every return of its window is valid, `_mamba_setup`)."""
+        import torch
+
+        from aetheris_ray.components.base import EWMA_SEED, VAR_FLOOR
+        from aetheris_ray.components.mamba.component import _LOG_ABS_NORMAL, _LOG_PARKINSON, RET_CLIP, Z_CLIP
+
+        part = self.mamba
+        lb = int(part.spec.lookback)
+        rr = r[:, -lb:]
+        r2 = rr * rr
+        lam = 0.94  # ewma_filter over the window, seeded with the mean square of its first EWMA_SEED returns
+        v0 = torch.clamp(r2[:, :min(EWMA_SEED, lb)].mean(dim=1), min=VAR_FLOOR)
+        w = torch.as_tensor(lam ** np.arange(lb - 1, -1, -1.0), dtype=r.dtype)
+        scale = torch.sqrt(torch.clamp(lam ** lb * v0 + (1.0 - lam) * (r2 @ w), min=VAR_FLOOR))
+        log_s = torch.log(scale)[:, None]
+        lv = torch.log(torch.clamp(torch.abs(rr - rr.mean(dim=1, keepdim=True)), min=1e-5)) + _LOG_ABS_NORMAL
+        if self.hl_mask.any():
+            good = torch.as_tensor(self.hl_mask[-lb:])
+            lv = torch.where(good, torch.log(torch.where(good, hl[:, -lb:], 1.0)) - _LOG_PARKINSON, lv)
+        if self.mamba_rv_mask.any():
+            good = torch.as_tensor(self.mamba_rv_mask[-lb:])
+            lv = torch.where(good, 0.5 * torch.log(torch.where(good, rv[:, -lb:], 1.0)), lv)
+        ivc = torch.zeros_like(rr)
+        if self.iv_mask.any():
+            good = torch.as_tensor(self.iv_mask[-lb:])
+            ivc = torch.where(good, torch.log(torch.where(good, iv[:, -lb:], 1.0) / (100.0 * np.sqrt(365.0))) - log_s,
+                              0.0)
+        seq = torch.stack([torch.clamp(rr / scale[:, None], -RET_CLIP, RET_CLIP), lv - log_s, ivc], dim=2)
+        static = [log_s]
+        if part.n_regime:
+            static.append(regime[:, : part.n_regime])
+        static.append(mm)
+        z = torch.cat(static, dim=1)
+
+        def standardise(x: Any, key: str) -> Any:
+            mean = torch.as_tensor(np.asarray(part.shared[f"{key}_mean"], dtype=float), dtype=r.dtype)
+            std = torch.as_tensor(np.asarray(part.shared[f"{key}_std"], dtype=float), dtype=r.dtype)
+            live = std > 0
+            return torch.clamp(torch.where(live, (x - mean) / torch.where(live, std, 1.0), 0.0), -Z_CLIP, Z_CLIP)
+
+        a = self.mamba_net(standardise(seq, "seq"), standardise(z, "static"))  # (k, H)
+        d = part.spec.shrink * a * scale[:, None]
+        return d[:, torch.as_tensor(np.minimum(np.arange(self.h), d.shape[1] - 1))]
 
     # -- outputs -----------------------------------------------------------------------------------
     def output_names(self) -> list[tuple[str, int]]:
@@ -822,7 +924,10 @@ def baseline_inputs(fc: DifferentiableForecast) -> dict[str, np.ndarray]:
     r = x["returns"]
     sd = float(np.std(r[fc.valid]))
     r0 = np.zeros(fc.L)
-    split = fc.L - max((int(mb.rough.spec.lookback) for mb in fc.members if mb.rough is not None), default=0)
+    lookbacks = [int(mb.rough.spec.lookback) for mb in fc.members if mb.rough is not None]
+    if fc.mamba is not None:
+        lookbacks.append(int(fc.mamba.spec.lookback))
+    split = fc.L - max(lookbacks, default=0)
     for seg in (np.arange(fc.L) < split, np.arange(fc.L) >= split):
         idx = np.flatnonzero(seg & fc.valid)
         if not idx.size:
@@ -838,11 +943,20 @@ def baseline_inputs(fc: DifferentiableForecast) -> dict[str, np.ndarray]:
     if mask.any():
         for key in ("log_hl", "log_co"):
             out[key][mask] = float(np.sqrt(np.mean(np.square(x[key][mask]))))
+    hl_only = fc.hl_mask & ~mask  # days only the mamba trend reads a range of
+    if hl_only.any():
+        out["log_hl"][hl_only] = float(np.sqrt(np.mean(np.square(x["log_hl"][fc.hl_mask | mask]))))
     if "rv" in x:
         out["rv"] = x["rv"].copy()
-        if fc.rv_mask.any():
-            out["rv"][fc.rv_mask] = float(np.mean(x["rv"][fc.rv_mask]))
+        rv_mask = fc.mamba_rv_mask | (fc.rv_mask if fc.rv_mask.size else False)
+        if np.any(rv_mask):
+            out["rv"][rv_mask] = float(np.mean(x["rv"][rv_mask]))
         out["regime"] = np.zeros_like(x["regime"])
+    if "iv" in x:
+        out["iv"] = x["iv"].copy()
+        if fc.iv_mask.any():
+            out["iv"][fc.iv_mask] = float(np.mean(x["iv"][fc.iv_mask]))
+        out["mm"] = np.zeros_like(x["mm"])
     return out
 
 

@@ -308,3 +308,41 @@ def test_rough_vol_is_differentiated_through_its_network_and_reads_the_regime_ve
     assert {"mm_indices", "implied_vol"} <= set(d["inputs"]["blocks"]) - set(d["inputs"]["not_in_model"])
     assert np.any(d["attributions"]["width80"]["mm_indices"]) and np.any(d["attributions"]["width80"]["implied_vol"])
     assert set(d["inputs"]["not_in_model"]) >= {"macro", "onchain"}
+
+
+def mamba_artefact(n_regime: int = 17):
+    """A mamba trend artefact with a random head (the seeded network's head starts near zero: no input effect)."""
+    from aetheris_ray.components.mamba.component import FittedMamba
+
+    base = FittedMamba.from_params(seed=0, n_regime=n_regime, lookback=64)
+    w = dict(base.weights)
+    w["head.weight"] = np.random.default_rng(1).normal(0, 0.5, np.shape(w["head.weight"]))
+    return FittedMamba.from_params(seed=0, n_regime=n_regime, lookback=64, weights=w)
+
+
+def test_mamba_trend_is_differentiated_through_its_network_and_reads_implied_vol_and_mm_indices(setup):
+    """With a mamba trend: the torch drift is the part's own, and the drivers include implied vol and the MM
+    indices (the inputs only the network reads), with completeness."""
+    from aetheris_ray.components.base import MM_KEYS
+
+    data, _, state = setup
+    cfg = CFG.model_copy(update={"trend": ComponentChoice(name="mamba")})
+    model = fit_model(cfg, cfg.specs(), state.returns, artefacts={"trend": mamba_artefact()}, **state_inputs(state))
+    n = len(state.returns)
+    iv = 60.0 * np.exp(0.1 * np.sin(np.arange(n) / 9.0))
+    state = state.with_(implied_vol=iv, mm_indices={k: 0.7 - 0.5 * i for i, k in enumerate(MM_KEYS)})
+    ctx = Context.from_states([state], CFG.lookback)
+    fc = ig.DifferentiableForecast(model, ctx, level_map(), H, np.log([0.95, 1.05]), M, 6)
+    assert fc.mamba is not None
+    x = fc.actual_inputs()
+    u = fc.interface(**{k: torch.as_tensor(v)[None] for k, v in x.items()}).detach()
+    want = model.part("trend").condition(ctx)["drift"][0, :H]
+    np.testing.assert_allclose(u[0, :H].numpy(), want, rtol=1e-9, atol=1e-12)
+    assert np.any(want != 0)
+    spot = float(state.spot)
+    d = ig.explain_model(model, state, level_map(), H, [0.95 * spot, 1.05 * spot], n_paths=M, seed=6)
+    check_completeness(d)
+    assert d["completeness_within_tolerance"]
+    assert d["method"] == ig.METHOD
+    assert {"mm_indices", "implied_vol"} <= set(d["inputs"]["blocks"]) - set(d["inputs"]["not_in_model"])
+    assert np.any(d["attributions"]["p50"]["mm_indices"]) and np.any(d["attributions"]["p50"]["implied_vol"])
