@@ -43,7 +43,7 @@ __all__ = [
     "GarchVolatility", "FittedGarch",
     "HarVolatility", "FittedHar",
     "BlendVolatility", "FittedBlend",
-    "fit_garch_arch", "fit_garch_slsqp", "garch_filter", "forward_difference", "ExactGradient",
+    "fit_garch_arch", "fit_garch_slsqp", "garch_filter", "forward_difference", "forward_steps", "ExactGradient",
 ]
 
 
@@ -205,8 +205,28 @@ class EwmaVolatility(SpecBase):
 SLSQP_STEP = float(np.sqrt(np.finfo(np.float64).eps))
 
 
+def forward_steps(x0: FloatArray, lb: FloatArray, ub: FloatArray, step: float) -> FloatArray:
+    """The steps of scipy's 2-point differences at ``x0``: ``step``, turned or shortened at the bounds.
+
+    ``approx_derivative(..., "2-point", abs_step=step, bounds=(lb, ub))``'s own rule
+    (`forward_difference`).
+    """
+    sign = (x0 >= 0).astype(float) * 2 - 1
+    h = np.where((x0 + step) - x0 == 0, SLSQP_STEP * sign * np.maximum(1.0, np.abs(x0)), step)
+    if not np.all((lb == -np.inf) & (ub == np.inf)):
+        lower, upper = x0 - lb, ub - x0
+        violated = (x0 + h < lb) | (x0 + h > ub)
+        fitting = np.abs(h) <= np.maximum(lower, upper)
+        h[violated & fitting] *= -1
+        forward = (upper >= lower) & ~fitting
+        h[forward] = upper[forward]
+        backward = (upper < lower) & ~fitting
+        h[backward] = -lower[backward]
+    return h
+
+
 def forward_difference(fun: Any, x0: FloatArray, f0: float, lb: FloatArray, ub: FloatArray, step: float,
-                       args: tuple = ()) -> FloatArray:
+                       args: tuple = (), h: FloatArray | None = None) -> FloatArray:
     """Forward-difference gradient of a scalar ``fun`` at ``x0``, bit for bit scipy's, minus its overhead.
 
     The very steps, points and arithmetic of ``scipy.optimize._numdiff.approx_derivative(fun,
@@ -225,18 +245,13 @@ def forward_difference(fun: Any, x0: FloatArray, f0: float, lb: FloatArray, ub: 
         Bounds (infinite where none); a step that would leave them is turned or shortened as scipy does.
     step : float
         The absolute step.
+    args : tuple
+        Extra arguments of ``fun``.
+    h : ndarray, optional
+        ``forward_steps(x0, lb, ub, step)`` when already known.
     """
-    sign = (x0 >= 0).astype(float) * 2 - 1
-    h = np.where((x0 + step) - x0 == 0, SLSQP_STEP * sign * np.maximum(1.0, np.abs(x0)), step)
-    if not np.all((lb == -np.inf) & (ub == np.inf)):
-        lower, upper = x0 - lb, ub - x0
-        violated = (x0 + h < lb) | (x0 + h > ub)
-        fitting = np.abs(h) <= np.maximum(lower, upper)
-        h[violated & fitting] *= -1
-        forward = (upper >= lower) & ~fitting
-        h[forward] = upper[forward]
-        backward = (upper < lower) & ~fitting
-        h[backward] = -lower[backward]
+    if h is None:
+        h = forward_steps(x0, lb, ub, step)
     out = np.empty(x0.size)
     for i in range(x0.size):
         x1 = x0.copy()
@@ -289,19 +304,30 @@ def bound_arrays(bounds: Any) -> tuple[FloatArray | None, FloatArray | None]:
             np.array([np.inf if up is None else float(up) for _, up in bounds]))
 
 
-def _constraint_jacobian(fun: Any, lb: FloatArray, ub: FloatArray) -> Any:
-    """The Jacobian SLSQP builds for a constraint given without one (`forward_difference` at SLSQP's step)."""
+class _ConstraintJacobians:
+    """The Jacobians SLSQP builds for constraints given without one (`forward_difference` at SLSQP's
+    step), the steps computed once per point for all of them."""
 
-    def jac(x: FloatArray, *args: Any) -> FloatArray:
-        x0 = np.clip(np.array(x, dtype=float), lb, ub)
-        return forward_difference(fun, x0, fun(x0, *args), lb, ub, SLSQP_STEP, args)
+    def __init__(self, lb: FloatArray, ub: FloatArray) -> None:
+        self.lb, self.ub = lb, ub
+        self._x: np.ndarray | None = None
+        self._h = np.empty(0)
 
-    return jac
+    def of(self, fun: Any) -> Any:
+        """The ``jac`` of the constraint ``fun``."""
+
+        def jac(x: FloatArray, *args: Any) -> FloatArray:
+            x0 = np.clip(np.array(x, dtype=float), self.lb, self.ub)
+            if self._x is None or not np.array_equal(self._x, x0):
+                self._x, self._h = x0, forward_steps(x0, self.lb, self.ub, SLSQP_STEP)
+            return forward_difference(fun, x0, fun(x0, *args), self.lb, self.ub, SLSQP_STEP, args, self._h)
+
+        return jac
 
 
 def _slsqp(fun: Any, x0: Any, *, args: tuple = (), bounds: Any = None, constraints: Any = (), jac: Any = None,
            **kwargs: Any) -> Any:
-    """`scipy.optimize.minimize` (as `arch` calls it) with `ExactGradient` / `_constraint_jacobian`
+    """`scipy.optimize.minimize` (as `arch` calls it) with `ExactGradient` / `_ConstraintJacobians`
     in place of scipy's own finite differences: the same optimisation, step for step."""
     from scipy.optimize import minimize
 
@@ -312,7 +338,8 @@ def _slsqp(fun: Any, x0: Any, *, args: tuple = (), bounds: Any = None, constrain
         grad = ExactGradient(fun, bounds, kwargs.get("options", {}).get("eps", SLSQP_STEP))
         fun, jac = grad.value, grad.gradient
     if lb is not None:
-        constraints = [c if "jac" in c else {**c, "jac": _constraint_jacobian(c["fun"], lb, ub)} for c in constraints]
+        jacobians = _ConstraintJacobians(lb, ub)
+        constraints = [c if "jac" in c else {**c, "jac": jacobians.of(c["fun"])} for c in constraints]
     return minimize(fun, x0, args=args, bounds=bounds, constraints=constraints, jac=jac, **kwargs)
 
 
