@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/autoscale_ramp.py [--nodes 1|3|both] [--step-s 15] [--quick]
         [--data ../shared/data | --synthetic] [--config deployments/serve_config.yaml] [--no-baseline]
+        [--proxy haproxy|python]
         [--markdown FILE] [--csv FILE]
 
 For each topology (``1``: one local Ray of 2 CPUs, started by `serving.start_ray` as
@@ -16,7 +17,7 @@ seed per request) at concurrency 1, 2, 4, 8, 16, 32, 16, 8, 4, 2, 1 for ``--step
 then stops and waits (up to the longest ``downscale_delay_s`` + 60 s) for every deployment
 to return to its minimum.  ``serve.status()`` is polled every 0.5 s.
 
-The baseline, on the same Ray in the same run just before: the same ramp against the app
+The baseline, on the same Ray (a fresh Serve) in the same run just before: the same ramp against the app
 with fixed single replicas (``aetheris serve --deployment-config none``, what ``aetheris
 serve`` ran before it read the Serve config).  Each step prints the autoscaled req/s next
 to it as a ratio.
@@ -207,16 +208,17 @@ def run_app(settings, source: dict, config: Path | None, levels, step_s: float, 
                     down.append((time.monotonic(), monitor.running(t_next - 5, time.monotonic())))
                     t_next += 5
                 if at_min(monitor, minimum):
-                    down.append((time.monotonic(), monitor.running(time.monotonic() - 1, time.monotonic())))
+                    if time.monotonic() - down[-1][0] > 1:
+                        down.append((time.monotonic(), monitor.running(time.monotonic() - 1, time.monotonic())))
                     break
         reached_min = at_min(monitor, minimum) if downscale else None
     finally:
         monitor.stop()
-        serve.delete("aetheris")
+        serve.shutdown()  # each app on a fresh Serve (and HTTP front), as each `aetheris serve` starts one
     return {"t_start": t_start, "steps": steps, "monitor": monitor, "down": down, "reached_min": reached_min}
 
 
-def start_topology(nodes: int):
+def start_topology(nodes: int, proxy: str | None = None):
     """Ray for a topology, started the way ``aetheris serve`` starts or joins one; returns a stop function."""
     import ray
 
@@ -225,7 +227,9 @@ def start_topology(nodes: int):
     require_ray_auth()
     for name in HAPROXY_PORTS:  # HAProxy's side ports: free ones (another Serve on this host may hold the defaults)
         os.environ.setdefault(name, str(free_port()))
-    use_serve_env()  # before any Ray process starts: Serve reads it at start
+    front = use_serve_env(proxy)  # before any Ray process starts: Serve reads it at start
+    if proxy and front != proxy:
+        raise SystemExit(f"no {proxy} here")
     if nodes == 1:
         start_ray("local", num_cpus=2)
         return ray.shutdown
@@ -255,13 +259,11 @@ def fmt_replicas(r: dict[str, tuple[int, int, int]], names: list[str]) -> list[s
 
 def topology(nodes: int, a) -> list[str]:
     """Run the baseline and the autoscaled ramp on one topology; returns its markdown lines."""
-    from ray import serve
-
     from deployments.app import deployment_options
 
     from aetheris_ray.config import load_settings
 
-    stop = start_topology(nodes)
+    stop = start_topology(nodes, a.proxy)
     lines: list[str] = []
     try:
         import ray
@@ -275,13 +277,14 @@ def topology(nodes: int, a) -> list[str]:
         levels = (1, 8, 32, 8, 1) if a.quick else RAMP
         base = run_app(settings, source, None, levels, a.step_s, body, downscale=False) if a.baseline else None
         auto = run_app(settings, source, a.config, levels, a.step_s, body, downscale=True)
-        serve.shutdown()
     finally:
         stop()
     seen = {name for _, states in auto["monitor"].samples for name in states if name != "error"}
     names = [n for n in deployment_options(a.config) if n in seen] + sorted(seen - set(deployment_options(a.config)))
-    where = "1 node, 2 CPUs" if nodes == 1 else "3 nodes (head 0 CPUs + 2 workers x 1 CPU)"
-    lines.append(f"\n### {where}: {int(cpus)} CPUs, {body['asset']} {body['paths']} paths x {body['horizon']} days\n")
+    where = "1 node" if nodes == 1 else "3 nodes (head 0 CPUs + 2 workers x 1 CPU)"
+    front = "HAProxy" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "Serve's Python proxy"
+    lines.append(f"\n### {where}: {cpus:g} CPUs, {front}, {body['asset']} {body['paths']} paths x "
+                 f"{body['horizon']} days, {a.step_s:g} s per step\n")
     head = ["t s", "concurrency", *[f"{n} replicas" for n in names], "requests", "failed", "p50 ms", "p99 ms",
             "req/s"] + (["fixed 1 replica req/s", "req/s / fixed"] if base else [])
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -330,7 +333,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", choices=("1", "3", "both"), default="both")
-    ap.add_argument("--step-s", type=float, default=15.0, help="seconds per load step (default 15)")
+    ap.add_argument("--step-s", type=float, help="seconds per load step (default 15; 5 with --quick)")
     ap.add_argument("--quick", action="store_true", help="ramp 1, 8, 32, 8, 1 (smoke run; with --step-s 5)")
     ap.add_argument("--data", default=str(DATA) if DATA.is_dir() else None, help="market data folder "
                     "(default ../shared/data where it exists; BTC-USD is requested)")
@@ -338,13 +341,15 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=SERVE_CONFIG, help="Serve config of the autoscaled run")
     ap.add_argument("--no-baseline", dest="baseline", action="store_false",
                     help="skip the fixed single-replica ramp")
+    ap.add_argument("--proxy", choices=("haproxy", "python"), help="HTTP front (default: aetheris serve's, HAProxy "
+                    "where its binary exists)")
     ap.add_argument("--markdown", help="also write the tables to this file")
     ap.add_argument("--csv", help="also append the rows to this CSV file")
     a = ap.parse_args()
     if a.synthetic:
         a.data = None
-    if a.quick and a.step_s == 15.0:
-        a.step_s = 5.0
+    if a.step_s is None:
+        a.step_s = 5.0 if a.quick else 15.0
     load = lambda: "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())  # noqa: E731
     out = [f"## Autoscaling under a load ramp (`{' '.join(['benchmarks/autoscale_ramp.py', *sys.argv[1:]])}`)",
            f"\nload average before: {load()}"]

@@ -21,9 +21,8 @@ class Proxy(str, Enum):
 
 def deployment_config_path(option: Path | None) -> Path | None:
     """The Serve config ``--deployment-config`` names: the shipped one by default, None for 'none'."""
-    from deployments.app import SERVE_CONFIG
-
     from aetheris_ray.errors import InvalidInput
+    from deployments.app import SERVE_CONFIG
 
     if option is None:
         return SERVE_CONFIG
@@ -61,9 +60,8 @@ def serve_cmd(
     import signal
     import threading
 
-    from aetheris_ray.distributed.serving import require_ray_auth, start_ray, start_serve, stop_serve, use_serve_env
-
     from aetheris_ray.config import load_settings
+    from aetheris_ray.distributed.serving import require_ray_auth, start_ray, start_serve, stop_serve, use_serve_env
 
     require_ray_auth(insecure_ray)
     front = use_serve_env(proxy.value if proxy else None)
