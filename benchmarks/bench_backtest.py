@@ -3,9 +3,12 @@
     .venv/bin/python benchmarks/bench_backtest.py [--data ../shared/data]
         [--assets BTC-USD,ETH-USD,SOL-USD,DOGE-USD] [--start 2024-01-01] [--end 2024-12-31]
         [--horizons 1,3,7,14] [--engines PRESET,...] [--full] [--workers 2] [--ray [--block-days 180] [--ray-cpus N]]
+        [--repo PATH]
 
 A forecast is one model x asset x origin x horizon (7 quantiles).  Two measures per
-model on the subset, in one process:
+model on the subset, in one process, under one BLAS thread (`api.one_blas_thread`, as
+``aetheris backtest`` and Ray's workers run: scipy's L-BFGS-B is several times slower
+with two OpenBLAS threads on this machine):
 
 * ``predict``: `WalkForwardModel.predict` alone on histories already in memory
   (the model's own cost);
@@ -34,7 +37,9 @@ import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# --repo PATH: import aetheris_ray from another tree (a "before" extracted with git archive), same data
+_TREE = Path(sys.argv[sys.argv.index("--repo") + 1]) if "--repo" in sys.argv[:-1] else REPO
+sys.path.insert(0, str(_TREE))
 
 
 def models(engines: str = "") -> list:
@@ -66,10 +71,13 @@ def main() -> None:
     ap.add_argument("--ray", action="store_true", help="also time the subset on a local Ray (per asset, per block)")
     ap.add_argument("--block-days", type=int, default=180, help="origin days per Ray task for --ray")
     ap.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray for --ray (default: all)")
+    ap.add_argument("--repo", type=Path, default=REPO, help="import aetheris_ray from this tree (e.g. a 'before' "
+                    "made with git archive COMMIT aetheris_ray | tar -x -C DIR)")
     args = ap.parse_args()
 
     import pandas as pd
 
+    from aetheris_ray.api import one_blas_thread
     from aetheris_ray.evaluation.backtest import SourceSpec, backtest
     from aetheris_ray.evaluation.report import markdown_table
     from aetheris_ray.quantiles import DEFAULT_LEVELS
@@ -90,13 +98,14 @@ def main() -> None:
 
     rows = []
     for m in models(args.engines):
-        t0 = time.perf_counter()
-        n_pred = 0
-        for a in assets:
-            q = m.predict(histories[a], origins[a], horizons, DEFAULT_LEVELS)
-            n_pred += int((q == q).all(axis=-1).sum())  # finite forecasts
-        t_pred = time.perf_counter() - t0
-        res = backtest(spec, assets, start, end, horizons, [m], progress=False, workers=1)
+        with one_blas_thread():  # as `aetheris backtest` runs (api.backtest) and Ray's workers
+            t0 = time.perf_counter()
+            n_pred = 0
+            for a in assets:
+                q = m.predict(histories[a], origins[a], horizons, DEFAULT_LEVELS)
+                n_pred += int((q == q).all(axis=-1).sum())  # finite forecasts
+            t_pred = time.perf_counter() - t0
+            res = backtest(spec, assets, start, end, horizons, [m], progress=False, workers=1)
         rows.append((m.name, n_pred, t_pred, len(res.frame), res.wall_s))
     ref = next((r for r in rows if r[0] == "ewma_normal"), rows[0])
     print(f"backtest throughput: {len(assets)} assets ({args.assets}), {args.start} to {args.end}, "
@@ -112,8 +121,9 @@ def main() -> None:
 
     if args.full:
         t0 = time.perf_counter()
-        res = backtest(spec, "all", "2022-01-01", "2024-12-31", [1, 3, 7, 14], models(args.engines), progress=False,
-                       workers=args.workers)
+        with one_blas_thread():
+            res = backtest(spec, "all", "2022-01-01", "2024-12-31", [1, 3, 7, 14], models(args.engines),
+                           progress=False, workers=args.workers)
         wall = time.perf_counter() - t0
         print(f"\nfull dev run: {len(res.assets)} assets, 2022-01-01 to 2024-12-31, horizons 1,3,7,14, "
               f"{', '.join(res.models)}, {args.workers} workers: {len(res.frame):,} forecasts in {wall:.1f} s "
