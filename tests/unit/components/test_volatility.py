@@ -159,6 +159,7 @@ def test_har_uses_intraday_rv_and_is_deterministic_in_the_path(returns, make):
     assert float(b["b1"][0] + b["b5"][0] + b["b22"][0]) <= HarVolatility().max_persistence + 1e-12
 
 
+@pytest.mark.filterwarnings("ignore:Starting values do not satisfy")  # the refused start, on purpose
 @pytest.mark.parametrize("dist", ["studentst", "normal"])
 def test_fit_garch_slsqp_equals_arch_bit_for_bit(returns, dist):
     """The exact finite differences change nothing: same params, flag, likelihood and variance as arch's fit,
