@@ -198,3 +198,19 @@ def test_forward_difference_equals_scipy_at_and_near_bounds():
             want = approx_derivative(f, x0, "2-point", abs_step=step, f0=f(x0, 2.0), bounds=(lb, ub), args=(2.0,))
             got = forward_difference(f, x0, f(x0, 2.0), lb, ub, step, (2.0,))
             assert np.array_equal(want, got)
+
+
+def test_fit_garch_slsqp_puts_scipys_minimize_back_even_on_an_error(returns):
+    import arch.univariate.base as arch_base
+    import scipy.optimize
+    from arch import arch_model
+
+    from aetheris_ray.components.volatility import fit_garch_slsqp
+
+    fit_garch_slsqp(arch_model(returns[-500:] * 100, mean="Zero", vol="GARCH", dist="t", rescale=False))
+    assert arch_base.minimize is scipy.optimize.minimize
+    broken = arch_model(returns[-500:] * 100, mean="Zero", vol="GARCH", dist="t", rescale=False)
+    broken._y_original = None  # arch's fit raises inside the swapped block
+    with pytest.raises(RuntimeError):
+        fit_garch_slsqp(broken)
+    assert arch_base.minimize is scipy.optimize.minimize
