@@ -43,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_serve, run as a script or imported
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # deployments
 
-from bench_serve import free_port, pct  # noqa: E402  (also sets Ray's auth / usage-stats environment)
+from bench_serve import free_port, pct  # also sets Ray's auth and usage-stats environment
 
 RAMP = (1, 2, 4, 8, 16, 32, 16, 8, 4, 2, 1)
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -131,7 +131,7 @@ async def ramp(url: str, body: dict, levels: tuple[int, ...], step_s: float, hea
                 async with session.post(url, json={**body, "seed": next(seed)}, headers=headers) as r:
                     await r.read()
                     ok, why = r.status == 200, f"HTTP {r.status}"
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError) as e:
                 ok, why = False, type(e).__name__
             step.latencies.append((time.monotonic() - t) * 1e3)
             if not ok:
@@ -259,9 +259,8 @@ def fmt_replicas(r: dict[str, tuple[int, int, int]], names: list[str]) -> list[s
 
 def topology(nodes: int, a) -> list[str]:
     """Run the baseline and the autoscaled ramp on one topology; returns its markdown lines."""
-    from deployments.app import deployment_options
-
     from aetheris_ray.config import load_settings
+    from deployments.app import deployment_options
 
     stop = start_topology(nodes, a.proxy)
     lines: list[str] = []
@@ -350,7 +349,7 @@ def main() -> None:
         a.data = None
     if a.step_s is None:
         a.step_s = 5.0 if a.quick else 15.0
-    load = lambda: "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())  # noqa: E731
+    load = lambda: "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     out = [f"## Autoscaling under a load ramp (`{' '.join(['benchmarks/autoscale_ramp.py', *sys.argv[1:]])}`)",
            f"\nload average before: {load()}"]
     print("\n".join(out), flush=True)

@@ -58,7 +58,7 @@ def quick_config(path: Path) -> Path:
 
 def replicas(root_pid: int, deployment: str) -> int:
     """Replicas of ``deployment`` in the process tree of ``root_pid`` that listen on a TCP port."""
-    import ray  # noqa: F401  (ray ships psutil in its third-party path)
+    import ray  # noqa: F401, I001  (ray ships psutil in its third-party path: import it first)
     import psutil
 
     tag = f"ray::ServeReplica:aetheris:{deployment}"
@@ -187,9 +187,8 @@ def test_ingress_scales_up_under_load_and_back_down_without_a_failed_request(ser
 @IGNORE_METRICS_INTERVAL
 def test_shipped_config_fits_two_cpus_at_max_replicas(tmp_path):
     """serve_config.yaml's bounds: at max replicas (plus each Simulator's pool actors) the app reserves <= 2 CPUs."""
-    from deployments.app import SERVE_CONFIG, AppArgs
-
     from aetheris_ray.distributed.serving import cpu_reservation, cpu_shortfall
+    from deployments.app import SERVE_CONFIG, AppArgs
 
     args = AppArgs(synthetic=True, home=str(tmp_path), deployment_config=str(SERVE_CONFIG))
     parts = cpu_reservation(args)
