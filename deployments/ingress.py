@@ -418,7 +418,7 @@ class Ingress:
         millisecond: cheaper than a thread hop) and without thresholds (a far one adds
         importance-sampled paths) and without a neural part's network (a call to its
         deployment waits), else on a worker thread, so the replica's event loop
-        (which also runs Serve's own work, `SERVE_ENV`) is never held for long.
+        (shared by every request the replica holds) is never held for long.
         Requests above ``local_max_paths`` go to the `Simulator`, which shards them on
         its actor pool.
         """

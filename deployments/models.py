@@ -251,7 +251,7 @@ class Calibrator:
             raise RuntimeError(f"state directory {self.log.path.parent} is gone")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, logging_config=NO_ACCESS_LOG)
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64, logging_config=NO_ACCESS_LOG)
 class Network:
     """Runs one neural part's network for the deployments that compose a forecast (one deployment per part).
 

@@ -124,18 +124,18 @@ def loopback_ray_env() -> None:
 #:   second).  With 30 s, Ctrl-C on ``aetheris serve`` took 30 s to shut down.
 #: * ``RAY_SERVE_PROXY_USE_GRPC=1``: with the Python proxy, it hands each request to the
 #:   ingress replica by value over gRPC instead of a Ray actor call (172 -> 245 req/s).
-#: * ``RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0``: a replica runs its handlers on its
-#:   own event loop instead of handing each request to a second thread's loop (about 1 ms
-#:   less CPU per request).  The ingress computes at most about a millisecond inline
-#:   (`deployments.ingress.INLINE_MAX_CELLS`) and sends anything larger to a thread or the
-#:   Simulator, so the loop never stalls.
+#: * ``RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=1`` (Serve's default, set explicitly): a
+#:   replica runs its handlers on a second thread's event loop.  ``0`` saved about 1 ms of
+#:   CPU per request, but behind HAProxy the ingress replica then reported 0 ongoing
+#:   requests to the autoscaler under sustained load and never scaled up (docs/serving.md,
+#:   "Autoscaling under a load ramp"); with ``1`` it scales 1 -> 2 and back.
 #:
 #: `start_ray` sets them before starting a local Ray; ``cluster/start_local.sh``, the cluster
 #: launcher YAML and the KubeRay manifests export them (tests/unit/test_cluster_manifests.py
 #: checks).
 HAPROXY = "RAY_SERVE_ENABLE_HA_PROXY"
 SERVE_ENV = {HAPROXY: "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5", "RAY_SERVE_PROXY_USE_GRPC": "1",
-             "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+             "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}
 PROXIES = ("haproxy", "python")
 
 
