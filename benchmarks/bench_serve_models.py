@@ -4,7 +4,8 @@
         [--models baseline,sota,jump_sde] [--paths 1000,10000] [--horizon 14] [--concurrency 1,8] \
         [--requests 40] [--data ../shared/data | --synthetic] [--asset BTC-USD]
 
-Starts a local Ray (2 CPUs) and the Serve app twice, one after the other, on the same
+Starts a local Ray (2 CPUs, `aetheris serve`'s Serve environment: HAProxy in front where
+its binary exists) and the Serve app twice, one after the other, on the same
 registry (``$AETHERIS_HOME``, where ``aetheris tune`` put the artefacts): ``networks``
 (the default graph: RoughVolNet, FlowMatchingNet, MambaNet and JumpSdeNet run the
 networks, batching concurrent calls) and ``in replica`` (``AppArgs(networks=False)``:
@@ -141,6 +142,9 @@ def main() -> None:
 
     import ray
 
+    from aetheris_ray.distributed.serving import use_serve_env
+
+    front = use_serve_env()  # the Ray environment `aetheris serve` uses (HAProxy where its binary exists)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         rows, stats = [], {}
@@ -152,8 +156,8 @@ def main() -> None:
         ray.shutdown()
 
     base = {(r["app"], r["paths"], r["concurrency"]): r["p50"] for r in rows if r["model"] == "baseline"}
-    print(f"\n{args.asset}, {args.horizon} days, {args.requests} requests per row, each its own seed; load "
-          f"{os.getloadavg()[0]:.1f}\n")
+    print(f"\n{args.asset}, {args.horizon} days, {args.requests} requests per row, each its own seed; HTTP front "
+          f"{front}; load {os.getloadavg()[0]:.1f}\n")
     print("| app | model | paths | concurrency | p50 ms | p99 ms | req/s | p50 / baseline | errors | fallbacks |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:

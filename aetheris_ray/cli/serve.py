@@ -53,6 +53,10 @@ def serve_cmd(
         None, "--deployment-config", help="Serve config whose application 'aetheris' gives each deployment's "
         "options: autoscaling bounds, CPUs, max_ongoing_requests, user_config (default: deployments/serve_config.yaml, "
         "1..2 replicas of Ingress, Features and Simulator; 'none': fixed single replicas)"),
+    network_deployments: bool = typer.Option(
+        True, "--network-deployments/--networks-in-replica", help="run each neural part's network in its own "
+        "deployment (default; batched, scaled and placed on its own) or in the replica that draws the request "
+        "(on a CPU-only machine about half the latency of a neural preset)"),
     insecure_ray: bool = typer.Option(False, "--insecure-ray", help="run even when RAY_AUTH_MODE is not 'token' "
                                       "(anyone who can reach Ray's ports could then run commands as this user)"),
 ) -> None:
@@ -74,7 +78,8 @@ def serve_cmd(
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         url = start_serve(settings, data=data, store=store, synthetic=synthetic, name=APP_NAME,
-                          access_log=access_log, deployment_config=config)
+                          access_log=access_log, deployment_config=config,
+                          extra={"networks": network_deployments})
         via = f"; {'HAProxy' if front == 'haproxy' else 'Serve Python proxy'}" if started_ray else ""
         typer.echo(f"serving on {url}  (web page {url}/, API docs {url}/docs{via}); Ctrl-C to stop", err=False)
         while not stop.wait(0.5):
