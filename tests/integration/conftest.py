@@ -147,6 +147,49 @@ def served_neural(served) -> Served:
     return served
 
 
+#: Environment variables of the session's own Ray, Serve and HAProxy that an `aetheris serve`
+#: subprocess must not inherit (it starts its own local Ray, with the defaults).
+OWN_RAY_ENV = ("RAY_ADDRESS", "RAY_SERVE_", "AETHERIS_HAPROXY", "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS")
+
+
+@pytest.fixture(scope="session")
+def aetheris_serve():
+    """``with aetheris_serve(args, env) as (proc, url, lines)``: ``aetheris serve ARGS`` in a subprocess with
+    its own local Ray (the session's Ray, Serve and HAProxy settings removed, ``env`` added), once it printed
+    its URL; SIGTERM (then kill after 60 s) on exit.  ``lines``: its output up to the URL."""
+    import contextlib
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    @contextlib.contextmanager
+    def run(args: list[str], env: dict[str, str], timeout_s: float = 150.0):
+        full = {k: v for k, v in os.environ.items() if not k.startswith(OWN_RAY_ENV)}
+        full.update(RAY_USAGE_STATS_ENABLED="0", **env)
+        exe = Path(sys.executable).with_name("aetheris")
+        proc = subprocess.Popen([str(exe), "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=full)
+        try:
+            lines, url = [], None
+            deadline = time.monotonic() + timeout_s
+            while url is None and time.monotonic() < deadline and proc.poll() is None:
+                line = proc.stdout.readline()
+                lines.append(line)
+                m = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
+                url = m.group(1) if m else None
+            assert url, "".join(lines)[-3000:]
+            yield proc, url, lines
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def in_process(tmp_path_factory):
     """``in_process(source, body_or_bodies[, home_dir])``: the in-process answers (``api.forecast_request``, no Ray).

@@ -6,11 +6,8 @@ Once per HTTP front: HAProxy (the default where its binary exists) and Serve's P
 from __future__ import annotations
 
 import os
-import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("proxy, label", [("haproxy", "HAProxy"), ("python", "Serve Python proxy")])
-def test_aetheris_serve_starts_serves_and_stops(tmp_path, proxy, label):
+def test_aetheris_serve_starts_serves_and_stops(tmp_path, aetheris_serve, proxy, label):
     import socket
 
     from aetheris_ray.distributed.serving import haproxy_binary
@@ -31,35 +28,15 @@ def test_aetheris_serve_starts_serves_and_stops(tmp_path, proxy, label):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # its own Ray, HAProxy files and side ports: none of the session's
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_SERVE_", "AETHERIS_HAPROXY"))}
-    env.update(AETHERIS_HOME=str(tmp_path), RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0")
-    exe = Path(sys.executable).with_name("aetheris")
-    proc = subprocess.Popen([str(exe), "serve", "--synthetic", "--port", str(port), "--num-cpus", "1",
-                             "--address", "local", "--proxy", proxy],  # its own Ray: never join (and redeploy over) the session's
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        url, lines = None, []
-        deadline = time.monotonic() + 120
-        while url is None and time.monotonic() < deadline and proc.poll() is None:
-            line = proc.stdout.readline()
-            lines.append(line)
-            m = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
-            if m:
-                url = m.group(1)
+    # its own Ray (--address local: never join, and redeploy over, the session's), HAProxy files and side ports
+    with aetheris_serve(["--synthetic", "--port", str(port), "--num-cpus", "1", "--address", "local", "--proxy", proxy],
+                        {"AETHERIS_HOME": str(tmp_path), "RAY_AUTH_MODE": "token"}, timeout_s=120) as (proc, url, lines):
         assert url == f"http://127.0.0.1:{port}", "".join(lines)[-3000:]
         assert label in lines[-1], lines[-1]
         r = requests.post(f"{url}/v1/forecast", json={"asset": "SYN-ETH", "horizon": 2, "paths": 500, "seed": 1},
                           timeout=60)
         assert r.status_code == 200 and r.json()["horizons"] == [1, 2]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert rc == 0
+    assert proc.returncode == 0
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/healthz", timeout=5)
 

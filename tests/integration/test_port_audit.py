@@ -17,13 +17,9 @@ The table it prints (``-s``) is the one in docs/security.md.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import signal
 import socket
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -104,34 +100,15 @@ def grpc_probe(host: str, port: int) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
+def service(tmp_path_factory, aetheris_serve):
     """``aetheris serve --synthetic --address local`` with an API key; yields (process, url)."""
     home = tmp_path_factory.mktemp("audit_home")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_SERVE_", "AETHERIS_HAPROXY",
-                                                                    "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS"))}
-    env.update(AETHERIS_HOME=str(home), AETHERIS_API_KEYS=f'["{KEY}"]', RAY_USAGE_STATS_ENABLED="0")  # auth mode: the default
-    exe = Path(sys.executable).with_name("aetheris")
-    proc = subprocess.Popen([str(exe), "serve", "--synthetic", "--port", str(port), "--num-cpus", "1",
-                             "--address", "local"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        lines, url = [], None
-        deadline = time.monotonic() + 150
-        while url is None and time.monotonic() < deadline and proc.poll() is None:
-            line = proc.stdout.readline()
-            lines.append(line)
-            m = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
-            url = m.group(1) if m else None
-        assert url, "".join(lines)[-3000:]
+    with aetheris_serve(["--synthetic", "--port", str(port), "--num-cpus", "1", "--address", "local"],
+                        {"AETHERIS_HOME": str(home), "AETHERIS_API_KEYS": f'["{KEY}"]'}) as (proc, url, _):  # auth: default
         yield proc, url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_no_unauthenticated_endpoint_off_loopback(service):

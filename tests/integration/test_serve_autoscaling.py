@@ -12,12 +12,7 @@ asserts a duration.
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -120,37 +115,18 @@ def wait_for(what: str, cond, timeout_s: float = 90.0, every_s: float = 0.5) -> 
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
+def service(tmp_path_factory, aetheris_serve):
     """``aetheris serve --synthetic --address local --deployment-config <quick copy>``; yields (process, url)."""
     tmp = tmp_path_factory.mktemp("autoscale")
     config = quick_config(tmp / "serve_config.yaml")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_SERVE_", "AETHERIS_HAPROXY",
-                                                                    "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS"))}
-    env.update(AETHERIS_HOME=str(tmp / "home"), AETHERIS_API_KEYS=f'["{KEY}"]', RAY_USAGE_STATS_ENABLED="0")
+    env = {"AETHERIS_HOME": str(tmp / "home"), "AETHERIS_API_KEYS": f'["{KEY}"]'}
     env.update({name: str(free_port()) for name in HAPROXY_PORTS})  # HAProxy's side ports: free ones, not Serve's fixed defaults
-    exe = Path(sys.executable).with_name("aetheris")
-    proc = subprocess.Popen([str(exe), "serve", "--synthetic", "--port", str(port), "--num-cpus", "2",
-                             "--address", "local", "--deployment-config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        lines, url = [], None
-        deadline = time.monotonic() + 150
-        while url is None and time.monotonic() < deadline and proc.poll() is None:
-            line = proc.stdout.readline()
-            lines.append(line)
-            m = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
-            url = m.group(1) if m else None
-        assert url, "".join(lines)[-3000:]
+    with aetheris_serve(["--synthetic", "--port", str(port), "--num-cpus", "2", "--address", "local",
+                         "--deployment-config", str(config)], env) as (proc, url, _):
         threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining its output
         wait_for("the app answers /healthz", lambda: _healthy(url), timeout_s=120)
         yield proc, url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _healthy(url: str) -> bool:
