@@ -148,20 +148,6 @@ async def ramp(url: str, body: dict, levels: tuple[int, ...], step_s: float, hea
     return steps
 
 
-def wait_healthy(url: str, timeout_s: float = 120.0) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url}/healthz not ready after {timeout_s} s")
-
-
 def at_min(monitor: ReplicaMonitor, minimum: dict[str, int]) -> bool:
     """Whether the last sample shows every deployment of the app at its minimum (1 when not in the config), RUNNING only."""
     if not monitor.samples or "error" in monitor.samples[-1][1]:
@@ -188,7 +174,7 @@ def run_app(settings, source: dict, config: Path | None, levels, step_s: float, 
     """Start the app as ``aetheris serve`` does (`serving.start_serve`), ramp the load, wait for the downscale."""
     from ray import serve
 
-    from aetheris_ray.distributed.serving import start_serve
+    from aetheris_ray.distributed.serving import start_serve, wait_healthy
 
     url = start_serve(settings, name="aetheris", deployment_config=config, **source)
     wait_healthy(url)

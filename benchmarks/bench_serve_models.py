@@ -81,7 +81,7 @@ async def load(url: str, body: dict, concurrency: int, n: int) -> dict:
 def run_app(args, networks: bool) -> tuple[list[dict], dict]:
     from ray import serve
 
-    from aetheris_ray.distributed.serving import serve_logging
+    from aetheris_ray.distributed.serving import serve_logging, wait_healthy
     from deployments.app import AppArgs, build_app
     from deployments.models import NETWORK_DEPLOYMENTS
 
@@ -91,18 +91,7 @@ def run_app(args, networks: bool) -> tuple[list[dict], dict]:
                        home=os.environ.get("AETHERIS_HOME"), networks=networks)
     serve.run(build_app(app_args), name="aetheris", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}/v1/forecast"
-    deadline = time.monotonic() + 180
-    import requests
-
-    while True:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit("the app did not become healthy in 180 s")
-        time.sleep(0.5)
+    wait_healthy(f"http://127.0.0.1:{port}", 180.0)
     rows = []
     for paths in args.paths:
         for model in args.models:

@@ -376,3 +376,21 @@ def stop_serve(name: str = "aetheris", *, shutdown_ray: bool = False) -> None:
     finally:
         if shutdown_ray:
             ray.shutdown()
+
+
+def wait_healthy(url: str, timeout_s: float = 120.0) -> None:
+    """Return once ``GET {url}/healthz`` answers 200; `TimeoutError` after ``timeout_s``."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url}/healthz not ready after {timeout_s} s")

@@ -71,22 +71,10 @@ class Served:
 
         from deployments.app import build_app
 
+        from aetheris_ray.distributed.serving import wait_healthy
+
         serve.run(build_app(self.args), name=APP_NAME, route_prefix="/", blocking=False)
-        wait_healthy(self.url)
-
-
-def wait_healthy(url: str, timeout_s: float = 60.0) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url}/healthz not ready after {timeout_s} s")
+        wait_healthy(self.url, 60.0)
 
 
 @pytest.fixture(scope="session")
