@@ -1,8 +1,8 @@
 """Where a neural part's network runs: in the calling process, or in the part's own Serve deployment.
 
 A fitted part marks the method that runs its network with `network`.  Such a method is
-a function of its arguments and the loaded weights only (arrays; a numpy ``Generator``
-it draws from is allowed and declared with ``rng=True``).  By default it runs where it
+a function of its arguments and the loaded weights only (arrays, and any numpy
+``Generator`` it draws from).  By default it runs where it
 is called.  A served app installs a runner per part name (`install`); a call on a
 registered artefact (one `registry.load_artefact` loaded: its ``info`` names it, `artefact_ref`)
 then becomes a `Call` -- the artefact's registry root, name and version, the method
@@ -88,11 +88,10 @@ def _on_event_loop() -> bool:
     return True
 
 
-def network(merge: bool = False, rng: bool = False) -> Callable[[Callable], Callable]:
+def network(merge: bool = False) -> Callable[[Callable], Callable]:
     """Mark a fitted part's method as its network call (see the module docstring).
 
     ``merge``: calls can be concatenated along the first axis of every argument and result.
-    ``rng``: the arguments include a numpy Generator, advanced by the call.
     """
     def mark(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -108,7 +107,6 @@ def network(merge: bool = False, rng: bool = False) -> Callable[[Callable], Call
 
         call.local = fn  # type: ignore[attr-defined]
         call.merge = merge  # type: ignore[attr-defined]
-        call.uses_rng = rng  # type: ignore[attr-defined]
         return call
 
     return mark

@@ -303,7 +303,7 @@ class FittedJumpSde(FittedBase):
 
         return rows(cond["cond"]), rows(cond["anchor"]), rows(cond["x"]), rows(cond["j"])
 
-    @network(rng=True)
+    @network()
     def _simulate(self, cond: dict, n_paths: int, horizon: int, rng: np.random.Generator,
                   eta: FloatArray | None) -> tuple[FloatArray, FloatArray]:
         import torch
