@@ -177,6 +177,21 @@ def test_shipped_config_fits_two_cpus_at_max_replicas(tmp_path):
 
 
 @pytest.mark.integration
+def test_network_deployments_are_in_the_graph_unless_asked_in_replica(tmp_path):
+    """One deployment per neural network part by default; ``aetheris serve --networks-in-replica`` has none."""
+    from aetheris_ray.config import load_settings
+    from aetheris_ray.distributed.serving import app_args, cpu_reservation
+    from deployments.models import NETWORK_DEPLOYMENTS
+
+    settings = load_settings(home=tmp_path)
+    with_nets = cpu_reservation(app_args(settings, synthetic=True))
+    in_replica = cpu_reservation(app_args(settings, synthetic=True, extra={"networks": False}))
+    assert set(NETWORK_DEPLOYMENTS.values()) <= set(with_nets)
+    assert not set(NETWORK_DEPLOYMENTS.values()) & set(in_replica)
+    assert {"Ingress", "Features", "Simulator", "Calibrator"} <= set(in_replica)
+
+
+@pytest.mark.integration
 def test_deployment_config_option(tmp_path, capsys):
     """``--deployment-config``: the shipped file by default, 'none' for fixed replicas, a missing file exits 2."""
     from aetheris_ray.cli import main
