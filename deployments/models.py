@@ -264,10 +264,9 @@ class Network:
     uses two cores.  ``user_config``: ``max_batch_size``, ``batch_wait_timeout_s``.
     """
 
-    def __init__(self, part: str, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.002) -> None:
+    def __init__(self, part: str) -> None:
         self.part = part
         self.counts = {"calls": 0, "batches": 0, "largest_batch": 0}
-        self.reconfigure({"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s})
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         if "max_batch_size" in config:

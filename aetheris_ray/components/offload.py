@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Call", "network", "artefact_ref", "install", "uninstall", "installed", "sends_calls", "run_batch"]
+__all__ = ["Call", "network", "artefact_ref", "install", "uninstall", "sends_calls", "run_batch"]
 
 #: Part name -> runner: ``runner(call) -> result`` (`install`).
 _RUNNERS: dict[str, Callable[["Call"], Any]] = {}
@@ -68,11 +68,6 @@ def uninstall(part: str | None = None) -> None:
         _RUNNERS.clear()
     else:
         _RUNNERS.pop(part, None)
-
-
-def installed() -> list[str]:
-    """The parts whose network calls leave this process."""
-    return sorted(_RUNNERS)
 
 
 def sends_calls(model: Any) -> bool:
@@ -141,18 +136,21 @@ def _split(out: Any, sizes: list[int]) -> list[Any]:
 def run_batch(calls: Sequence[Call]) -> list[tuple[Any, list[dict]]]:
     """Run a batch of calls where the artefacts live; each result is ``(output, generator states after)``.
 
-    Mergeable calls with the same artefact, method and trailing shapes run as one call
-    (`network` ``merge=True``); the rest one by one, in order.  An exception is the
-    result of the calls it concerns, not of the batch.
+    Each artefact is looked up once per batch.  Mergeable calls with the same artefact,
+    method and trailing shapes run as one call (`network` ``merge=True``); the rest one by
+    one, in order.  An exception is the result of the calls it concerns, not of the batch.
     """
     from aetheris_ray.api import one_blas_thread
 
     results: list[Any] = [None] * len(calls)
     groups: dict[tuple, list[int]] = {}
+    parts: dict[tuple[str, str, str], Any] = {}
     with one_blas_thread():
         for i, c in enumerate(calls):
             try:
-                part = _load(c.ref)
+                if c.ref not in parts:
+                    parts[c.ref] = _load(c.ref)
+                part = parts[c.ref]
                 method = getattr(type(part), c.method)
                 if not hasattr(method, "local"):
                     raise AttributeError(f"{c.ref[1]}.{c.method} is not a network call")
@@ -168,7 +166,7 @@ def run_batch(calls: Sequence[Call]) -> list[tuple[Any, list[dict]]]:
                 except Exception as e:  # noqa: BLE001
                     results[i] = e
         for (ref, name, _), idx in groups.items():
-            part = _load(ref)
+            part = parts[ref]
             method = getattr(type(part), name).local
             try:
                 if len(idx) == 1:
