@@ -26,6 +26,15 @@ binary with the arguments unchanged.  `harden`:
   answering (kill -9) is resent (``option redispatch``: to another replica, or Serve's
   fallback proxy, which waits for the replacement) instead of hanging or failing.  Every
   POST route is safe to repeat: forecasts are pure given the seed, outcomes are keyed;
+  ``retries`` `RETRIES`: HAProxy's default, 3, is what it takes Serve's ``observe layer4
+  error-limit 3`` to mark the dead replica down, so a request could spend all three on the
+  dead replica and get a 503 with an empty body; with 6 the later ones go to the fallback;
+  ``http-request wait-for-body`` for a declared body of at most `HELD_BODY` bytes: the whole
+  request is held before a replica is picked, so it can be resent when the replica dies
+  mid-request (clients send head and body in two writes; without it HAProxy had streamed
+  the body and answered 502).  Larger or chunked bodies stream on to the ingress, which
+  enforces its body limit while reading (a body held whole would make a declared 50 MB
+  that never comes an HAProxy 408 page instead of the ingress's 413);
 * ``maxconn`` `MAXCONN`, or what the file-descriptor limit allows (`fd_maxconn`), if
   less, but not under Serve's own (4,096).  With 4,096, 4,500 idle connections queued
   every request behind them until the header timeout dropped them: 10.5 s for a 10 ms
@@ -52,6 +61,8 @@ CLIENT_S = 60
 KEEP_ALIVE_S = 10
 CONN_PER_SOURCE = 256
 MAXCONN = 10_000
+HELD_BODY = 8_192  # bytes: bodies up to this are held whole (a forecast request is under 1 kB)
+RETRIES = 6  # more than Serve's observe error-limit (3), so the last retries go to the fallback proxy
 MARK = "# hardened by aetheris deployments/haproxy_front.py"
 
 __all__ = ["harden", "limits", "main"]
@@ -118,9 +129,13 @@ def harden(text: str, lim: dict[str, int] | None = None) -> str:
         elif section == "defaults" and s.split()[:2] in (["timeout", "client"], ["timeout", "http-request"],
                                                          ["timeout", "http-keep-alive"]):
             continue  # replaced below
+        elif section == "defaults" and s.split()[:1] == ["retries"]:
+            continue  # replaced below
         elif section == "defaults" and s == "retry-on conn-failure":
             line = line.replace("conn-failure", "conn-failure empty-response")
+            out += [line, f"    retries {RETRIES}"]
             done.add("retry-on")
+            continue
         out.append(line)
         if s == "defaults":
             out += [f"    timeout http-request {lim['HTTP_REQUEST_S']}s",
@@ -131,7 +146,10 @@ def harden(text: str, lim: dict[str, int] | None = None) -> str:
             out += ["    # at most CONN_PER_SOURCE concurrent connections per client address",
                     "    stick-table type ip size 100k expire 60s store conn_cur",
                     "    tcp-request connection track-sc0 src",
-                    f"    tcp-request connection reject if {{ sc0_conn_cur gt {lim['CONN_PER_SOURCE']} }}"]
+                    f"    tcp-request connection reject if {{ sc0_conn_cur gt {lim['CONN_PER_SOURCE']} }}",
+                    "    # hold a small body whole before picking a replica: it can then be resent if the replica dies",
+                    f"    http-request wait-for-body time {lim['HTTP_REQUEST_S']}s if "
+                    f"{{ req.hdr_val(content-length) le {HELD_BODY} }}"]
             done.add("http_frontend")
     missing = {"socket", "maxconn", "retry-on", "frontend prometheus", "listen stats", "defaults",
                "http_frontend"} - done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shlex
@@ -363,7 +364,9 @@ def start_serve(settings: Settings, *, data: Path | str | None = None, store: Pa
                 **({"proxy_location": where} if where else {}))
     serve.run(build_app(args), name=name, route_prefix="/", blocking=False)
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
-    return f"http://{host}:{settings.port}"
+    url = f"http://{host}:{settings.port}"
+    wait_healthy(url)
+    return url
 
 
 def stop_serve(name: str = "aetheris", *, shutdown_ray: bool = False) -> None:
@@ -379,18 +382,63 @@ def stop_serve(name: str = "aetheris", *, shutdown_ray: bool = False) -> None:
 
 
 def wait_healthy(url: str, timeout_s: float = 120.0) -> None:
-    """Return once ``GET {url}/healthz`` answers 200; `TimeoutError` after ``timeout_s``."""
+    """Return once ``GET {url}/healthz`` answers 200 and the HAProxy front has settled (`haproxy_settled`);
+    `TimeoutError` naming what is not ready after ``timeout_s``."""
     import time
     import urllib.error
     import urllib.request
 
     deadline = time.monotonic() + timeout_s
+    healthy = False
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
+        if not healthy:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+                    healthy = r.status == 200
+            except (urllib.error.URLError, OSError):
+                pass
+        if healthy and haproxy_settled():
+            return
         time.sleep(0.2)
-    raise TimeoutError(f"{url}/healthz not ready after {timeout_s} s")
+    what = "the HAProxy front has not settled (no ingress replica in its config, or a process from before " \
+           "its last reload still runs)" if healthy else "/healthz does not answer 200"
+    raise TimeoutError(f"{url} not ready after {timeout_s} s: {what}")
+
+
+def haproxy_settled() -> bool:
+    """Whether this process's HAProxy front routes to an ingress replica with no earlier HAProxy process left.
+
+    Until Serve's first ingress replica is in HAProxy's config, HAProxy sends requests to
+    the fallback (Serve's Python proxy), and a process from before a reload can still accept
+    a connection for a moment and keep it (``option idle-close-on-response``).  A request
+    that went through the fallback and was in flight when the ingress replica died is
+    answered 500 by the Python proxy, which does not retry: one such request in about 10
+    runs of the kill -9 test failed that way.  "Ready" therefore means: every HAProxy config
+    of this front lists a ``SERVE_REPLICA_`` server and exactly one process runs each.
+    True when HAProxy is not this process's front (`use_serve_env`) or where ``/proc`` is absent.
+    """
+    loc = os.environ.get("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC")
+    if os.environ.get(HAPROXY) != "1" or not loc or not os.path.isdir("/proc"):
+        return True
+    # Serve writes the config under a directory per node: <dir>/<node id>/haproxy.cfg
+    configs = [c for c in (loc, *glob.glob(os.path.join(os.path.dirname(loc), "*", os.path.basename(loc))))
+               if os.path.isfile(c)]
+    if not configs:
+        return False
+    for c in configs:
+        with open(c, encoding="utf-8") as f:
+            if "server SERVE_REPLICA_" not in f.read():
+                return False
+    running = {c: 0 for c in configs}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        for c in configs:
+            if c in args:
+                running[c] += 1
+    return all(n == 1 for n in running.values())

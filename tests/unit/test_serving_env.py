@@ -163,7 +163,8 @@ def test_harden_closes_what_serve_leaves_open(tmp_path):
     assert "timeout http-request 10s" in out and "timeout client 60s" in out and "timeout client 3600s" not in out
     assert "tcp-request connection reject if { sc0_conn_cur gt 256 }" in out
     assert "maxconn 10000" in out and "maxconn 4096" in raw and "maxconn 4096" not in out
-    assert "retry-on conn-failure empty-response" in out
+    assert "retry-on conn-failure empty-response" in out and "retries 6" in out
+    assert "http-request wait-for-body time 10s if { req.hdr_val(content-length) le 8192 }" in out
     assert harden(out) == out  # idempotent (a reload re-runs it)
     (tmp_path / "hardened.cfg").write_text(out)
     r = subprocess.run([real_haproxy(), "-c", "-f", str(tmp_path / "hardened.cfg")], capture_output=True, text=True,
@@ -205,3 +206,44 @@ def test_serve_runs_haproxy_through_the_wrapper_with_private_files(tmp_path):
     r = subprocess.run([wrapper, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "mode 600 level admin" in cfg.read_text()
+
+
+def test_haproxy_settled_waits_for_a_replica_and_one_process(tmp_path, monkeypatch):
+    """Ready means: every per-node config routes to an ingress replica, one HAProxy process each."""
+    import subprocess
+    import sys
+    import time
+
+    from aetheris_ray.distributed.serving import HAPROXY, haproxy_settled
+
+    monkeypatch.setenv(HAPROXY, "1")
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", str(tmp_path / "haproxy.cfg"))
+    assert not haproxy_settled()  # no config written yet
+    cfg = tmp_path / "node1" / "haproxy.cfg"  # Serve's layout: <dir>/<node id>/haproxy.cfg
+    cfg.parent.mkdir()
+    cfg.write_text("backend http-aetheris\n    server SERVE_PROXY_ACTOR-fallback-x 127.0.0.1:8500 check backup\n")
+    assert not haproxy_settled()  # only the fallback proxy
+    cfg.write_text("backend http-aetheris\n    server SERVE_REPLICA_aetheris-Ingress-x 127.0.0.1:30000 check\n")
+    assert not haproxy_settled()  # no process runs it
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)", "-f", str(cfg)]  # stands in for haproxy -f CFG
+
+    def started(p):  # Popen can return before the child's exec has replaced its command line
+        while str(cfg).encode() not in open(f"/proc/{p.pid}/cmdline", "rb").read():
+            time.sleep(0.01)
+        return p
+
+    first = started(subprocess.Popen(sleeper))
+    try:
+        assert haproxy_settled()
+        second = started(subprocess.Popen(sleeper))  # a process from before a reload, still draining
+        try:
+            assert not haproxy_settled()
+        finally:
+            second.kill()
+            second.wait()
+        assert haproxy_settled()
+    finally:
+        first.kill()
+        first.wait()
+    monkeypatch.setenv(HAPROXY, "0")
+    assert haproxy_settled()  # the Python proxy is the front: nothing to wait for
