@@ -126,10 +126,8 @@ def harden(text: str, lim: dict[str, int] | None = None) -> str:
                 raise ValueError(f"{section}: cannot read the port of {s!r}")
             line = line[: len(line) - len(line.lstrip())] + f"bind 127.0.0.1:{port}"
             done.add(section)
-        elif section == "defaults" and s.split()[:2] in (["timeout", "client"], ["timeout", "http-request"],
-                                                         ["timeout", "http-keep-alive"]):
-            continue  # replaced below
-        elif section == "defaults" and s.split()[:1] == ["retries"]:
+        elif section == "defaults" and (s.split()[:2] in (["timeout", "client"], ["timeout", "http-request"],
+                                                          ["timeout", "http-keep-alive"]) or s.split()[:1] == ["retries"]):
             continue  # replaced below
         elif section == "defaults" and s == "retry-on conn-failure":
             line = line.replace("conn-failure", "conn-failure empty-response")
@@ -148,8 +146,8 @@ def harden(text: str, lim: dict[str, int] | None = None) -> str:
                     "    tcp-request connection track-sc0 src",
                     f"    tcp-request connection reject if {{ sc0_conn_cur gt {lim['CONN_PER_SOURCE']} }}",
                     "    # hold a small body whole before picking a replica: it can then be resent if the replica dies",
-                    f"    http-request wait-for-body time {lim['HTTP_REQUEST_S']}s if "
-                    f"{{ req.hdr_val(content-length) le {HELD_BODY} }}"]
+                    (f"    http-request wait-for-body time {lim['HTTP_REQUEST_S']}s if "
+                     f"{{ req.hdr_val(content-length) le {HELD_BODY} }}")]
             done.add("http_frontend")
     missing = {"socket", "maxconn", "retry-on", "frontend prometheus", "listen stats", "defaults",
                "http_frontend"} - done

@@ -213,6 +213,7 @@ def test_haproxy_settled_waits_for_a_replica_and_one_process(tmp_path, monkeypat
     import subprocess
     import sys
     import time
+    from pathlib import Path
 
     from aetheris_ray.distributed.serving import HAPROXY, haproxy_settled
 
@@ -228,7 +229,7 @@ def test_haproxy_settled_waits_for_a_replica_and_one_process(tmp_path, monkeypat
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)", "-f", str(cfg)]  # stands in for haproxy -f CFG
 
     def started(p):  # Popen can return before the child's exec has replaced its command line
-        while str(cfg).encode() not in open(f"/proc/{p.pid}/cmdline", "rb").read():
+        while str(cfg).encode() not in Path(f"/proc/{p.pid}/cmdline").read_bytes():
             time.sleep(0.01)
         return p
 
