@@ -138,6 +138,11 @@ HAPROXY = "RAY_SERVE_ENABLE_HA_PROXY"
 SERVE_ENV = {HAPROXY: "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5", "RAY_SERVE_PROXY_USE_GRPC": "1",
              "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}
 PROXIES = ("haproxy", "python")
+#: Where Serve's Python proxy is the HTTP front, `use_serve_env` has Serve call
+#: ``deployments.python_front.guard`` in the proxy actor: HAProxy's head timeout and
+#: per-address connection limit, in uvicorn (deployments/python_front.py).
+PROXY_CALLBACK = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+PYTHON_FRONT_GUARD = "deployments.python_front.guard"
 
 
 def haproxy_binary() -> str | None:
@@ -157,7 +162,8 @@ def use_serve_env(proxy: str | None = None) -> str:
     """Put `SERVE_ENV` (and usage stats off) into this process's environment, keeping values already set.
 
     ``proxy`` ("haproxy" or "python") overrides ``RAY_SERVE_ENABLE_HA_PROXY``.  HAProxy falls
-    back to the Python proxy when no binary is found.  Returns the proxy chosen; it takes
+    back to the Python proxy when no binary is found; the Python proxy then gets HAProxy's
+    head timeout and per-address limit (`PYTHON_FRONT_GUARD`).  Returns the proxy chosen; it takes
     effect in a Ray started after this call.
     """
     if proxy is not None and proxy not in PROXIES:
@@ -170,7 +176,10 @@ def use_serve_env(proxy: str | None = None) -> str:
     if os.environ[HAPROXY] == "1" and haproxy_binary() is None:
         os.environ[HAPROXY] = "0"
     if os.environ[HAPROXY] != "1":
+        os.environ.setdefault(PROXY_CALLBACK, PYTHON_FRONT_GUARD)
         return "python"
+    if os.environ.get(PROXY_CALLBACK) == PYTHON_FRONT_GUARD:  # HAProxy's fallback proxy sees only 127.0.0.1
+        del os.environ[PROXY_CALLBACK]
     for name, default in HAPROXY_PORTS.items():  # a second HAProxy-mode Serve on this host
         if name not in os.environ and not _bindable(default):
             os.environ[name] = str(_free_port())

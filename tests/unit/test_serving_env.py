@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from aetheris_ray.distributed.serving import (HAPROXY, HAPROXY_FILES, HAPROXY_PORTS, HAPROXY_REAL, SERVE_ENV,
-                                              haproxy_binary, serve_logging, use_serve_env)
+from aetheris_ray.distributed.serving import (HAPROXY, HAPROXY_FILES, HAPROXY_PORTS, HAPROXY_REAL, PROXY_CALLBACK,
+                                              PYTHON_FRONT_GUARD, SERVE_ENV, haproxy_binary, serve_logging,
+                                              use_serve_env)
 
 pytestmark = pytest.mark.ray
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.ray
 def clean_env(monkeypatch):
     """Each test starts without the Serve variables; whatever it sets is undone afterwards."""
     for k in (*SERVE_ENV, "RAY_USAGE_STATS_ENABLED", "RAY_SERVE_HAPROXY_BINARY_PATH", *HAPROXY_PORTS, *HAPROXY_FILES,
-              HAPROXY_REAL, "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
+              HAPROXY_REAL, PROXY_CALLBACK, "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
         monkeypatch.delenv(k, raising=False)
 
 
@@ -37,6 +38,9 @@ def test_proxy_access_log_is_off_unless_asked():
 def test_proxy_choice_overrides_the_environment(monkeypatch):
     monkeypatch.setenv(HAPROXY, "1")
     assert use_serve_env("python") == "python" and os.environ[HAPROXY] == "0"
+    assert os.environ[PROXY_CALLBACK] == PYTHON_FRONT_GUARD  # the Python proxy as the front gets HAProxy's limits
+    if haproxy_binary() is not None:
+        assert use_serve_env("haproxy") == "haproxy" and PROXY_CALLBACK not in os.environ  # not the fallback proxy
     with pytest.raises(ValueError, match="proxy must be one of"):
         use_serve_env("nginx")
 
