@@ -98,16 +98,54 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings with explicit overrides (``None`` values are ignored); errors name the field."""
+    """Settings with explicit overrides (``None`` values are ignored); errors name the field.
+
+    Built once per set of inputs (the overrides, the ``AETHERIS_*`` environment, the
+    working directory, and the ``.env`` and TOML files as they are on disk) and copied
+    out: building them reads the environment and both files (1.5 ms of a 12 ms forecast).
+    """
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**clean)
+        key = _settings_key(clean)
+    except (OSError, InvalidInput):
+        key = None  # unreadable inputs: build (and report) as usual
+    hit = _SETTINGS.get(key) if key is not None else None
+    if hit is not None:
+        return hit.model_copy(deep=True)
+    try:
+        built = Settings(**clean)
     except ValidationError as e:
         from aetheris_ray.contract import validation_message
 
         raise InvalidInput("settings: " + validation_message(e)) from None
     except SettingsError as e:  # a value pydantic-settings could not even decode (a list field's env var not JSON)
         raise InvalidInput(_decode_message(e)) from None
+    if key is not None:
+        if len(_SETTINGS) >= 16:
+            _SETTINGS.clear()
+        _SETTINGS[key] = built
+    return built.model_copy(deep=True)
+
+
+_SETTINGS: dict[tuple, Settings] = {}
+
+
+def _settings_key(clean: dict[str, Any]) -> tuple:
+    """What `Settings` is built from, with each file's identity (inode, size, modification time)."""
+
+    def stamp(p: Path | None) -> tuple | None:
+        if p is None:
+            return None
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            return (str(p),)
+        return str(p.resolve()), st.st_ino, st.st_size, st.st_mtime_ns
+
+    # and what the default home comes from (platformdirs: HOME, XDG_DATA_HOME)
+    env = tuple(sorted((k, v) for k, v in os.environ.items()
+                       if k.upper().startswith("AETHERIS_") or k in ("HOME", "XDG_DATA_HOME")))
+    return repr(sorted(clean.items())), env, os.getcwd(), stamp(Path(".env")), stamp(config_file())
 
 
 def _decode_message(e: Exception) -> str:

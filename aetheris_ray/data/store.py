@@ -143,6 +143,19 @@ class _Plan:
     report: PartitionReport | None = None
 
 
+#: Recent `ParquetStore.history` reads, keyed by store, asset, cutoff and each partition file's
+#: identity (`_stamp`: path, inode, size, modification time), so that a repeated forecast
+#: does not re-read unchanged Parquet files (3 ms of a 12 ms warm ``api.forecast`` for
+#: BTC-USD) and a rewritten file (an ingest replaces files, never edits them) is read anew.
+_READ: dict[tuple, AssetData] = {}
+READ_CACHE = 8
+
+
+def _stamp(path: Path) -> tuple:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 class ParquetStore:
     """A directory of Parquet partitions implementing `MarketSource`.
 
@@ -204,20 +217,32 @@ class ParquetStore:
         if cutoff is not None and cutoff > pd.Timestamp.max.tz_localize("UTC"):
             cutoff = None  # past 2262 (e.g. 9999-12-31): later than any stored ts, and no ns filter can hold it
         self._require(asset)
-        bars: dict[str, pd.DataFrame] = {}
-        series: dict[str, pd.DataFrame] = {}
-        info: dict[str, SeriesInfo] = {}
-        for _, name, path in self._partitions(asset):
-            filters = None if cutoff is None else [("ts", "<=", pa.scalar(cutoff, type=pa.timestamp("ns", "UTC")))]
-            table = pq.read_table(path, filters=filters)
-            meta = _meta(table.schema.metadata, path)
-            frame = table.to_pandas()
-            if meta["kind"] == "bars":
-                bars[name.removeprefix("bars_")] = frame.loc[:, list(BAR_COLUMNS)]
-            else:
-                series[name] = frame.loc[:, list(SERIES_COLUMNS)]
-                info[name] = SeriesInfo(name, meta["unit"], meta["cadence"], meta["source"])
-        return AssetData(asset=asset, bars=bars, series=series, info=info)
+        parts = self._partitions(asset)
+        key = (str(self.path.resolve()), asset, cutoff, tuple((name, _stamp(path)) for _, name, path in parts))
+        data = _READ.get(key)
+        if data is None:
+            bars: dict[str, pd.DataFrame] = {}
+            series: dict[str, pd.DataFrame] = {}
+            info: dict[str, SeriesInfo] = {}
+            for _, name, path in parts:
+                filters = None if cutoff is None else [("ts", "<=", pa.scalar(cutoff, type=pa.timestamp("ns", "UTC")))]
+                table = pq.read_table(path, filters=filters)
+                meta = _meta(table.schema.metadata, path)
+                frame = table.to_pandas()
+                if meta["kind"] == "bars":
+                    bars[name.removeprefix("bars_")] = frame.loc[:, list(BAR_COLUMNS)]
+                else:
+                    series[name] = frame.loc[:, list(SERIES_COLUMNS)]
+                    info[name] = SeriesInfo(name, meta["unit"], meta["cadence"], meta["source"])
+            data = AssetData(asset=asset, bars=bars, series=series, info=info)
+            _READ[key] = data
+            while len(_READ) > READ_CACHE:
+                _READ.pop(next(iter(_READ)))
+        else:
+            _READ[key] = _READ.pop(key)  # most recently used last
+        # copies: a caller that changes its frames must not change the next caller's
+        return AssetData(asset=asset, bars={k: v.copy() for k, v in data.bars.items()},
+                         series={k: v.copy() for k, v in data.series.items()}, info=dict(data.info))
 
     def _require(self, asset: str) -> None:
         if asset not in self.assets():

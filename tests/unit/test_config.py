@@ -35,3 +35,21 @@ def test_errors_name_the_field(tmp_path, monkeypatch):
     monkeypatch.setenv("AETHERIS_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(InvalidInput, match="AETHERIS_CONFIG=.*missing.toml: no such file"):
         load_settings()
+
+
+def test_settings_are_rebuilt_when_an_input_changes_and_copied_out(tmp_path, monkeypatch):
+    """`load_settings` reuses a build only while the environment, the working directory and the files are the same."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AETHERIS_PATHS", raising=False)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("paths = 2000\n")
+    monkeypatch.setenv("AETHERIS_CONFIG", str(cfg))
+    a = load_settings()
+    a.paths = 7  # a caller changing its copy ...
+    assert load_settings().paths == 2000  # ... does not change the next caller's
+    cfg.write_text("paths = 2500\nhorizon = 4\n")  # the file changes (size differs)
+    assert (load_settings().paths, load_settings().horizon) == (2500, 4)
+    (tmp_path / ".env").write_text("AETHERIS_HORIZON=5\n")  # a .env appears in the working directory
+    assert load_settings().horizon == 5
+    monkeypatch.setenv("AETHERIS_HORIZON", "6")  # the environment beats .env
+    assert load_settings().horizon == 6

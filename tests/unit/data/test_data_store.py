@@ -180,3 +180,28 @@ def test_unknown_asset_in_a_store_lists_known_ones(synthetic_store):
 def test_bad_until_is_invalid_input(synthetic_store):
     with pytest.raises(InvalidInput, match=r"until='last tuesday' is not a date or timestamp; use YYYY-MM-DD"):
         synthetic_store.history("SYN-BTC", until="last tuesday")
+
+
+def test_a_repeated_read_is_served_from_memory_and_a_rewrite_is_read_anew(tmp_path, monkeypatch):
+    """`history` keeps recent reads keyed by each file's identity: same answer, independent frames, fresh after an ingest."""
+    import pyarrow.parquet
+
+    csv = tmp_path / "csv"
+    csv.mkdir()
+    (csv / "AAA-USD.csv").write_text(HEAD + rows(pd.date_range("2024-01-01", periods=40).date))
+    st = ParquetStore(tmp_path / "store")
+    st.ingest(CsvSource(csv))
+    first = st.history("AAA-USD")
+    reads = []
+    real = pyarrow.parquet.read_table
+    monkeypatch.setattr(pyarrow.parquet, "read_table", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    second = st.history("AAA-USD")
+    assert reads == []  # from memory
+    assert_same_data(first, second)
+    second.bars["1D"].loc[:, "close"] = -1.0  # a caller changing its frames ...
+    assert (st.history("AAA-USD").bars["1D"]["close"] > 0).all()  # ... does not change the next caller's
+    assert (ParquetStore(tmp_path / "store").history("AAA-USD").bars["1D"]["close"] > 0).all()  # any instance
+    (csv / "AAA-USD.csv").write_text(HEAD + rows(pd.date_range("2024-01-01", periods=45).date, close=200.0))
+    st.ingest(CsvSource(csv))  # rewrites the partition (a new file renamed over the old)
+    after = st.history("AAA-USD")
+    assert reads and len(after.bars["1D"]) == 45 and after.bars["1D"]["close"].iloc[-1] == 200.0
