@@ -39,10 +39,14 @@ def unit_t(nu: FloatArray, n_paths: int, horizon: int, rng: np.random.Generator,
     nu = np.asarray(nu, dtype=float).ravel()
     b = nu.size
     z = rng.standard_normal((b, n_paths, horizon), dtype=np.float32)
-    out = np.empty_like(z)
     starts = np.flatnonzero(np.concatenate([[True], nu[1:] != nu[:-1]]))
     for a, e in zip(starts, np.append(starts[1:], b)):
         k = float(nu[a])
         g = rng.standard_gamma(np.float32(k / 2.0), size=(e - a, n_paths, horizon), dtype=np.float32)
-        out[a:e] = z[a:e] * np.sqrt(np.float32(k - 2.0) / np.maximum(2.0 * g, np.float32(1e-30)))
-    return np.clip(out, -clip, clip, out=out)
+        # z * sqrt((k - 2) / max(2 g, 1e-30)), in place (the same float32 operations, no temporaries)
+        np.multiply(g, np.float32(2.0), out=g)
+        np.maximum(g, np.float32(1e-30), out=g)
+        np.divide(np.float32(k - 2.0), g, out=g)
+        np.sqrt(g, out=g)
+        np.multiply(z[a:e], g, out=z[a:e])
+    return np.clip(z, -clip, clip, out=z)

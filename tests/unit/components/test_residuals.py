@@ -40,3 +40,19 @@ def test_student_t_fit_recovers_the_tail(make):
     x = fit.simulate(fit.condition(Context.from_returns(r)), 50_000, 2, np.random.default_rng(0))
     assert abs(float(np.var(x)) - 1.0) < 0.1
     assert StudentTResiduals(nu=8.0).fit(r).params["nu"][0] == 8.0
+
+
+def test_unit_t_draws_the_formula_it_documents():
+    """``z sqrt((nu - 2) / chi2_nu)`` in float32, normals first then gammas origin by origin (in-place arithmetic
+    must not change a number: the engine's forecasts are pinned by seed)."""
+    from aetheris_ray.components._innovations import unit_t
+
+    nu = [3.1, 3.1, 7.0, 2.05]
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((4, 500, 14), dtype=np.float32)
+    want = np.empty_like(z)
+    for a, e, k in ((0, 2, 3.1), (2, 3, 7.0), (3, 4, 2.05)):
+        g = rng.standard_gamma(np.float32(k / 2.0), size=(e - a, 500, 14), dtype=np.float32)
+        want[a:e] = z[a:e] * np.sqrt(np.float32(k - 2.0) / np.maximum(2.0 * g, np.float32(1e-30)))
+    got = unit_t(nu, 500, 14, np.random.default_rng(3))
+    assert got.dtype == np.float32 and np.array_equal(got, np.clip(want, -40.0, 40.0))
