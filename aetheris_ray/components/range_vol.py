@@ -38,7 +38,7 @@ import numpy as np
 from aetheris_ray._typing import FloatArray
 from aetheris_ray.components._innovations import unit_t
 from aetheris_ray.components.base import VAR_FLOOR, Context, SpecBase, seed_variance
-from aetheris_ray.components.volatility import ExactGradient, FittedVolatility, garch_filter
+from aetheris_ray.components.volatility import ExactGradient, FittedVolatility, garch_filter, garch_step
 from aetheris_ray.errors import InvalidInput
 
 __all__ = [
@@ -238,7 +238,7 @@ class FittedRangeGarch(FittedVolatility):
         return garch_filter(np.where(ctx.valid, x, v0[:, None]), om, al, be, v0)
 
     def update(self, ps: dict, r: FloatArray) -> None:
-        ps["v"] = self.p("omega") + self.p("alpha") * r * r + self.p("beta") * ps["v"]
+        ps["v"] = garch_step(self.p("omega"), self.p("alpha"), self.p("beta"), ps["v"], r)
 
     def innovations(self, n_origins: int, n_paths: int, horizon: int, rng: np.random.Generator) -> FloatArray:
         nu = np.broadcast_to(np.asarray(self.params["nu"], dtype=float), (n_origins,))
