@@ -830,7 +830,7 @@ def fit_pooled_prior(histories: Any, spec: PooledHarVolatility | None = None, in
     scale = np.ones(A)
     n_rows = np.zeros(A, dtype=int)
     for i, h in enumerate(ANCHORS):
-        xs, ys, levels, parts = [], [], [], []
+        xs, ys, parts = [], [], []
         for d in designs:
             X, y, realised = d.rows(h)
             if y.size < 20:
