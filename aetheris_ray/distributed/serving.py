@@ -424,7 +424,10 @@ def haproxy_settled() -> bool:
     answered 500 by the Python proxy, which does not retry: one such request in about 10
     runs of the kill -9 test failed that way.  "Ready" therefore means: every HAProxy config
     of this front lists a ``SERVE_REPLICA_`` server and exactly one process runs each.
-    True when HAProxy is not this process's front (`use_serve_env`) or where ``/proc`` is absent.
+    True when HAProxy is not this process's front (`use_serve_env`), where ``/proc`` is absent, and
+    where no config is at this process's HAProxy location: on a local Ray the config exists before
+    ``/healthz`` can answer through HAProxy, so none means a Ray started elsewhere, whose HAProxy
+    files (if any) live on its own nodes.
     """
     loc = os.environ.get("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC")
     if os.environ.get(HAPROXY) != "1" or not loc or not os.path.isdir("/proc"):
@@ -432,8 +435,8 @@ def haproxy_settled() -> bool:
     # Serve writes the config under a directory per node: <dir>/<node id>/haproxy.cfg
     configs = [c for c in (loc, *glob.glob(os.path.join(os.path.dirname(loc), "*", os.path.basename(loc))))
                if os.path.isfile(c)]
-    if not configs:
-        return False
+    if not configs:  # HAProxy is not ours to inspect (a Ray cluster started elsewhere, with its own files)
+        return True
     for c in configs:
         with open(c, encoding="utf-8") as f:
             if "server SERVE_REPLICA_" not in f.read():
