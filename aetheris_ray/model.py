@@ -321,6 +321,25 @@ class FittedModel:
     def tiltable(self) -> bool:
         return bool(getattr(self.paths, "tiltable", False))
 
+    @property
+    def splittable(self) -> bool:
+        """Whether the path model can leave the last step out of a tilted draw (`tails`: its law integrated exactly)."""
+        return bool(getattr(self.paths, "splittable", False))
+
+    def simulate_tilted_split(self, cond: Mapping[str, Any], n_paths: int, horizon: int, eta: np.ndarray,
+                              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rest, scale, log_lr)``, each (n_origins, n_paths): `simulate_tilted` as ``X_h = rest + scale z_h``,
+        scenario scaling applied (the last step's deviation from the drift, ``jump + sigma_h z_h``, is scaled
+        by its multiplier: the jump in ``rest``, ``sigma_h`` in ``scale``)."""
+        steps, last, log_lr = self.paths.simulate_tilted_split(cond, n_paths, horizon, eta, rng)
+        steps = self.scenario_scaled(cond, steps)
+        if "step_scale" in cond:
+            last = last * np.asarray(cond["step_scale"], dtype=float)[:, None, horizon - 1]
+        return steps.sum(axis=2), last, log_lr
+
+    def last_step_cdf(self, cond: Mapping[str, Any], x: np.ndarray, side: str) -> np.ndarray:
+        return self.paths.last_step_cdf(cond, x, side)
+
     def tilt_profile(self, cond: Mapping[str, Any], horizon: int) -> tuple[float, np.ndarray]:
         """``(sum of the daily drift, expected daily vol (horizon,))`` of origin 0 (importance sampling)."""
         return self.paths.tilt_profile(cond, horizon)

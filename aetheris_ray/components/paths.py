@@ -80,6 +80,39 @@ class FittedComposedPaths(FittedBase):
         z, log_lr = self.part("residuals").draw_tilted(cond["residuals"], n_paths, horizon, eta, r_res)
         return self._finish(cond, z, horizon, r_vol, r_jmp), log_lr
 
+    @property
+    def splittable(self) -> bool:
+        """Whether `simulate_tilted_split` applies (tiltable residuals whose steps are iid with a known CDF)."""
+        res = self.part("residuals")
+        return bool(getattr(res, "tiltable", False) and getattr(res, "iid_steps", False))
+
+    def simulate_tilted_split(self, cond: dict, n_paths: int, horizon: int, eta: FloatArray,
+                              rng: np.random.Generator) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """`simulate_tilted` with the last step's innovation left out: ``X_h = sum(steps) + scale z_h``.
+
+        Returns ``(steps, scale, log_lr)``: the daily log-returns (n_origins, n_paths, horizon)
+        with the last step's ``sigma_h z_h`` left out (its drift and jumps kept), ``sigma_h``
+        (n_origins, n_paths, set by the steps before), and the likelihood ratio of the tilt,
+        whose last step must be 0 (``eta[:, -1] == 0``: ``z_h`` keeps the model's own law,
+        `last_step_cdf`).
+        """
+        eta = np.asarray(eta, dtype=float)
+        if np.any(eta[..., -1] != 0):
+            raise ValueError("simulate_tilted_split: the last step's tilt must be 0")
+        r_res, r_vol, r_jmp = rng.spawn(3)
+        z, log_lr = self.part("residuals").draw_tilted(cond["residuals"], n_paths, horizon, eta, r_res)
+        sigma = self.part("volatility").sample_vol(cond["volatility"], z, r_vol)
+        out = sigma * z
+        out += self.drift(cond, horizon)
+        self.part("jumps").add_jumps(out, cond["jumps"], r_jmp)
+        last = sigma[:, :, -1]
+        out[:, :, -1] -= last * z[:, :, -1]
+        return out, last, log_lr
+
+    def last_step_cdf(self, cond: dict, x: FloatArray, side: str) -> FloatArray:
+        """``P(z_h < x)`` or ``P(z_h >= x)`` of the residuals' step innovation (`FittedResiduals.unit_cdf`)."""
+        return self.part("residuals").unit_cdf(cond["residuals"], x, side)
+
     def _finish(self, cond: dict, z: FloatArray, horizon: int, r_vol: np.random.Generator,
                 r_jmp: np.random.Generator) -> FloatArray:
         out = self.part("volatility").sample_vol(cond["volatility"], z, r_vol) * z

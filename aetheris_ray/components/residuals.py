@@ -67,6 +67,13 @@ class FittedResiduals(FittedBase):
 
     #: Whether `draw_tilted` is implemented (importance sampling of far thresholds).
     tiltable: ClassVar[bool] = False
+    #: Whether the steps are independent draws of one distribution with `unit_cdf`, so that a
+    #: threshold probability can integrate the last step exactly (`aetheris_ray.tails`).
+    iid_steps: ClassVar[bool] = False
+
+    def unit_cdf(self, cond: dict, x: FloatArray, side: str) -> FloatArray:
+        """``P(z < x)`` (``side="below"``) or ``P(z >= x)`` (``"above"``) of one step's innovation, x (n_origins, n)."""
+        raise NotImplementedError(f"residuals {self.name!r} have no closed-form step distribution")
 
     def draw(self, cond: dict, n_paths: int, horizon: int, rng: np.random.Generator) -> FloatArray:
         """Innovations, shape (n_origins, n_paths, horizon), float32."""
@@ -114,6 +121,14 @@ class FittedGaussian(FittedResiduals):
                     rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
         """Exponential tilt of N(0, 1): N(eta_t, 1) at step t."""
         return _gaussian_tilted(np.asarray(eta, dtype=float).reshape(-1, horizon), n_paths, rng)
+
+    iid_steps: ClassVar[bool] = True
+
+    def unit_cdf(self, cond: dict, x: FloatArray, side: str) -> FloatArray:
+        from scipy.special import ndtr
+
+        x = np.asarray(x, dtype=float)
+        return ndtr(x) if side == "below" else ndtr(-x)
 
 
 @dataclass(frozen=True)
@@ -167,6 +182,19 @@ class FittedStudentT(FittedResiduals):
             z[i] = np.where(eta[i] > 0, -x, x)
             log_lr[i] = (theta * log_w).sum(axis=1) - np.log1p(-theta).sum()
         return z, log_lr
+
+    iid_steps: ClassVar[bool] = True
+
+    def unit_cdf(self, cond: dict, x: FloatArray, side: str) -> FloatArray:
+        """The clipped unit-variance t of `unit_t`: atoms of ``F(-T_CLIP)`` at -`T_CLIP` and at +`T_CLIP`."""
+        from scipy.special import stdtr
+
+        nu = np.asarray(cond["nu"], dtype=float).reshape(-1, 1)
+        x = np.asarray(x, dtype=float)
+        s = np.sqrt(nu / (nu - 2.0))  # a unit-variance t times s is a standard t
+        if side == "below":  # P(z < x)
+            return np.where(x > T_CLIP, 1.0, np.where(x <= -T_CLIP, 0.0, stdtr(nu, x * s)))
+        return np.where(x <= -T_CLIP, 1.0, np.where(x > T_CLIP, 0.0, stdtr(nu, -x * s)))  # P(z >= x)
 
 
 def unit_t(nu: FloatArray, n_paths: int, horizon: int, rng: np.random.Generator) -> FloatArray:
