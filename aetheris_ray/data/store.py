@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,7 +149,8 @@ class _Plan:
 #: identity (`_stamp`: path, inode, size, modification time), so that a repeated forecast
 #: does not re-read unchanged Parquet files (3 ms of a 12 ms warm ``api.forecast`` for
 #: BTC-USD) and a rewritten file (an ingest replaces files, never edits them) is read anew.
-_READ: dict[tuple, AssetData] = {}
+_READ: OrderedDict[tuple, AssetData] = OrderedDict()
+_READ_LOCK = threading.Lock()  # served replicas read from several threads (asyncio.to_thread)
 READ_CACHE = 8
 
 
@@ -219,7 +222,10 @@ class ParquetStore:
         self._require(asset)
         parts = self._partitions(asset)
         key = (str(self.path.resolve()), asset, cutoff, tuple((name, _stamp(path)) for _, name, path in parts))
-        data = _READ.get(key)
+        with _READ_LOCK:
+            data = _READ.get(key)
+            if data is not None:
+                _READ.move_to_end(key)  # most recently used last
         if data is None:
             bars: dict[str, pd.DataFrame] = {}
             series: dict[str, pd.DataFrame] = {}
@@ -235,11 +241,10 @@ class ParquetStore:
                     series[name] = frame.loc[:, list(SERIES_COLUMNS)]
                     info[name] = SeriesInfo(name, meta["unit"], meta["cadence"], meta["source"])
             data = AssetData(asset=asset, bars=bars, series=series, info=info)
-            _READ[key] = data
-            while len(_READ) > READ_CACHE:
-                _READ.pop(next(iter(_READ)))
-        else:
-            _READ[key] = _READ.pop(key)  # most recently used last
+            with _READ_LOCK:
+                _READ[key] = data
+                while len(_READ) > READ_CACHE:
+                    _READ.popitem(last=False)
         # copies: a caller that changes its frames must not change the next caller's
         return AssetData(asset=asset, bars={k: v.copy() for k, v in data.bars.items()},
                          series={k: v.copy() for k, v in data.series.items()}, info=dict(data.info))
