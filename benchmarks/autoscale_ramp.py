@@ -174,10 +174,9 @@ def run_app(settings, source: dict, config: Path | None, levels, step_s: float, 
     """Start the app as ``aetheris serve`` does (`serving.start_serve`), ramp the load, wait for the downscale."""
     from ray import serve
 
-    from aetheris_ray.distributed.serving import start_serve, wait_healthy
+    from aetheris_ray.distributed.serving import start_serve
 
-    url = start_serve(settings, name="aetheris", deployment_config=config, **source)
-    wait_healthy(url)
+    url = start_serve(settings, name="aetheris", deployment_config=config, **source)  # returns once healthy
     monitor = ReplicaMonitor("aetheris").start()
     headers = {"Authorization": f"Bearer {KEY}"}
     try:

@@ -70,7 +70,7 @@ class FittedComposedPaths(FittedBase):
         """Daily log-return paths ``drift + sigma z + jumps``, shape (n_origins, n_paths, horizon), float64."""
         r_res, r_vol, r_jmp = rng.spawn(3)
         z = self.part("residuals").draw(cond["residuals"], n_paths, horizon, r_res)
-        return self._finish(cond, z, horizon, r_vol, r_jmp)
+        return self._finish(cond, z, horizon, r_vol, r_jmp)[0]
 
     def simulate_tilted(self, cond: dict, n_paths: int, horizon: int, eta: FloatArray,
                         rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
@@ -78,7 +78,7 @@ class FittedComposedPaths(FittedBase):
         innovations (its feedback included), drift and jumps are the model's own."""
         r_res, r_vol, r_jmp = rng.spawn(3)
         z, log_lr = self.part("residuals").draw_tilted(cond["residuals"], n_paths, horizon, eta, r_res)
-        return self._finish(cond, z, horizon, r_vol, r_jmp), log_lr
+        return self._finish(cond, z, horizon, r_vol, r_jmp)[0], log_lr
 
     @property
     def splittable(self) -> bool:
@@ -101,10 +101,7 @@ class FittedComposedPaths(FittedBase):
             raise ValueError("simulate_tilted_split: the last step's tilt must be 0")
         r_res, r_vol, r_jmp = rng.spawn(3)
         z, log_lr = self.part("residuals").draw_tilted(cond["residuals"], n_paths, horizon, eta, r_res)
-        sigma = self.part("volatility").sample_vol(cond["volatility"], z, r_vol)
-        out = sigma * z
-        out += self.drift(cond, horizon)
-        self.part("jumps").add_jumps(out, cond["jumps"], r_jmp)
+        out, sigma = self._finish(cond, z, horizon, r_vol, r_jmp)
         last = sigma[:, :, -1]
         out[:, :, -1] -= last * z[:, :, -1]
         return out, last, log_lr
@@ -115,10 +112,12 @@ class FittedComposedPaths(FittedBase):
 
     def _finish(self, cond: dict, z: FloatArray, horizon: int, r_vol: np.random.Generator,
                 r_jmp: np.random.Generator) -> FloatArray:
-        out = self.part("volatility").sample_vol(cond["volatility"], z, r_vol) * z
+        """``(drift + sigma z + jumps, sigma)``, each (n_origins, n_paths, horizon)."""
+        sigma = self.part("volatility").sample_vol(cond["volatility"], z, r_vol)
+        out = sigma * z
         out += self.drift(cond, horizon)
         self.part("jumps").add_jumps(out, cond["jumps"], r_jmp)
-        return out
+        return out, sigma
 
     def tilt_profile(self, cond: dict, horizon: int) -> tuple[float, FloatArray]:
         """``(sum of the daily drift, expected daily vol (horizon,))`` of origin 0: where importance sampling tilts."""
