@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aetheris_ray.data.schema import AssetData
+from aetheris_ray.data.schema import AssetData, as_utc, ts_ns
 from aetheris_ray.errors import DataError
 
 __all__ = ["MIN_CLOSES", "MAX_STALENESS_DAYS", "daily_log_returns", "positive_closes", "resolve_origin", "at_origin",
@@ -42,8 +42,9 @@ def daily_log_returns(close: pd.Series) -> pd.Series:
 
 def positive_closes(data: AssetData) -> pd.Series:
     """Positive daily closes by date (non-positive prints are dropped)."""
-    close = data.daily_close().dropna()
-    return close[close > 0]
+    close = data.daily_close()
+    keep = close.to_numpy() > 0  # NaN is not > 0
+    return close if keep.all() else close[keep]
 
 
 def resolve_origin(close: pd.Series, as_of: Any, asset: str) -> pd.Timestamp:
@@ -79,10 +80,16 @@ def point_in_time(data: AssetData, cutoff: pd.Timestamp) -> AssetData:
     """``data.until(cutoff)`` for sorted frames: a frame already ending by the cutoff is kept as is,
     the others are sliced at ``searchsorted`` (no copy)."""
 
+    try:
+        c = as_utc(cutoff).as_unit("ns").value
+    except (OverflowError, pd.errors.OutOfBoundsDatetime):  # a cutoff past 2262 (or before 1677)
+        c = int(np.iinfo(np.int64).max if cutoff.year > 2000 else np.iinfo(np.int64).min)
+
     def cut(f: pd.DataFrame) -> pd.DataFrame:
-        if len(f) == 0 or f["ts"].iloc[-1] <= cutoff:
+        ns = ts_ns(f["ts"])
+        if ns.size == 0 or ns[-1] <= c:
             return f
-        return f.iloc[: int(f["ts"].searchsorted(cutoff, side="right"))]
+        return f.iloc[: int(np.searchsorted(ns, c, side="right"))]
 
     return AssetData(asset=data.asset, bars={k: cut(v) for k, v in data.bars.items()},
                      series={k: cut(v) for k, v in data.series.items()}, info=data.info)

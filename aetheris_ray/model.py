@@ -395,13 +395,15 @@ def fit_order(specs: Mapping[str, Any], kinds: Sequence[str]) -> list[str]:
 
 
 def state_inputs(state: Any) -> dict[str, Any]:
-    """The ``rv``, ``ranges`` and ``iv`` fit inputs (`contract.FIT_INPUTS`) read from a `MarketState` at the fit day."""
+    """The ``rv``, ``ranges``, ``iv`` and ``market`` fit inputs (`contract.FIT_INPUTS`) read from a `MarketState`
+    at the fit day."""
     return {"rv": state.intraday_rv, "ranges": None if state.log_hl is None else (state.log_hl, state.log_co),
-            "iv": state.implied_vol}
+            "iv": state.implied_vol, "market": state.market_log_hl}
 
 
 def fit_model(cfg: EngineConfig, specs: Mapping[str, Any], returns: np.ndarray, *, warm: FittedModel | None = None,
-              rv: Any = None, ranges: Any = None, iv: Any = None, features: Any = None, order: Sequence[str] | None = None,
+              rv: Any = None, ranges: Any = None, iv: Any = None, market: Any = None, features: Any = None,
+              order: Sequence[str] | None = None,
               artefacts: Mapping[str, Any] | None = None) -> FittedModel:
     """Fit the model's parts on ``returns`` (the composer): each gets exactly the inputs it declares.
 
@@ -411,7 +413,8 @@ def fit_model(cfg: EngineConfig, specs: Mapping[str, Any], returns: np.ndarray, 
     specs : kind -> spec (``cfg.specs()``, built once by the caller)
     returns : ndarray, daily log-returns known at the fit day
     warm : FittedModel or None, the anchor fit a part may warm-start from (``warm``)
-    rv, ranges, iv, features : the ``rv``, ``ranges``, ``iv`` and ``features`` inputs (see `contract`)
+    rv, ranges, iv, market, features : the ``rv``, ``ranges``, ``iv``, ``market`` and ``features`` inputs
+        (see `contract`)
     order : the fit order (`fit_order`), when the caller computed it once
     artefacts : kind -> a fitted artefact to use instead of the registry's (tests, tools)
     """
@@ -419,7 +422,7 @@ def fit_model(cfg: EngineConfig, specs: Mapping[str, Any], returns: np.ndarray, 
 
     order = order or fit_order(specs, cfg.used_kinds())
     warm_parts = warm.parts() if warm is not None else {}
-    given = {"rv": rv, "ranges": ranges, "iv": iv, "features": features}
+    given = {"rv": rv, "ranges": ranges, "iv": iv, "market": market, "features": features}
     fitted: dict[str, Any] = {}
     for kind in order:
         spec = specs[kind]

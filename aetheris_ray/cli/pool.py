@@ -51,7 +51,7 @@ def pool_cmd(
     unknown = [a for a in names if a not in available]
     if unknown:
         raise InvalidInput(f"--assets: {unknown} not in the data source")
-    histories, used, skipped = [], [], []
+    histories, markets, used, skipped = [], [], [], []
     for a in names:
         try:
             st = compute_state(src.history(a), end_ts)
@@ -59,14 +59,18 @@ def pool_cmd(
             skipped.append(f"{a}: {e}")
             continue
         histories.append((st.returns, None if st.log_hl is None else (st.log_hl, st.log_co)))
+        markets.append(st.market_log_hl)
         used.append(a)
     train_range = ["", end_ts.date().isoformat()]
     out: dict = {"assets": len(used), "skipped": skipped}
     priors = {}
     if "pooled_garch" in parts:
-        priors["pooled_garch"] = fit_garch_prior(histories, info={"train_range": train_range, "assets": used})
+        priors["pooled_garch"] = fit_garch_prior(histories, info={"train_range": train_range, "assets": used},
+                                                 markets=markets)
         g = priors["pooled_garch"].params
         out["pooled_garch"] = {k: round(float(g[k][0]), 4) for k in ("alpha", "beta", "nu")}
+        ratio = priors["pooled_garch"].info.get("level_ratio")
+        out["pooled_garch"]["level_ratio"] = None if ratio is None else round(float(ratio), 4)
     if "pooled_har" in parts:
         priors["pooled_har"] = fit_pooled_prior(histories, info={"train_range": train_range, "assets": used})
         out["pooled_har"] = {"n_rows": priors["pooled_har"].info["n_rows"],
@@ -85,7 +89,9 @@ def pool_cmd(
         where = f": registered as {out[name]['version']}" if register else ""
         if name == "pooled_garch":
             g = out[name]
-            typer.echo(f"  pooled_garch (alpha {g['alpha']:.3f}, beta {g['beta']:.3f}, nu {g['nu']:.2f}){where}")
+            ratio = "none" if g["level_ratio"] is None else f"{g['level_ratio']:.2f}"
+            typer.echo(f"  pooled_garch (alpha {g['alpha']:.3f}, beta {g['beta']:.3f}, nu {g['nu']:.2f}, "
+                       f"level ratio to the market {ratio}){where}")
         else:
             typer.echo("  pooled_har slopes (daily, weekly, monthly) at 1 / 7 / 14 days: "
                        + " / ".join(" ".join(f"{b:+.2f}" for b in out[name]["slopes"][h]) for h in ("1", "7", "14"))

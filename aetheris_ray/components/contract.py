@@ -16,7 +16,8 @@ is decided by ``if`` statements on variant names:
   `FIT_INPUTS` (``warm``: the same part's anchor fit for warm starts; ``rv``:
   intraday realised variances known at the fit day; ``ranges``: ``(log_hl, log_co)``, the
   daily bars' ``ln(high/low)`` and ``ln(close/open)`` aligned with the returns; ``iv``: the
-  implied-vol index known at each day (annualised percent, aligned); ``features``: regime vector +
+  implied-vol index known at each day (annualised percent, aligned); ``market``: the market asset's
+  daily ``ln(high/low)`` of each day (aligned; the market volatility factor); ``features``: regime vector +
   MM indices per past day; ``artefact``: the part's trained artefact from the model
   registry, see below) or the name of another kind (that part, already fitted:
   residuals standardised by the volatility part take ``volatility``).  Parts are
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 #: Inputs the composer can give a ``fit`` besides the returns (and any other kind's fitted part).
-FIT_INPUTS = ("warm", "rv", "ranges", "iv", "features", "artefact")
+FIT_INPUTS = ("warm", "rv", "ranges", "iv", "market", "features", "artefact")
 
 #: Per-origin conditioning arrays of a part (batch axis first); opaque to the engine.
 Cond = Mapping[str, Any]

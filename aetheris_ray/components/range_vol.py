@@ -30,7 +30,7 @@ Both take the ``ranges`` fit input (`contract.FIT_INPUTS`); without any range
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -46,7 +46,7 @@ __all__ = [
     "RangeGarchVolatility", "FittedRangeGarch",
     "RangeHarVolatility", "FittedRangeHar",
     "PooledHarVolatility", "FittedPooledHar", "fit_pooled_prior", "har_design", "EXTRAS",
-    "PooledGarchVolatility", "FittedPooledGarch", "fit_garch_prior", "garch_inputs", "theta_of",
+    "PooledGarchVolatility", "FittedPooledGarch", "fit_garch_prior", "garch_inputs", "theta_of", "level_ratio",
 ]
 
 #: Range estimators: Parkinson needs high / low only; Garman-Klass also the open.
@@ -330,6 +330,9 @@ class FittedPooledGarch(FittedRangeGarch):
         th = self.shared.get("theta")
         if th is None or np.shape(th) != (3,) or not np.all(np.isfinite(th)):
             raise ModelNotFound("pooled_garch artefact: shared 'theta' must be 3 finite numbers; it is corrupt")
+        c = self.shared.get("level_ratio")
+        if c is not None and (np.shape(c) != (1,) or not np.all(np.isfinite(c)) or float(c[0]) <= 0):
+            raise ModelNotFound("pooled_garch artefact: shared 'level_ratio' must be one positive number; it is corrupt")
 
 
 @dataclass(frozen=True)
@@ -350,28 +353,41 @@ class PooledGarchVolatility(RangeGarchVolatility):
         Prior weight in daily returns.
     own_min : int
         Fewest returns for an own fit (fewer: no own fit; below 20 returns, EWMA).
+    market_n0 : float
+        Prior weight, in daily returns, of the market-implied variance level (0: the
+        level is the asset's own).  With it the level the dynamics revert to is
+        ``w v_own + (1 - w) c v_market``, ``w = n / (n + market_n0)``: ``v_market`` the
+        market asset's range variance over the asset's window days (the ``market`` fit
+        input), ``c`` the panel's median ratio of an asset's variance to it
+        (``shared["level_ratio"]`` of the prior, `fit_garch_prior`).  Not applied to
+        the market asset itself, nor without the ratio or the market's ranges
+        (``info["market_level"]`` says which).
     """
 
     n0: float = 500.0
     min_obs: int = 60
     own_min: int = 120
+    market_n0: float = 0.0
 
     name: ClassVar[str] = "pooled_garch"
     fitted_cls: ClassVar[type] = FittedPooledGarch
-    fit_inputs: ClassVar[tuple[str, ...]] = ("warm", "ranges", "artefact")
+    fit_inputs: ClassVar[tuple[str, ...]] = ("warm", "ranges", "market", "artefact")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check(self.n0 >= 0, f"n0={self.n0!r} must be >= 0")
+        self._check(self.market_n0 >= 0, f"market_n0={self.market_n0!r} must be >= 0")
 
     def fit(self, returns: FloatArray, *, warm: FittedPooledGarch | None = None, ranges: Any = None,
-            artefact: FittedPooledGarch | None = None, **context: Any) -> FittedPooledGarch:
+            market: Any = None, artefact: FittedPooledGarch | None = None, **context: Any) -> FittedPooledGarch:
         if artefact is None:
             raise InvalidInput("pooled_garch.fit: no pooled prior given; the engine passes the registered one "
                                "(`aetheris pool` trains it)")
         th_pool = np.asarray(artefact.shared["theta"], dtype=float)
         g = garch_inputs(returns, ranges, self.window, self.estimator)
         info = g.info()
+        if self.market_n0 > 0:
+            g, info["market_level"] = self._market_level(g, returns, ranges, market, artefact)
         if g.n < 20 or g.var <= 1e-14:
             info["fallback"] = f"ewma: {g.n} returns" if g.n < 20 else "ewma: flat"
             return self._pooled(self._ewma_like(info, g.k), artefact)
@@ -389,19 +405,63 @@ class PooledGarchVolatility(RangeGarchVolatility):
         info["own_weight"] = round(w, 3)
         return self._pooled(self._params(info, *g.unpack(th), g.k), artefact)
 
+    def _market_level(self, g: GarchInputs, returns: FloatArray, ranges: Any, market: Any,
+                      artefact: FittedPooledGarch) -> tuple[GarchInputs, Any]:
+        """``g`` with its variance level shrunk towards the market-implied one, and what was done."""
+        c = artefact.shared.get("level_ratio")
+        if c is None:
+            return g, "none: the pooled prior has no level ratio (trained before the market factor)"
+        if market is None or g.n < 20:
+            return g, "none: no market ranges"
+        q_m = range_variance(_windowed(returns, market, self.window))
+        q_m = np.where(np.isfinite(q_m) & (q_m > 0), q_m, np.nan)
+        if ranges is not None and np.array_equal(_windowed(returns, ranges[0], self.window),
+                                                 _windowed(returns, market, self.window), equal_nan=True):
+            return g, "none: the asset is the market"
+        if np.isfinite(q_m).sum() < 20:
+            return g, "none: fewer than 20 market ranges in the window"
+        prior = float(c[0]) * float(np.nanmean(q_m))
+        w = g.n / (g.n + self.market_n0)
+        level = w * g.var + (1.0 - w) * prior
+        return replace(g, var=level), {"own_weight": round(w, 3), "own_var": g.var, "market_var": prior}
+
     def _pooled(self, fit: FittedRangeGarch, artefact: FittedPooledGarch) -> FittedPooledGarch:
         return FittedPooledGarch(spec=self, params=fit.params, info=fit.info, shared=dict(artefact.shared))
 
 
-def fit_garch_prior(histories: Any, spec: PooledGarchVolatility | None = None, info: dict | None = None
-                    ) -> FittedPooledGarch:
+def level_ratio(histories: Any, markets: Any, days: int = 365, min_days: int = 200) -> float | None:
+    """The panel's median ratio of an asset's mean squared return to the market's mean range variance
+    over the asset's last ``days`` returns (days where both are observed, at least ``min_days``; the
+    market asset itself left out); None when no asset qualifies."""
+    ratios = []
+    for (r_all, rg), m in zip(histories, markets):
+        if m is None:
+            continue
+        r = np.asarray(r_all, dtype=float)
+        hl = None if rg is None else _windowed(r, rg[0], days)
+        mk = _windowed(r, m, days)
+        if hl is not None and np.array_equal(hl, mk, equal_nan=True):
+            continue
+        q = range_variance(mk)
+        rr = r[np.isfinite(r)][-days:]
+        both = np.isfinite(q) & (q > 0)
+        if both.sum() >= min_days and float(np.mean(q[both])) > 0:
+            ratios.append(float(np.mean(rr[both] ** 2)) / float(np.mean(q[both])))
+    return float(np.median(ratios)) if ratios else None
+
+
+def fit_garch_prior(histories: Any, spec: PooledGarchVolatility | None = None, info: dict | None = None,
+                    markets: Any = None) -> FittedPooledGarch:
     """The panel fit of the range-GARCH dynamics: one (alpha, beta, nu) maximising the summed Student-t
-    likelihood of every asset's returns, each asset at its own variance level (variance targeting).
+    likelihood of every asset's returns, each asset at its own variance level (variance targeting);
+    with ``markets``, also the panel's level ratio to the market (`level_ratio`, ``shared["level_ratio"]``).
 
     Parameters
     ----------
     histories : iterable of ``(returns, (log_hl, log_co))``, one per asset, cut at the end date by the caller
+    markets : iterable of the market's ``log_hl`` aligned with each asset's returns (or None), optional
     """
+    histories = list(histories)
     sp = spec or PooledGarchVolatility()
     panel = [g for g in (garch_inputs(r, rg, sp.window, sp.estimator) for r, rg in histories)
              if g.n >= 60 and g.var > 1e-14]
@@ -417,9 +477,14 @@ def fit_garch_prior(histories: Any, spec: PooledGarchVolatility | None = None, i
         raise InvalidInput("pooled prior: the panel range-GARCH fit failed")
     om, a, b, nu = unpack_theta(best.x)
     meta = {"n_assets": len(panel), "n_obs": int(total), "converged": bool(best.success), **(info or {})}
+    shared = {"theta": np.asarray(best.x, dtype=float)}
+    ratio = None if markets is None else level_ratio(histories, list(markets))
+    if ratio is not None:
+        shared["level_ratio"] = np.array([ratio])
+        meta["level_ratio"] = ratio
     return FittedPooledGarch(spec=sp, params={"omega": np.array([om]), "alpha": np.array([a]),
                                               "beta": np.array([b]), "nu": np.array([nu]), "k": np.array([1.0])},
-                             info=meta, shared={"theta": np.asarray(best.x, dtype=float)})
+                             info=meta, shared=shared)
 
 
 # -- log-HAR on range variance, direct per horizon ------------------------------------------

@@ -764,17 +764,17 @@ class BlendVolatility(SpecBase):
         self._check(0 < self.decay <= 1, f"decay={self.decay!r} must be in (0, 1]")
         self._check(self.eval_days >= 10, f"eval_days={self.eval_days!r} must be at least 10")
 
-    fit_inputs: ClassVar[tuple[str, ...]] = ("warm", "rv", "ranges", "iv")
+    fit_inputs: ClassVar[tuple[str, ...]] = ("warm", "rv", "ranges", "iv", "market")
 
     def fit(self, returns: FloatArray, *, warm: FittedBlend | None = None, rv: FloatArray | None = None,
-            ranges: Any = None, iv: Any = None, **context: Any) -> FittedBlend:
+            ranges: Any = None, iv: Any = None, market: Any = None, **context: Any) -> FittedBlend:
         members = list(self.members)
         w = list(self.weights) if self.weights is not None else [1.0] * len(members)
         children = []
         for i, m in enumerate(members):
             prev = warm.children[i] if (warm is not None and i < len(warm.children)
                                         and type(warm.children[i].spec) is type(m)) else None
-            given = {"warm": prev, "rv": rv, "ranges": ranges, "iv": iv}
+            given = {"warm": prev, "rv": rv, "ranges": ranges, "iv": iv, "market": market}
             children.append(m.fit(returns, **{k: given[k] for k in m.fit_inputs if k in given}))
         w_arr = np.asarray(w, dtype=float)
         info = {"members": [c.name for c in children],

@@ -32,6 +32,7 @@ import pandas as pd
 
 from aetheris_ray.data.chains import attach_chain, chain_path, read_chain_csv
 from aetheris_ray.data.schema import (
+    MARKET_ASSETS,
     AssetData,
     SeriesInfo,
     asset_for_pair,
@@ -41,6 +42,7 @@ from aetheris_ray.data.schema import (
     daily_bars_from_intraday,
     is_market_series,
     series_ts_from_dates,
+    with_market_range,
 )
 from aetheris_ray.data.validation import (
     check_bars,
@@ -227,13 +229,23 @@ class CsvSource:
         for name, spec in {**index.series.get(asset, {}), **index.market}.items():
             frame, meta = self._series(spec, bars["1D"])
             series[name], info[name] = frame, meta
-        data = copy_frames(AssetData(asset=asset, bars=bars, series=series, info=info))
+        market = next((a for a in MARKET_ASSETS if a in index.bars), None)
+        daily = bars["1D"] if market == asset else self._daily(index, market)
+        data = copy_frames(with_market_range(AssetData(asset=asset, bars=bars, series=series, info=info), daily, market))
         chain = chain_path(self.path, asset) if self.path.is_dir() else None
         if chain is not None and chain.is_file():  # options/<ASSET>.csv (aetheris_ray.data.chains)
             if chain not in self._chain_cache:
                 self._chain_cache[chain] = read_chain_csv(chain)
             data = attach_chain(data, self._chain_cache[chain], f"options/{chain.name}")
         return data if cutoff is None else data.until(cutoff)
+
+    def _daily(self, index: "_Index", asset: str | None) -> pd.DataFrame | None:
+        """``asset``'s daily bars (parsed once), or None without a daily file."""
+        for spec in (index.bars.get(asset) or {}).values():
+            frame, cadence = self._bars(spec)
+            if str(cadence) == "1D":
+                return frame
+        return None
 
     # -- mapping -----------------------------------------------------------------
 

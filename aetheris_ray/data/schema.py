@@ -37,8 +37,15 @@ MARKET_PREFIXES = ("macro_", "market_")
 #: (``BTC/USDT`` and ``BTC-USD`` are both ``BTC-USD``; stablecoin de-pegs are ignored).
 USD_QUOTES = frozenset({"USD", "USDT", "USDC", "BUSD", "FDUSD", "TUSD", "DAI", "USDP"})
 
+_DAY_NS = 86_400 * 10**9
+
 #: Hour (UTC) at which a daily bar closes, and so the cutoff of an as-of date.
 DAILY_CLOSE_HOUR = 22
+
+#: Assets whose daily range stands for the market's volatility (the first a source has), and the side
+#: series that carries it to every asset (`market_range`).
+MARKET_ASSETS = ("BTC-USD", "SYN-BTC")
+MARKET_RANGE = "market_range"
 
 #: Canonical side-series names the engine looks for.  Connectors map file names
 #: onto these; absent series degrade gracefully in the engine.
@@ -89,8 +96,10 @@ class AssetData:
         Missing days stay missing (no fill).  The index is named ``date``.
         """
         bars = self.bars["1D"]
-        idx = pd.DatetimeIndex(bars["ts"]).tz_convert("UTC").tz_localize(None).normalize()
-        return pd.Series(bars["close"].to_numpy(dtype=float), index=idx.rename("date"), name=self.asset)
+        ns = ts_ns(bars["ts"])
+        days = (ns - ns % _DAY_NS).view("datetime64[ns]")  # the UTC calendar day (floor, also before 1970)
+        idx = pd.DatetimeIndex(days, freq="infer", name="date")
+        return pd.Series(bars["close"].to_numpy(dtype=float), index=idx, name=self.asset)
 
     def until(self, cutoff: pd.Timestamp) -> "AssetData":
         """Point-in-time view: only rows with ``ts <= cutoff``."""
@@ -101,6 +110,47 @@ class AssetData:
             series={k: v[v["ts"] <= cutoff] for k, v in self.series.items()},
             info=self.info,
         )
+
+
+def ts_ns(col: pd.Series) -> np.ndarray:
+    """A ``ts`` column as int64 UTC nanoseconds (naive taken as UTC); a view when it has `TS_DTYPE`."""
+    if str(col.dtype) == TS_DTYPE:
+        return col.array.asi8
+    idx = pd.DatetimeIndex(col)
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    return idx.as_unit("ns").asi8
+
+
+def market_range(daily: pd.DataFrame, asset: str) -> tuple[pd.DataFrame, SeriesInfo] | None:
+    """``ln(high / low)`` of the market asset's daily bars as the `MARKET_RANGE` side series.
+
+    ``ts`` is each bar's close, so a point-in-time cut keeps exactly the bars known at
+    the cutoff.  Unobserved bars are left out, as `aetheris_ray.features.build._bar_ranges`
+    leaves them out of an asset's own ranges: high == low, a price missing or not
+    positive, the first bar, a bar more than 1.5 days after the previous one.  None
+    when the bars have no high / low.
+    """
+    if daily.empty or not {"high", "low"} <= set(daily.columns):
+        return None
+    ns = ts_ns(daily["ts"])
+    high, low = (daily[c].to_numpy(dtype=float) for c in ("high", "low"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.log(high / low)
+    step = np.diff(ns, prepend=ns[0] - 2 * _DAY_NS)
+    ok = np.isfinite(x) & (x > 0) & (low > 0) & (step <= 1.5 * _DAY_NS)
+    ok[0] = False
+    frame = pd.DataFrame({"ts": daily["ts"].array[ok], "value": x[ok]})
+    return frame, SeriesInfo(MARKET_RANGE, f"ln(high/low) of {asset}'s daily bar", "1D", f"{asset} daily bars")
+
+
+def with_market_range(data: AssetData, daily: pd.DataFrame | None, asset: str | None) -> AssetData:
+    """``data`` with the `MARKET_RANGE` series of the market asset's daily bars (unchanged without them)."""
+    made = None if daily is None or asset is None else market_range(daily, asset)
+    if made is None:
+        return data
+    frame, info = made
+    return AssetData(asset=data.asset, bars=data.bars, series={**data.series, MARKET_RANGE: frame},
+                     info={**data.info, MARKET_RANGE: info})
 
 
 def is_market_series(name: str) -> bool:

@@ -46,11 +46,14 @@ import pandas as pd
 from aetheris_ray import atomic
 from aetheris_ray.data.schema import (
     BAR_COLUMNS,
+    MARKET_ASSETS,
+    MARKET_RANGE,
     SERIES_COLUMNS,
     AssetData,
     MarketSource,
     SeriesInfo,
     is_market_series,
+    with_market_range,
 )
 from aetheris_ray.data.validation import (
     check_bars,
@@ -221,6 +224,9 @@ class ParquetStore:
             cutoff = None  # past 2262 (e.g. 9999-12-31): later than any stored ts, and no ns filter can hold it
         self._require(asset)
         parts = self._partitions(asset)
+        market = next((a for a in MARKET_ASSETS if (self.path / f"asset={a}" / "series=bars_1D" / PART).is_file()), None)
+        if market is not None and market != asset:
+            parts.append((market, "bars_1D", self.path / f"asset={market}" / "series=bars_1D" / PART))
         key = (str(self.path.resolve()), asset, cutoff, tuple((name, _stamp(path)) for _, name, path in parts))
         with _READ_LOCK:
             data = _READ.get(key)
@@ -230,17 +236,22 @@ class ParquetStore:
             bars: dict[str, pd.DataFrame] = {}
             series: dict[str, pd.DataFrame] = {}
             info: dict[str, SeriesInfo] = {}
-            for _, name, path in parts:
+            market_daily = None
+            for owner, name, path in parts:
                 filters = None if cutoff is None else [("ts", "<=", pa.scalar(cutoff, type=pa.timestamp("ns", "UTC")))]
                 table = pq.read_table(path, filters=filters)
                 meta = _meta(table.schema.metadata, path)
                 frame = table.to_pandas()
+                if owner == market and name == "bars_1D":
+                    market_daily = frame
+                if owner not in (asset, MARKET):
+                    continue
                 if meta["kind"] == "bars":
                     bars[name.removeprefix("bars_")] = frame.loc[:, list(BAR_COLUMNS)]
                 else:
                     series[name] = frame.loc[:, list(SERIES_COLUMNS)]
                     info[name] = SeriesInfo(name, meta["unit"], meta["cadence"], meta["source"])
-            data = AssetData(asset=asset, bars=bars, series=series, info=info)
+            data = with_market_range(AssetData(asset=asset, bars=bars, series=series, info=info), market_daily, market)
             with _READ_LOCK:
                 _READ[key] = data
                 while len(_READ) > READ_CACHE:
@@ -322,7 +333,7 @@ class ParquetStore:
                     plans[(asset, name)] = _Plan(asset, name, meta, checked.frame)
                 for name, frame in data.series.items():
                     owner = MARKET if is_market_series(name) else asset
-                    if (owner, name) in plans or frame.empty:
+                    if (owner, name) in plans or frame.empty or name == MARKET_RANGE:  # derived when read
                         continue
                     si = data.info.get(name) or SeriesInfo(name, "unknown", "1D")
                     meta = {"kind": "series", "cadence": si.cadence, "unit": si.unit, "source": si.source}

@@ -28,11 +28,13 @@ import pandas as pd
 
 from aetheris_ray.data.schema import (
     BAR_COLUMNS,
+    MARKET_ASSETS,
     AssetData,
     SeriesInfo,
     bar_ts_from_dates,
     copy_frames,
     series_ts_from_dates,
+    with_market_range,
 )
 from aetheris_ray.data.validation import resolve_cutoff, unknown_asset
 from aetheris_ray.errors import InvalidInput
@@ -135,7 +137,9 @@ class SyntheticSource:
             raise unknown_asset(asset, self.names, repr(self))
         if self._data is None:
             self._data = simulate(self.seed, self.names, self.start, self.end)
-        data = copy_frames(self._data[asset])
+        market = next((a for a in MARKET_ASSETS if a in self._data), None)
+        daily = None if market is None else self._data[market].bars["1D"]
+        data = copy_frames(with_market_range(self._data[asset], daily, market))
         return data if cutoff is None else data.until(cutoff)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from aetheris_ray._typing import FloatArray, IntArray
-from aetheris_ray.data.schema import TS_DTYPE, AssetData, cutoff_for
+from aetheris_ray.data.schema import MARKET_RANGE, AssetData, cutoff_for, ts_ns
 from aetheris_ray.errors import DataError, InvalidInput
 from aetheris_ray.features import mm_indices as mm
 from aetheris_ray.features import regime as rg
@@ -182,15 +182,6 @@ def derive(
 # -- extraction ------------------------------------------------------------------
 
 
-def _ts_ns(col: pd.Series) -> np.ndarray:
-    """A ``ts`` column as int64 UTC nanoseconds (naive taken as UTC)."""
-    if str(col.dtype) == TS_DTYPE:
-        return col.array.asi8
-    idx = pd.DatetimeIndex(col)
-    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
-    return idx.as_unit("ns").asi8
-
-
 def _cut(ts: np.ndarray, values: np.ndarray, cutoff_ns: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Finite rows with ``ts <= cutoff`` (all when the cutoff is None)."""
     if cutoff_ns is not None:
@@ -252,7 +243,7 @@ def _side_inputs(
         frame = data.series.get(name)
         if frame is None or frame.empty:
             return None
-        ts, v = _cut(_ts_ns(frame["ts"]), frame["value"].to_numpy(dtype=float), cutoff_ns)
+        ts, v = _cut(ts_ns(frame["ts"]), frame["value"].to_numpy(dtype=float), cutoff_ns)
         info = data.info.get(name)
         return ts, v, (info.unit if info else ""), (info.cadence if info else "")
 
@@ -286,7 +277,7 @@ def _side_inputs(
             v = v * _unit_scale(unit)
         out["basis"] = _align(ts, v, bar_ns)
     for name in sorted(data.series):
-        if name.startswith(MACRO_PREFIXES):
+        if name.startswith(MACRO_PREFIXES) and name != MARKET_RANGE:  # the market's range: `_market_ranges`
             s = series(name)
             if s is not None:
                 out[name] = _align(s[0], s[1], bar_ns)
@@ -327,7 +318,7 @@ def _intraday(data: AssetData, cutoff_ns: int | None, bar_ns: np.ndarray, ret: F
     if key is None:
         return None
     frame = data.bars[key]
-    ts, c = _cut(_ts_ns(frame["ts"]), frame["close"].to_numpy(dtype=float), cutoff_ns)
+    ts, c = _cut(ts_ns(frame["ts"]), frame["close"].to_numpy(dtype=float), cutoff_ns)
     if not (c > 0).all():
         ts, c = ts[c > 0], c[c > 0]
     n = bar_ns.size
@@ -371,12 +362,13 @@ class _Table:
     log_hl: FloatArray  # ln(high / low) per bar, NaN where unobserved (`_bar_ranges`)
     log_co: FloatArray  # ln(close / open) per bar, NaN where unobserved
     iv_first: int  # first bar with an implied vol (n when none)
+    market_hl: FloatArray | None = None  # the market asset's ln(high / low) of each bar's day (`_market_ranges`)
 
 
 def _daily(data: AssetData, cutoff_ns: int | None) -> tuple[np.ndarray, FloatArray, FloatArray]:
     """Daily bar closes (ns), closes and gap-scaled log-returns by bar (``ret[0]`` NaN), cut at the cutoff."""
     bars = data.bars["1D"]
-    bar_ns, close = _cut(_ts_ns(bars["ts"]), bars["close"].to_numpy(dtype=float), cutoff_ns)
+    bar_ns, close = _cut(ts_ns(bars["ts"]), bars["close"].to_numpy(dtype=float), cutoff_ns)
     pos = close > 0
     bar_ns, close = bar_ns[pos], close[pos]
     ret = np.full(bar_ns.size, np.nan)
@@ -401,7 +393,7 @@ def _bar_ranges(data: AssetData, bar_ns: np.ndarray, close: FloatArray) -> tuple
     bars = data.bars["1D"]
     if n < 2 or not {"high", "low"} <= set(bars.columns):
         return hl, co
-    ts = _ts_ns(bars["ts"])
+    ts = ts_ns(bars["ts"])
     at = np.searchsorted(ts, bar_ns)  # bar_ns is a subset of the bars' times
     high, low = (bars[c].to_numpy(dtype=float)[at] for c in ("high", "low"))
     opn = bars["open"].to_numpy(dtype=float)[at] if "open" in bars.columns else np.full(n, np.nan)
@@ -415,6 +407,23 @@ def _bar_ranges(data: AssetData, bar_ns: np.ndarray, close: FloatArray) -> tuple
     okc = ok & np.isfinite(y) & (opn > 0)
     co[okc] = y[okc]
     return hl, co
+
+
+def _market_ranges(data: AssetData, cutoff_ns: int | None, bar_ns: np.ndarray) -> FloatArray | None:
+    """The market asset's ``ln(high / low)`` (`MARKET_RANGE`) of the same day as each bar: the value whose
+    bar closed at most 12 h before this bar's close, else NaN (never a carried-forward older day).  None
+    when the source has no market range."""
+    frame = data.series.get(MARKET_RANGE)
+    if frame is None or frame.empty:
+        return None
+    ts, v = _cut(ts_ns(frame["ts"]), frame["value"].to_numpy(dtype=float), cutoff_ns)
+    out = np.full(bar_ns.size, np.nan)
+    if ts.size == 0:
+        return out
+    j = np.searchsorted(ts, bar_ns, side="right") - 1
+    ok = (j >= 0) & (bar_ns - ts[np.maximum(j, 0)] <= _DAY_NS // 2)
+    out[ok] = v[j[ok]]
+    return out
 
 
 def _table(data: AssetData, cutoff_ns: int | None, origin: pd.Timestamp | str | None = None) -> _Table:
@@ -443,9 +452,11 @@ def _table(data: AssetData, cutoff_ns: int | None, origin: pd.Timestamp | str | 
     hist.update({k: comps[k] for k in ("g1", "g2", "u2", "b2")})
     hl, co = _bar_ranges(data, bar_ns, close)
     has_iv = np.flatnonzero(np.isfinite(iv))
+    market = _market_ranges(data, cutoff_ns, bar_ns)
     table = _Table(data.asset, bar_ns, close, ret, dd, base, hist, side, _intraday(data, cutoff_ns, bar_ns, ret),
-                   hl, co, int(has_iv[0]) if has_iv.size else bar_ns.size)
-    for arr in (bar_ns, close, ret, dd, hl, co, *base.values(), *hist.values(), *side.values()):
+                   hl, co, int(has_iv[0]) if has_iv.size else bar_ns.size, market)
+    for arr in (bar_ns, close, ret, dd, hl, co, *base.values(), *hist.values(), *side.values(),
+                *(() if market is None else (market,))):
         arr.flags.writeable = False
     if table.intraday is not None:
         table.intraday.rv.flags.writeable = False
@@ -533,6 +544,7 @@ def _assemble(
         returns=t.ret[1 : e + 1],
         log_hl=t.log_hl[1 : e + 1],
         log_co=t.log_co[1 : e + 1],
+        market_log_hl=None if t.market_hl is None else t.market_hl[1 : e + 1],
         implied_vol=t.base["iv"][1 : e + 1] if t.iv_first <= e else None,
         mu=float(base["mu"][j]),
         sigma=float(base["sigma"][j]),

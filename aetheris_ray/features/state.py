@@ -86,6 +86,10 @@ class MarketState:
     implied_vol : ndarray or None
         The implied-volatility index (annualised percent) known at each day's close,
         aligned with ``returns`` (NaN where absent); None when the asset has none.
+    market_log_hl : ndarray or None
+        ``ln(high / low)`` of the market asset's daily bar (BTC-USD's in the shared data)
+        of each day, aligned with ``returns`` (NaN where unobserved); None when the
+        source has no market asset.
     missing : tuple of str
         Optional inputs that were absent (reported in the forecast's metadata).
     overrides : dict
@@ -110,6 +114,7 @@ class MarketState:
     log_hl: np.ndarray | None = None
     log_co: np.ndarray | None = None
     implied_vol: np.ndarray | None = None
+    market_log_hl: np.ndarray | None = None
     missing: tuple[str, ...] = ()
     overrides: dict[str, float] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)

@@ -393,3 +393,97 @@ def test_range_garch_optimiser_equals_plain_scipy_lbfgsb_bit_for_bit():
             want = minimize(g.nll, th0, method="L-BFGS-B", bounds=[(-8, 8)] * 3)
             got = _minimise(g.nll, [th0])
             assert np.array_equal(want.x, got.x) and want.fun == got.fun and want.success == got.success
+
+
+# -- the market volatility factor ------------------------------------------------------------
+
+
+def _two_asset_dir(root, n=60, missing=40, flat=45):
+    """daily/BTC-USD.csv (one day missing, one flat bar) and daily/ETH-USD.csv, from 2024-01-01."""
+    rng = np.random.default_rng(5)
+    d = root / "daily"
+    d.mkdir(parents=True)
+    dates = pd.date_range("2024-01-01", periods=n, freq="D")
+    for name, level in (("BTC-USD", 40000.0), ("ETH-USD", 2000.0)):
+        close = level * np.exp(np.cumsum(0.02 * rng.standard_normal(n)))
+        high, low = close * np.exp(np.abs(0.03 * rng.standard_normal(n))), close / np.exp(0.01)
+        frame = pd.DataFrame({"date": dates.strftime("%Y-%m-%d"), "open": close, "high": high, "low": low,
+                              "close": close})
+        if name == "BTC-USD":
+            frame.loc[flat, ["open", "high", "low"]] = frame.loc[flat, "close"]
+            frame = frame.drop(index=missing)
+        frame.to_csv(d / f"{name}.csv", index=False)
+    return root, dates
+
+
+def test_market_range_is_the_market_assets_same_day_range_point_in_time(tmp_path):
+    from aetheris_ray.data import open_source
+    from aetheris_ray.data.schema import MARKET_RANGE
+    from aetheris_ray.data.store import ParquetStore
+    from aetheris_ray.data.synthetic import SyntheticSource
+
+    root, dates = _two_asset_dir(tmp_path / "csv")
+    btc = pd.read_csv(root / "daily" / "BTC-USD.csv", parse_dates=["date"]).set_index("date")
+    src = open_source(data=root)
+    eth = src.history("ETH-USD")
+    assert eth.info[MARKET_RANGE].source == "BTC-USD daily bars"
+    st = compute_state(eth, dates[50])
+    m = st.market_log_hl
+    assert m.shape == st.returns.shape  # aligned with ETH's returns (days 1..50)
+    days = dates[1:51]
+    for i, day in enumerate(days):
+        if day in (dates[40], dates[45], dates[41]):  # missing, flat, and the bar after the gap
+            assert np.isnan(m[i]), day
+        else:
+            assert m[i] == pytest.approx(np.log(btc.loc[day, "high"] / btc.loc[day, "low"]), rel=1e-12)
+    # the cut at the origin: the same state from data that runs on, or from data that stops there
+    cut = compute_state(src.history("ETH-USD", until=dates[50]), dates[50])
+    np.testing.assert_array_equal(cut.market_log_hl, m)
+    # the market range is not a macro level: features and regime are what they were without it
+    bare = type(eth)(asset=eth.asset, bars=eth.bars, info=eth.info,
+                     series={k: v for k, v in eth.series.items() if k != MARKET_RANGE})
+    st_bare = compute_state(bare, dates[50])
+    assert st_bare.market_log_hl is None
+    np.testing.assert_array_equal(st_bare.regime_vector, st.regime_vector)
+    assert st_bare.descriptors == st.descriptors
+    # a Parquet store derives it when read (never stored), from its own BTC-USD bars
+    store = ParquetStore(tmp_path / "store")
+    store.ingest(src)
+    assert MARKET_RANGE not in store.series_names("ETH-USD")
+    pd.testing.assert_frame_equal(store.history("ETH-USD").series[MARKET_RANGE].reset_index(drop=True),
+                                  eth.series[MARKET_RANGE].reset_index(drop=True))
+    assert MARKET_RANGE in SyntheticSource().history("SYN-ETH").series
+
+
+def test_pooled_garch_market_level_shrinks_a_young_assets_level_towards_the_panel_ratio():
+    from aetheris_ray.components.range_vol import PooledGarchVolatility, fit_garch_prior, level_ratio
+
+    panel = _panel(3, 700)
+    market = _panel(1, 700, seed=90)[0][1][0]  # the market's ln(H/L), aligned with every asset
+    prior = fit_garch_prior(panel, markets=[market] * 3)
+    q_m = range_variance(market[-365:])
+    ratios = [np.mean(r[-365:] ** 2) / np.mean(q_m) for r, _ in panel]
+    assert prior.shared["level_ratio"][0] == pytest.approx(np.median(ratios), rel=1e-12)
+    # the market asset itself is left out of the ratio
+    assert level_ratio([(panel[0][0], (market, None))], [market]) is None
+    a, b = float(prior.params["alpha"][0]), float(prior.params["beta"][0])
+    r, (hl, co) = _panel(1, 700, seed=60)[0]
+    young_r, young_rg, young_m = r[-100:], (hl[-100:], co[-100:]), market[-100:]
+    fit = PooledGarchVolatility(market_n0=250.0).fit(young_r, ranges=young_rg, market=young_m, artefact=prior)
+    w = 100 / 350
+    level = w * np.mean(young_r ** 2) + (1 - w) * prior.shared["level_ratio"][0] * np.mean(range_variance(young_m))
+    assert fit.info["market_level"]["own_weight"] == pytest.approx(w, abs=1e-3)
+    assert float(fit.params["omega"][0]) == pytest.approx(level * (1 - a - b), rel=1e-9)
+    # off by default, and said where it cannot apply
+    plain = PooledGarchVolatility().fit(young_r, ranges=young_rg, market=young_m, artefact=prior)
+    assert "market_level" not in plain.info
+    assert float(plain.params["omega"][0]) == pytest.approx(np.mean(young_r ** 2) * (1 - a - b), rel=1e-9)
+    spec = PooledGarchVolatility(market_n0=250.0)
+    itself = spec.fit(young_r, ranges=(young_m, co[-100:]), market=young_m, artefact=prior)
+    assert itself.info["market_level"] == "none: the asset is the market"
+    old_prior = fit_garch_prior(panel)  # trained without the market
+    assert spec.fit(young_r, ranges=young_rg, market=young_m, artefact=old_prior).info["market_level"].startswith(
+        "none: the pooled prior has no level ratio")
+    assert spec.fit(young_r, ranges=young_rg, artefact=prior).info["market_level"] == "none: no market ranges"
+    with pytest.raises(InvalidInput, match="market_n0"):
+        PooledGarchVolatility(market_n0=-1.0)

@@ -19,7 +19,7 @@ def test_directory_maps_files_to_assets_and_canonical_series(mini_data):
     assert src.assets() == ["BTC-USD", "ETH-USD"]
     btc = src.history("BTC-USD")
     assert set(btc.bars) == {"1D", "2h", "2h_bitstamp"}
-    market = {"macro_dxy", "macro_spx", "macro_gold", "market_usdt_dominance", "market_total3_mcap"}
+    market = {"macro_dxy", "macro_spx", "macro_gold", "market_usdt_dominance", "market_total3_mcap", "market_range"}
     assert set(btc.series) == {"funding_8h", "funding", "implied_vol", "basis", "onchain_tx_count"} | market
     units = {name: info.unit for name, info in btc.info.items()}
     assert units["funding_8h"] == "fraction/8h"
@@ -108,10 +108,10 @@ def test_assets_parses_nothing_and_history_parses_only_that_asset_once(mini_data
     src.history("ETH-USD")
     assert sorted(read) == sorted(
         ["ETH-USD.csv", "DXY_daily.csv", "SPX_daily.csv", "GOLD_daily.csv", "USDT_dominance_daily.csv",
-         "TOTAL3_marketcap_daily.csv"]
+         "TOTAL3_marketcap_daily.csv", "BTC-USD.csv"]  # BTC-USD's daily bars: the market's range
     )
     src.history("ETH-USD", until="2024-01-05")
-    assert len(read) == 6  # cached
+    assert len(read) == 7  # cached
 
 
 def test_returned_frames_do_not_alias_the_cache(mini_data):

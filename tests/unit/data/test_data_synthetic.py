@@ -71,15 +71,18 @@ def test_first_asset_has_intraday_bars_that_add_up_to_the_daily_ones(market):
 def test_first_asset_has_side_series_in_their_units(market):
     btc = market.history("SYN-BTC")
     assert {k: v.unit for k, v in btc.info.items()} == {
-        "funding": "fraction/day", "implied_vol": "percent/year", "basis": "fraction of spot"
+        "funding": "fraction/day", "implied_vol": "percent/year", "basis": "fraction of spot",
+        "market_range": "ln(high/low) of SYN-BTC's daily bar",  # derived from the daily bars: every asset has it
     }
     for name, frame in btc.series.items():
+        if name == "market_range":
+            continue
         check_series(frame, name)
         assert frame["ts"].iloc[0] > btc.bars["1D"]["ts"].iloc[0] + pd.Timedelta(days=365)  # starts later
         assert (frame["ts"].dt.hour == 0).all()  # dated D -> known at D+1 00:00
     assert 10 < btc.series["implied_vol"]["value"].median() < 150
     assert abs(btc.series["funding"]["value"].median()) < 0.002
-    assert market.history("SYN-ALT").series == {}
+    assert set(market.history("SYN-ALT").series) == {"market_range"}  # no side series of its own
 
 
 def test_same_seed_same_frames_other_seed_other_frames():
