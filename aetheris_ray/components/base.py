@@ -89,6 +89,9 @@ class Context:
     iv : ndarray, shape (n_origins, lookback) or None
         Implied volatility index (annualised percent) aligned with ``returns`` (NaN
         where absent); None when no origin has one.  An ``iv_level`` scenario sets it.
+    market : ndarray, shape (n_origins, lookback) or None
+        The market asset's daily ``ln(high / low)`` aligned with ``returns`` (NaN where
+        unobserved or padding); None when no origin has it.
     overrides : tuple of dict
         Scenario overrides per origin (empty dicts for unconditional forecasts).
         An ``rv_shock`` multiplier is already applied to ``returns``, ``rv``, ``log_hl`` and ``log_co``
@@ -106,6 +109,7 @@ class Context:
     log_hl: FloatArray | None = None
     log_co: FloatArray | None = None
     iv: FloatArray | None = None
+    market: FloatArray | None = None
 
     @property
     def size(self) -> int:
@@ -137,6 +141,7 @@ class Context:
         hl = np.full((n, lookback), np.nan) if has_range else None
         co = np.full((n, lookback), np.nan) if has_range else None
         iv = np.full((n, lookback), np.nan) if any(s.implied_vol is not None for s in states) else None
+        mk = np.full((n, lookback), np.nan) if any(s.market_log_hl is not None for s in states) else None
         for i, s in enumerate(states):
             # a scenario's realised-vol shock scales the observed returns (aetheris_ray.scenario.vol_multiplier)
             m = float(s.overrides.get("rv_shock", 1.0)) if s.overrides else 1.0
@@ -162,9 +167,11 @@ class Context:
                 iv[i, lookback - k:] = np.asarray(s.implied_vol, dtype=float)[-k:]
                 if s.overrides and "iv_level" in s.overrides:  # the scenario's implied vol at the origin
                     iv[i, -1] = float(s.overrides["iv_level"])
+            if mk is not None and s.market_log_hl is not None and k:
+                mk[i, lookback - k:] = np.asarray(s.market_log_hl, dtype=float)[-k:]
         labels = tuple(str(s.regime_label) for s in states)
         overrides = tuple(dict(s.overrides) for s in states)
-        return cls(ret, valid, labels, rvec, mm, rv, overrides, hl, co, iv)
+        return cls(ret, valid, labels, rvec, mm, rv, overrides, hl, co, iv, mk)
 
     @classmethod
     def from_windows(cls, windows: Mapping[str, np.ndarray]) -> "Context":
@@ -205,7 +212,7 @@ class Context:
             self.mm[sel], None if self.rv is None else self.rv[sel],
             tuple(self.overrides[i] for i in sel) if self.overrides else (),
             None if self.log_hl is None else self.log_hl[sel], None if self.log_co is None else self.log_co[sel],
-            None if self.iv is None else self.iv[sel],
+            None if self.iv is None else self.iv[sel], None if self.market is None else self.market[sel],
         )
 
     def regime_codes(self) -> np.ndarray:

@@ -332,7 +332,8 @@ class FittedPooledGarch(FittedRangeGarch):
             raise ModelNotFound("pooled_garch artefact: shared 'theta' must be 3 finite numbers; it is corrupt")
         c = self.shared.get("level_ratio")
         if c is not None and (np.shape(c) != (1,) or not np.all(np.isfinite(c)) or float(c[0]) <= 0):
-            raise ModelNotFound("pooled_garch artefact: shared 'level_ratio' must be one positive number; it is corrupt")
+            raise ModelNotFound("pooled_garch artefact: shared 'level_ratio' must be one positive number; "
+                                "it is corrupt")
 
 
 @dataclass(frozen=True)
@@ -522,12 +523,26 @@ def _har_x(s: FloatArray) -> FloatArray:
     return x
 
 
-#: Optional regressors of the range-HAR: intraday realised variance (2h bars) and the implied-vol index.
-EXTRAS = ("rv", "iv")
+#: Optional regressors of the range-HAR: intraday realised variance (2h bars), the implied-vol index and
+#: the market volatility factor (the market asset's range variance).
+EXTRAS = ("rv", "iv", "market")
+
+
+def _premium(x: Any, s: FloatArray) -> FloatArray:
+    """``x`` as an array broadcastable against ``s`` (a per-origin value gets trailing axes)."""
+    a = np.asarray(x, dtype=float)
+    return a.reshape(a.shape + (1,) * (s.ndim - a.ndim)) if a.ndim else a
+
+
+def _market_weekly(market: Any, s: FloatArray) -> FloatArray:
+    """Weekly (5-day) mean of the market's range variance, shaped like ``s`` (NaN where unobserved)."""
+    x = np.full(s.shape, np.nan) if market is None else range_variance(market)
+    xw, _ = _trailing_mean(np.where(x > 0, x, np.nan), 5)
+    return xw
 
 
 def _extra_x(s: FloatArray, k: Any, extras: tuple[str, ...], rv: Any = None, iv: Any = None,
-             iv_premium: Any = 0.0) -> tuple[FloatArray, FloatArray]:
+             iv_premium: Any = 0.0, market: Any = None, market_premium: Any = 0.0) -> tuple[FloatArray, FloatArray]:
     """The ``extras`` columns (range units, logs) and where each was observed, each ``s.shape + (E,)``.
 
     * ``rv``: log weekly mean of intraday realised variance / ``k``; where absent, the
@@ -535,6 +550,9 @@ def _extra_x(s: FloatArray, k: Any, extras: tuple[str, ...], rv: Any = None, iv:
     * ``iv``: log of the implied daily variance ``(iv / 100)^2 / 365`` / ``k``; where
       absent, the log monthly mean range variance plus ``iv_premium`` (the fit's mean
       log gap between the two), so an asset or day without the index is unaffected.
+    * ``market``: log weekly mean of the market asset's range variance (its own units:
+      the intercept carries the asset's level); where absent, the asset's own log weekly
+      mean plus ``market_premium`` (the fit's mean log gap between the two).
     """
     shape = s.shape + (len(extras),)
     cols, obs = np.empty(shape), np.zeros(shape, dtype=bool)
@@ -551,12 +569,15 @@ def _extra_x(s: FloatArray, k: Any, extras: tuple[str, ...], rv: Any = None, iv:
                 xw, _ = _trailing_mean(np.where(x > 0, x, np.nan), 5)
                 ok = np.isfinite(xw) & (xw > 0)
                 cols[..., j] = np.where(ok, np.log(np.where(ok, xw, 1.0)), np.log(np.maximum(w, 0.05 * m)))
-            else:
+            elif name == "iv":
                 x = np.full(s.shape, np.nan) if iv is None else (np.asarray(iv, dtype=float) / 100.0) ** 2 / 365.0 / kk
                 ok = np.isfinite(x) & (x > 0)
-                prem = np.asarray(iv_premium, dtype=float)
-                prem = prem.reshape(prem.shape + (1,) * (s.ndim - prem.ndim)) if prem.ndim else prem
-                cols[..., j] = np.where(ok, np.log(np.where(ok, x, 1.0)), np.log(m) + prem)
+                cols[..., j] = np.where(ok, np.log(np.where(ok, x, 1.0)), np.log(m) + _premium(iv_premium, s))
+            else:
+                xw = _market_weekly(market, s)
+                ok = np.isfinite(xw) & (xw > 0)
+                own = np.log(np.maximum(w, 0.05 * m)) + _premium(market_premium, s)
+                cols[..., j] = np.where(ok, np.log(np.where(ok, xw, 1.0)), own)
             obs[..., j] = ok
     return cols, obs
 
@@ -571,7 +592,7 @@ class FittedRangeHar(FittedVolatility):
     """
 
     name: ClassVar[str] = "range_har"
-    param_names: ClassVar[tuple[str, ...]] = ("coef", "scale", "k", "iv_premium")
+    param_names: ClassVar[tuple[str, ...]] = ("coef", "scale", "k", "iv_premium", "market_premium")
     row_params: ClassVar[tuple[str, ...]] = ("coef", "scale")
 
     def _mean_var(self, ctx: Context) -> FloatArray:
@@ -581,7 +602,8 @@ class FittedRangeHar(FittedVolatility):
         s = _ctx_proxy(ctx, k, self.spec.estimator) / k[:, None]
         x = _har_x(s)  # (B, L, 4)
         if self.spec.extras:
-            ex, _ = _extra_x(s, k, self.spec.extras, ctx.rv, ctx.iv, self.params["iv_premium"])
+            ex, _ = _extra_x(s, k, self.spec.extras, ctx.rv, ctx.iv, self.params["iv_premium"], ctx.market,
+                             self.params.get("market_premium", 0.0))
             x = np.concatenate([x, ex], axis=-1)
         coef = np.asarray(self.params["coef"], dtype=float)  # (B, A, 4)
         scale = np.asarray(self.params["scale"], dtype=float)  # (B, A)
@@ -641,9 +663,9 @@ class RangeHarVolatility(SpecBase):
         Fewer returns -> the monthly mean range variance, scaled (``info["fallback"]``).
     ridge : float
         Ridge penalty on the slope coefficients (relative to the regressors' variance).
-    extras : tuple of {"rv", "iv"}
+    extras : tuple of {"rv", "iv", "market"}
         Extra regressors where the asset has them (`_extra_x`): intraday realised
-        variance from 2h bars, the implied-vol index.  One with fewer than ``min_obs``
+        variance from 2h bars, the implied-vol index, the market's range variance.  One with fewer than ``min_obs``
         observed days in the fit's rows gets coefficient 0 (``info["extras_used"]``).
     """
 
@@ -677,9 +699,9 @@ class RangeHarVolatility(SpecBase):
         self._check(all(x in EXTRAS for x in self.extras) and len(set(self.extras)) == len(self.extras),
                     f"extras={self.extras!r}: use any of {', '.join(EXTRAS)}, each once")
 
-    def fit(self, returns: FloatArray, *, ranges: Any = None, rv: Any = None, iv: Any = None,
+    def fit(self, returns: FloatArray, *, ranges: Any = None, rv: Any = None, iv: Any = None, market: Any = None,
             **context: Any) -> FittedRangeHar:
-        design = har_design(returns, ranges, self.window, self.estimator, self.extras, rv, iv)
+        design = har_design(returns, ranges, self.window, self.estimator, self.extras, rv, iv, market)
         info = design.info()
         coef, scale = design.fallback_coef()
         if design.n < self.min_obs:
@@ -700,7 +722,8 @@ class RangeHarVolatility(SpecBase):
 
     def _params(self, info: dict, coef: np.ndarray, scale: np.ndarray, design: "HarDesign") -> FittedRangeHar:
         return FittedRangeHar(spec=self, params={"coef": coef[None], "scale": scale[None], "k": np.array([design.k]),
-                                                 "iv_premium": np.array([design.iv_premium])}, info=info)
+                                                 "iv_premium": np.array([design.iv_premium]),
+                                                 "market_premium": np.array([design.market_premium])}, info=info)
 
 
 @dataclass(frozen=True)
@@ -715,6 +738,7 @@ class HarDesign:
     cr: FloatArray  # cumulative squared returns
     obs: FloatArray  # (n, E) where each extra regressor was observed
     iv_premium: float = 0.0  # mean log gap of implied over monthly range variance (0 without the index)
+    market_premium: float = 0.0  # mean log gap of the market's over the asset's weekly range variance
 
     @property
     def n(self) -> int:
@@ -743,9 +767,9 @@ class HarDesign:
 
 
 def har_design(returns: FloatArray, ranges: Any, window: int, estimator: str, extras: tuple[str, ...] = (),
-               rv: Any = None, iv: Any = None) -> HarDesign:
+               rv: Any = None, iv: Any = None, market: Any = None) -> HarDesign:
     """`HarDesign` of the trailing ``window`` finite returns and their bars' ranges, intraday realised
-    variances and implied vol (each right-aligned with the returns)."""
+    variances, implied vol and the market's ranges (each right-aligned with the returns)."""
     r, q = _fit_ranges(returns, ranges, window, estimator)
     k = _close_ratio(r, q)
     s = np.where(np.isfinite(q), q, r * r / k)  # range units
@@ -758,9 +782,16 @@ def har_design(returns: FloatArray, ranges: Any, window: int, estimator: str, ex
         with np.errstate(invalid="ignore", divide="ignore"):
             gap = np.log((iv_w / 100.0) ** 2 / 365.0 / k) - np.log(m)
         prem = float(np.mean(gap[np.isfinite(gap)])) if np.isfinite(gap).any() else 0.0
-    ex, obs = _extra_x(s, k, tuple(extras), rv_w, iv_w, prem)
+    mk_w = _windowed(returns, market, window) if "market" in extras and market is not None else None
+    mprem = 0.0
+    if mk_w is not None:
+        own_w, _ = _trailing_mean(s, 5)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            gap = np.log(_market_weekly(mk_w, s)) - np.log(own_w)
+        mprem = float(np.mean(gap[np.isfinite(gap)])) if np.isfinite(gap).any() else 0.0
+    ex, obs = _extra_x(s, k, tuple(extras), rv_w, iv_w, prem, mk_w, mprem)
     return HarDesign(r, q, k, np.concatenate([x, ex], axis=-1), np.concatenate([[0.0], np.cumsum(s)]),
-                     np.concatenate([[0.0], np.cumsum(r * r)]), obs, prem)
+                     np.concatenate([[0.0], np.cumsum(r * r)]), obs, prem, mprem)
 
 
 def _scale(X: FloatArray, coef: FloatArray, realised: FloatArray) -> float:
@@ -792,7 +823,7 @@ class FittedPooledHar(FittedRangeHar):
         coef = np.concatenate([np.zeros((len(ANCHORS), 1)), b], axis=1)
         return cls(spec=spec or PooledHarVolatility(), params={
             "coef": coef[None], "scale": np.ones((1, len(ANCHORS))), "k": np.array([1.0]),
-            "iv_premium": np.array([0.0])}, shared={"prior": b})
+            "iv_premium": np.array([0.0]), "market_premium": np.array([0.0])}, shared={"prior": b})
 
     def check_loaded(self) -> None:
         from aetheris_ray.errors import ModelNotFound
@@ -864,7 +895,7 @@ class PooledHarVolatility(RangeHarVolatility):
                 scale[i] = _scale(X, coef[i], realised)
             info["own_weight"] = [round(m / (m + self.n0), 3) for m in own_rows]
         return FittedPooledHar(spec=self, params={"coef": coef[None], "scale": scale[None], "k": np.array([design.k]),
-                                                  "iv_premium": np.array([0.0])},
+                                                  "iv_premium": np.array([0.0]), "market_premium": np.array([0.0])},
                                info=info, shared=dict(artefact.shared))
 
 
@@ -915,7 +946,7 @@ def fit_pooled_prior(histories: Any, spec: PooledHarVolatility | None = None, in
     meta = {"n_assets": len(designs), "n_rows": n_rows.tolist(), **(info or {})}
     return FittedPooledHar(spec=sp, params={"coef": coef[None], "scale": scale[None],
                                             "k": np.array([float(np.mean([d.k for d in designs]))]),
-                                            "iv_premium": np.array([0.0])},
+                                            "iv_premium": np.array([0.0]), "market_premium": np.array([0.0])},
                            info=meta, shared={"prior": prior})
 
 

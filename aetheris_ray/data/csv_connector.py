@@ -231,7 +231,8 @@ class CsvSource:
             series[name], info[name] = frame, meta
         market = next((a for a in MARKET_ASSETS if a in index.bars), None)
         daily = bars["1D"] if market == asset else self._daily(index, market)
-        data = copy_frames(with_market_range(AssetData(asset=asset, bars=bars, series=series, info=info), daily, market))
+        data = AssetData(asset=asset, bars=bars, series=series, info=info)
+        data = copy_frames(with_market_range(data, daily, market))
         chain = chain_path(self.path, asset) if self.path.is_dir() else None
         if chain is not None and chain.is_file():  # options/<ASSET>.csv (aetheris_ray.data.chains)
             if chain not in self._chain_cache:

@@ -224,9 +224,10 @@ class ParquetStore:
             cutoff = None  # past 2262 (e.g. 9999-12-31): later than any stored ts, and no ns filter can hold it
         self._require(asset)
         parts = self._partitions(asset)
-        market = next((a for a in MARKET_ASSETS if (self.path / f"asset={a}" / "series=bars_1D" / PART).is_file()), None)
-        if market is not None and market != asset:
-            parts.append((market, "bars_1D", self.path / f"asset={market}" / "series=bars_1D" / PART))
+        daily = {a: self.path / f"asset={a}" / "series=bars_1D" / PART for a in MARKET_ASSETS}
+        market = next((a for a, path in daily.items() if path.is_file()), None)
+        if market is not None and market != asset:  # the market's range (`with_market_range`)
+            parts.append((market, "bars_1D", daily[market]))
         key = (str(self.path.resolve()), asset, cutoff, tuple((name, _stamp(path)) for _, name, path in parts))
         with _READ_LOCK:
             data = _READ.get(key)

@@ -487,3 +487,30 @@ def test_pooled_garch_market_level_shrinks_a_young_assets_level_towards_the_pane
     assert spec.fit(young_r, ranges=young_rg, artefact=prior).info["market_level"] == "none: no market ranges"
     with pytest.raises(InvalidInput, match="market_n0"):
         PooledGarchVolatility(market_n0=-1.0)
+
+
+def test_market_regressor_of_the_range_har_is_used_where_present_and_harmless_where_absent():
+    n = 900
+    vol = 0.03 * np.exp(0.6 * np.sin(np.arange(n) / 25))
+    o, h, lo, c = brownian_bars(n, 0.0, 60, seed=31, vol_path=vol)
+    r, hl, co = c - o, h - lo, c - o
+    # the market's variance moves with the asset's but is observed without the asset's own noise
+    _, mh, ml, _ = brownian_bars(n, 0.0, 400, seed=32, vol_path=vol / 2)
+    market = mh - ml
+    spec = RangeHarVolatility(extras=("market",))
+    fit = spec.fit(r, ranges=(hl, co), market=market)
+    assert fit.info["extras_used"] == ["market"]
+    assert fit.params["coef"][0, ANCHORS.index(1), 4] > 0.1
+    assert fit.params["market_premium"][0] == pytest.approx(np.log(0.25), abs=0.3)  # a quarter of the variance
+    plain = RangeHarVolatility().fit(r, ranges=(hl, co))
+    without = spec.fit(r, ranges=(hl, co))
+    np.testing.assert_allclose(without.params["coef"][0, :, :4], plain.params["coef"][0], rtol=1e-12)
+    assert np.all(without.params["coef"][0, :, 4:] == 0) and without.info["extras_used"] == []
+    st = _state(r, hl, co)
+    st_m = MarketState(**{**st.__dict__, "market_log_hl": market})
+    ctx, ctx_m = Context.from_states([st], lookback=n), Context.from_states([st_m], lookback=n)
+    assert ctx.market is None and ctx_m.take([0]).market.shape == (1, n)
+    np.testing.assert_allclose(without.condition(ctx)["mean_var"], plain.condition(ctx)["mean_var"], rtol=1e-12)
+    err_m = np.log(fit.filter(ctx_m)[0, 100:-1] / vol[101:] ** 2)
+    err_plain = np.log(plain.filter(ctx)[0, 100:-1] / vol[101:] ** 2)
+    assert np.mean(err_m ** 2) < np.mean(err_plain ** 2)
