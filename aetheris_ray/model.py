@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import tomllib
@@ -135,7 +136,19 @@ class EngineConfig(BaseModel):
 
     @property
     def version(self) -> str:
-        """``<name>-<hash>``, plus ``+kind=name@registry-version`` per artefact part and ``+kind=fallback:name``."""
+        """``<name>-<hash>``, plus ``+kind=name@registry-version`` per artefact part and ``+kind=fallback:name``.
+
+        Kept per object (a config is frozen; `_KEPT` holds the object, so its id is not reused)."""
+        kept = _KEPT.get(id(self))
+        if kept is not None and kept[0] is self:
+            return kept[1]
+        out = self._version()
+        if len(_KEPT) >= 256:
+            _KEPT.clear()
+        _KEPT[id(self)] = (self, out)
+        return out
+
+    def _version(self) -> str:
         blob = json.dumps(self.model_dump(mode="json", exclude={"resolved", "fallbacks", "registry"}), sort_keys=True).encode()
         out = f"{self.name}-{hashlib.sha1(blob).hexdigest()[:10]}"
         for kind, c in self.artefact_parts().items():
@@ -151,6 +164,12 @@ class EngineConfig(BaseModel):
             c = self.choice(kind)
             out[kind] = f"{c.name}@{c.version}" if c.version else c.name
         return out
+
+
+#: id(config) -> (config, version): `EngineConfig.version` once per (frozen) object.
+_KEPT: dict[int, tuple[EngineConfig, str]] = {}
+#: (id(config), registry root) -> (config, resolved config) for configs without artefact parts.
+_RESOLVED: dict[tuple[int, str | None], tuple[EngineConfig, EngineConfig]] = {}
 
 
 # -- presets -----------------------------------------------------------------------------------
@@ -204,8 +223,15 @@ def model_config(name: str | None, components: Sequence[str] = ()) -> tuple[Engi
 
     ``NAME@VERSION`` pins the registry version of the preset's artefact part
     (``rough_vol@<version>``); ``"latest"`` is the baseline until the registry serves
-    whole engine models (with a note).
+    whole engine models (with a note).  Kept per name and components (the presets and
+    the parts' registry do not change in a process): every forecast asks.
     """
+    cfg, notes = _model_config(name, tuple(components))
+    return cfg, list(notes)
+
+
+@functools.lru_cache(maxsize=64)
+def _model_config(name: str | None, components: tuple[str, ...]) -> tuple[EngineConfig, tuple[str, ...]]:
     notes: list[str] = []
     key = name or "baseline"
     key, _, pinned = key.partition("@")
@@ -224,7 +250,7 @@ def model_config(name: str | None, components: Sequence[str] = ()) -> tuple[Engi
         cfg = cfg.model_copy(update={kind: choice.model_copy(update={"version": pinned})})
     cfg = with_components(cfg, components)
     cfg.specs()
-    return cfg, notes
+    return cfg, tuple(notes)
 
 
 def resolve_config(cfg: EngineConfig, registry: Any = None) -> EngineConfig:
@@ -238,6 +264,16 @@ def resolve_config(cfg: EngineConfig, registry: Any = None) -> EngineConfig:
     from aetheris_ray.registry import Registry, resolve_artefact
 
     root = registry.root if isinstance(registry, Registry) else registry
+    if not cfg.artefact_parts():  # nothing to look up: the same resolved object for the same config and root
+        key = (id(cfg), None if root is None else str(root))
+        kept = _RESOLVED.get(key)
+        if kept is not None and kept[0] is cfg:
+            return kept[1]
+        out = cfg.model_copy(update={"resolved": True, "registry": key[1]})
+        if len(_RESOLVED) >= 256:
+            _RESOLVED.clear()
+        _RESOLVED[key] = (cfg, out)
+        return out
     update: dict[str, Any] = {"resolved": True, "registry": None if root is None else str(root)}
     fallbacks = list(cfg.fallbacks)
     for kind, c in cfg.artefact_parts().items():

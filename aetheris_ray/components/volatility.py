@@ -91,10 +91,12 @@ class FittedVolatility(FittedBase):
         ps = self.init_paths(cond, n, h, rng)
         sigma = np.empty((b, n, h))
         for t in range(h):
-            s = np.sqrt(np.maximum(self.variance(ps), VAR_FLOOR))
+            s = np.maximum(self.variance(ps), VAR_FLOOR)
+            np.sqrt(s, out=s)  # s is new: the variance state is never written
             sigma[:, :, t] = s
             if t + 1 < h:
-                self.update(ps, s * z[:, :, t])
+                np.multiply(s, z[:, :, t], out=s)
+                self.update(ps, s)
         return sigma
 
     def innovations(self, n_origins: int, n_paths: int, horizon: int, rng: np.random.Generator) -> FloatArray:
@@ -702,7 +704,14 @@ class FittedBlend(FittedVolatility):
 
     def variance(self, ps: dict) -> FloatArray:
         w = ps["w"]
-        return sum(w[:, k:k + 1] * c.variance(s) for k, (c, s) in enumerate(zip(self.children, ps["members"])))
+        out = None
+        for k, (c, s) in enumerate(zip(self.children, ps["members"])):
+            term = w[:, k:k + 1] * c.variance(s)
+            if out is None:
+                out = term
+            else:  # in place into the first product (a fresh array): the same sums, no temporaries
+                out += term
+        return out
 
     def update(self, ps: dict, r: FloatArray) -> None:
         for c, s in zip(self.children, ps["members"]):

@@ -98,7 +98,7 @@ class AssetData:
         bars = self.bars["1D"]
         ns = ts_ns(bars["ts"])
         days = (ns - ns % _DAY_NS).view("datetime64[ns]")  # the UTC calendar day (floor, also before 1970)
-        idx = pd.DatetimeIndex(days, freq="infer", name="date")
+        idx = pd.DatetimeIndex(days, name="date")
         return pd.Series(bars["close"].to_numpy(dtype=float), index=idx, name=self.asset)
 
     def until(self, cutoff: pd.Timestamp) -> "AssetData":
