@@ -184,21 +184,25 @@ class _Member:
     omega: float
     alpha: float
     beta: float
-    proxy: str  # "returns" (r^2), "range" (k * range variance where observed) or "rough" (the network)
+    proxy: str  # "returns" (r^2), "range" (k * range variance where observed), "rough" (the network), "har"
     k: float = 1.0
     estimator: str = "parkinson"
     feedback: bool = True  # False: the variance is held along the paths (EWMA, path_dependent=False)
     rough: Any = None  # the FittedRoughVol of a "rough" member
+    har: Any = None  # the FittedRangeHar of a "har" member (its variance path is fixed at the origin)
+    steps: int = 0  # a "har" member's interface entries: its variance on each step
 
     @property
     def dims(self) -> int:
-        """Interface entries: the first day's variance, or the rough fOU's x0, m, nu, kappa."""
-        return 4 if self.rough is not None else 1
+        """Interface entries: the first day's variance, the rough fOU's x0, m, nu, kappa, or a range-HAR's
+        variance on each step."""
+        return 4 if self.rough is not None else (self.steps if self.har is not None else 1)
 
 
-def _members(vol: Any, ctx: Context) -> tuple[list[_Member], np.ndarray]:
-    """The volatility part as linear recursions and their weights (K,); `Unsupported` otherwise."""
-    from aetheris_ray.components.range_vol import FittedRangeGarch
+def _members(vol: Any, ctx: Context, horizon: int) -> tuple[list[_Member], np.ndarray]:
+    """The volatility part as linear recursions (or a range-HAR's fixed variance path over ``horizon``
+    steps) and their weights (K,); `Unsupported` otherwise."""
+    from aetheris_ray.components.range_vol import FittedRangeGarch, FittedRangeHar
     from aetheris_ray.components.rough_vol.component import FittedRoughVol
     from aetheris_ray.components.volatility import FittedBlend, FittedEwma, FittedGarch
 
@@ -209,6 +213,15 @@ def _members(vol: Any, ctx: Context) -> tuple[list[_Member], np.ndarray]:
              if np.asarray(v).ndim <= 1 and np.size(v) == 1}
         if isinstance(part, FittedRangeGarch):
             return _Member(p["omega"], p["alpha"], p["beta"], "range", p["k"], part.spec.estimator)
+        if isinstance(part, FittedRangeHar):
+            if part.spec.extras:
+                raise Unsupported(f"volatility {part.name!r} with extra regressors {list(part.spec.extras)} "
+                                  "has no torch expression here")
+            valid = ctx.valid[0]
+            if valid[-22:].sum() < 5 or not valid[-1]:
+                raise Unsupported(f"volatility {part.name!r}: fewer than 5 returns in the last 22 days")
+            return _Member(0.0, 0.0, 1.0, "har", p["k"], part.spec.estimator, feedback=False, har=part,
+                           steps=int(horizon))
         if isinstance(part, FittedGarch):
             return _Member(p["omega"], p["alpha"], p["beta"], "returns")
         if isinstance(part, FittedEwma):
@@ -326,7 +339,7 @@ class DifferentiableForecast:
         if not isinstance(trend, (FittedArEs, FittedZeroTrend, FittedMamba)):
             raise Unsupported(f"trend {trend.name!r} has no torch expression here")
         self.trend = trend if isinstance(trend, FittedArEs) else None
-        self.members, self.weights = _members(parts["volatility"], ctx)
+        self.members, self.weights = _members(parts["volatility"], ctx, int(horizon))
         self.h, self.m = int(horizon), int(n_paths)
         self.ctx = ctx
         self.valid = ctx.valid[0].copy()
@@ -428,7 +441,7 @@ class DifferentiableForecast:
     def model_blocks(self) -> list[str]:
         """Blocks some configured part reads (the others get attribution 0)."""
         used = {"price_history"}
-        if self.range_mask.any() and any(mb.proxy == "range" for mb in self.members):
+        if self.range_mask.any() and any(mb.proxy in ("range", "har") for mb in self.members):
             used.add("realised_vol")
         if self.rv_mask.any() or self.hl_mask.any() or self.mamba_rv_mask.any():
             used.add("realised_vol")
@@ -445,7 +458,7 @@ class DifferentiableForecast:
             return None
         from aetheris_ray.components.range_vol import range_variance
 
-        est = next((mb.estimator for mb in self.members if mb.proxy == "range"), "parkinson")
+        est = next((mb.estimator for mb in self.members if mb.proxy in ("range", "har")), "parkinson")
         return range_variance(self.ctx.log_hl[0], self.ctx.log_co[0], est)
 
     def actual_inputs(self) -> dict[str, np.ndarray]:
@@ -471,7 +484,8 @@ class DifferentiableForecast:
     # -- interface: drift path and member variances --------------------------------------------------
     def interface(self, returns: Any, log_hl: Any, log_co: Any, rv: Any = None, regime: Any = None,
                   iv: Any = None, mm: Any = None) -> Any:
-        """``[drift (h), per member: v1, or a rough member's x0, m, nu, kappa]`` at each of k inputs.
+        """``[drift (h), per member: v1, a rough member's x0, m, nu, kappa, or a range-HAR's variance on
+        each of the h steps]`` at each of k inputs.
 
         Parameters
         ----------
@@ -495,6 +509,9 @@ class DifferentiableForecast:
             if mb.rough is not None:
                 cols.append(self._rough_params(i, r, rv, regime))
                 continue
+            if mb.har is not None:
+                cols.append(self._har_path(mb, r2, hl, co))
+                continue
             x = r2
             if mb.proxy == "range":
                 if mb.estimator == "parkinson":
@@ -508,6 +525,40 @@ class DifferentiableForecast:
             v1 = mb.omega * s + mb.alpha * (x @ w) + mb.beta ** self.L * v0
             cols.append(torch.clamp(v1, min=VAR_FLOOR)[:, None])
         return torch.cat(cols, dim=1)
+
+    def _har_path(self, mb: _Member, r2: Any, hl: Any, co: Any) -> Any:
+        """A range-HAR member's variance on steps 1..h, shape (k, h): `FittedRangeHar.condition` at the
+        origin (the log-HAR regressors of the last day, one direct regression per anchor horizon) and
+        `range_vol.variance_path`, in torch."""
+        import torch
+
+        from aetheris_ray.components.range_vol import ANCHORS
+
+        if mb.estimator == "parkinson":
+            q = hl * hl / (4.0 * _LN2)
+        else:
+            q = 0.5 * hl * hl - (2.0 * _LN2 - 1.0) * co * co
+        s = torch.where(torch.as_tensor(self.range_mask), mb.k * q, r2) / mb.k  # range units
+        valid = torch.as_tensor(self.valid, dtype=r2.dtype)
+
+        def mean_last(width: int) -> Any:
+            return (s[:, -width:] * valid[-width:]).sum(dim=1) / float(self.valid[-width:].sum())
+
+        w, m = mean_last(5), mean_last(22)
+        d = torch.maximum(s[:, -1], 0.05 * m)
+        w = torch.maximum(w, 0.05 * m)
+        x = torch.stack([torch.ones_like(m), torch.log(d), torch.log(w), torch.log(m)], dim=1)  # (k, 4)
+        coef = torch.as_tensor(np.asarray(mb.har.params["coef"], dtype=float)[0], dtype=r2.dtype)  # (A, 4)
+        scale = torch.as_tensor(np.asarray(mb.har.params["scale"], dtype=float)[0], dtype=r2.dtype)  # (A,)
+        mean_var = torch.clamp(torch.exp(x @ coef.T) * scale, min=VAR_FLOOR)  # (k, A)
+        # variance_path: the mean variance interpolated linearly in log h between anchors (held beyond)
+        a = np.log(np.asarray(ANCHORS, dtype=float))
+        hs = np.arange(1, self.h + 1, dtype=float)
+        interp_w = np.stack([np.interp(np.log(hs), a, np.eye(a.size)[j]) for j in range(a.size)], axis=1)  # (h, A)
+        mean = torch.exp(torch.log(mean_var) @ torch.as_tensor(interp_w, dtype=r2.dtype).T)  # (k, h)
+        cum = torch.cummax(mean * torch.as_tensor(hs, dtype=r2.dtype), dim=1).values
+        v = torch.cat([cum[:, :1], cum[:, 1:] - cum[:, :-1]], dim=1)
+        return torch.maximum(v, 0.01 * mean)
 
     def _rough_params(self, i: int, r: Any, rv: Any, regime: Any) -> Any:
         """The rough member's fOU parameters from the network (`rough_vol.component.network_inputs` and
@@ -733,9 +784,11 @@ class DifferentiableForecast:
         cols = self.member_columns()
         v = [u[:, c:c + 1].expand(k_, self.m) if mb.rough is None else None for mb, c in zip(self.members, cols)]
         rough = {i: self._rough_path(i, u[:, c:c + 4])[0] for i, c in enumerate(cols) if self.members[i].rough}
+        har = {i: c for i, c in enumerate(cols) if self.members[i].har is not None}
         sig = []
         for t in range(h):
             v = [rough[j][:, :, t] if j in rough else vj for j, vj in enumerate(v)]
+            v = [u[:, har[j] + t:har[j] + t + 1].expand(k_, self.m) if j in har else vj for j, vj in enumerate(v)]
             var = sum(float(self.weights[j]) * v[j] for j in range(len(v)))
             s = torch.sqrt(torch.clamp(var, min=VAR_FLOOR))
             sig.append(s)
@@ -844,6 +897,7 @@ class DifferentiableForecast:
             dv = [[torch.full((k_, 1), float(h + j == c), dtype=u.dtype) if mb.rough is None else zero
                    for mb, c in zip(self.members, cols)] for j in range(K)]
             rough = {i: self._rough_tangents(i, u[:, c:c + 4]) for i, c in enumerate(cols) if self.members[i].rough}
+            har = [i for i in range(nm) if self.members[i].har is not None]
             sig, dsig = [], []
             for t in range(h):
                 for i, (var_i, dvar_i) in rough.items():
@@ -851,6 +905,10 @@ class DifferentiableForecast:
                     for j in range(K):
                         q = h + j - cols[i]
                         dv[j][i] = dvar_i[q][:, :, t] if 0 <= q < 4 else zero
+                for i in har:  # a range-HAR's variance on step t is its interface column t
+                    v[i] = u[:, cols[i] + t, None].expand(k_, m)
+                    for j in range(K):
+                        dv[j][i] = torch.full((k_, 1), float(h + j == cols[i] + t), dtype=u.dtype)
                 var = sum(float(self.weights[i]) * v[i] for i in range(nm))
                 s = torch.sqrt(torch.clamp(var, min=VAR_FLOOR))
                 live = (var > VAR_FLOOR).to(u.dtype)

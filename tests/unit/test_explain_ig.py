@@ -244,6 +244,9 @@ def test_the_engines_answer_agrees_and_says_which_method():
       "residuals": ComponentChoice(name="gaussian")}, 1, False),
     ({"volatility": ComponentChoice(name="garch")}, 3, True),
     ({"volatility": ComponentChoice(name="ewma", params={"path_dependent": False})}, 5, True),
+    ({"volatility": ComponentChoice(name="range_har")}, 7, True),
+    ({"volatility": ComponentChoice(name="blend", params={"members": ["garch", "range_har"], "weighting": "fixed"})},
+     4, True),
 ])
 def test_other_supported_parts_are_the_models_own_and_complete(setup, parts, horizon, calibrated):
     from aetheris_ray.simulation import IdentityLevelMap
@@ -346,3 +349,35 @@ def test_mamba_trend_is_differentiated_through_its_network_and_reads_implied_vol
     assert d["method"] == ig.METHOD
     assert {"mm_indices", "implied_vol"} <= set(d["inputs"]["blocks"]) - set(d["inputs"]["not_in_model"])
     assert np.any(d["attributions"]["p50"]["mm_indices"]) and np.any(d["attributions"]["p50"]["implied_vol"])
+
+
+def test_range_har_forward_jacobian_matches_reverse_mode_and_extras_fall_back(setup):
+    data, _, _ = setup
+    cfg = CFG.model_copy(update={"volatility": ComponentChoice(
+        name="blend", params={"members": ["range_garch", "range_har"], "weighting": "fixed"})})
+    model, state = fitted_at_end(data, cfg)
+    ctx = Context.from_states([state], cfg.lookback)
+    fc = ig.DifferentiableForecast(model, ctx, level_map(), H, np.log([0.95, 1.05]), M, 2)
+    assert [mb.proxy for mb in fc.members] == ["range", "har"] and fc.members[1].dims == H
+    x = fc.actual_inputs()
+    u = fc.interface(**{k: torch.as_tensor(v)[None] for k, v in x.items()}).detach()
+    # the HAR's columns are its variance path, as the fitted part draws it
+    har = model.paths.by_kind()["volatility"].children[1]
+    from aetheris_ray.components.range_vol import variance_path
+
+    np.testing.assert_allclose(u[0, H + 1:].numpy(), variance_path(har.condition(ctx)["mean_var"], H)[0], rtol=1e-9)
+    u = torch.cat([u, u * 1.1])
+    J = fc.jacobian(u)
+    ue = u.clone().requires_grad_()
+    out = fc.outputs_from_interface(ue)
+    for o in range(out.shape[1]):
+        g = torch.autograd.grad(out[:, o].sum(), ue, retain_graph=True)[0]
+        np.testing.assert_allclose(J[:, o].numpy(), g.numpy(), rtol=1e-6, atol=1e-9 * float(g.abs().max() + 1e-12))
+    # the range reaches the HAR's part of the 80 % width
+    d = ig.explain_model(model, state, level_map(), H, [0.95 * float(state.spot)], n_paths=M, seed=2)
+    assert d["method"] == ig.METHOD and d["completeness_within_tolerance"]
+    assert abs(d["attributions"]["width80"]["realised_vol"][-1]) > 0
+    with_extras = CFG.model_copy(update={"volatility": ComponentChoice(name="range_har", params={"extras": ["iv"]})})
+    m2, s2 = fitted_at_end(data, with_extras)
+    with pytest.raises(ig.Unsupported, match="extra regressors"):
+        ig.DifferentiableForecast(m2, Context.from_states([s2], cfg.lookback), level_map(), H, np.log([1.05]), M, 2)
