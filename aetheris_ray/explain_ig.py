@@ -229,10 +229,23 @@ def _members(vol: Any, ctx: Context, horizon: int) -> tuple[list[_Member], np.nd
         raise Unsupported(f"volatility {part.name!r} has no torch expression here")
 
     if isinstance(vol, FittedBlend):
-        if vol.spec.weighting != "fixed":
-            raise Unsupported("volatility 'blend' with online weights has no torch expression here")
-        return [one(c) for c in vol.children], np.asarray(vol.weights(ctx), dtype=float)[0]
+        members = [one(c) for c in vol.children]
+        if vol.spec.weighting != "fixed" and any(mb.rough is not None or mb.har is not None for mb in members):
+            raise Unsupported("volatility 'blend' with online weights and a rough_vol or range-HAR member has no "
+                              "torch expression here")
+        return members, np.asarray(vol.weights(ctx), dtype=float)[0]
     return [one(vol)], np.ones(1)
+
+
+@dataclass(frozen=True)
+class _Online:
+    """An online blend's weighting (`FittedBlend.weights`): prior weights and the discounted one-step QLIKE
+    of each member over the last ``n`` returns."""
+
+    base: np.ndarray  # (K,) prior weights
+    eta: float
+    decay: float
+    n: int
 
 
 #: Knots of the tabulated unit-t CDF (uniform over +-`T_CLIP`: spacing 0.005).
@@ -339,7 +352,12 @@ class DifferentiableForecast:
         if not isinstance(trend, (FittedArEs, FittedZeroTrend, FittedMamba)):
             raise Unsupported(f"trend {trend.name!r} has no torch expression here")
         self.trend = trend if isinstance(trend, FittedArEs) else None
-        self.members, self.weights = _members(parts["volatility"], ctx, int(horizon))
+        vol = parts["volatility"]
+        self.members, self.weights = _members(vol, ctx, int(horizon))
+        self.online = None  # the weights are interface columns (after the members') when they are online
+        if getattr(vol, "name", "") == "blend" and vol.spec.weighting != "fixed":
+            self.online = _Online(np.asarray(vol.params["weights"], dtype=float).reshape(-1), float(vol.spec.eta),
+                                  float(vol.spec.decay), min(int(vol.spec.eval_days), ctx.lookback - 1))
         self.h, self.m = int(horizon), int(n_paths)
         self.ctx = ctx
         self.valid = ctx.valid[0].copy()
@@ -505,6 +523,7 @@ class DifferentiableForecast:
         first = torch.as_tensor(self.first, dtype=r.dtype)
         v0 = torch.clamp((r2 * first).sum(dim=1) / max(float(self.first.sum()), 1.0), min=VAR_FLOOR)
         cols = [self._drift(r, v0) if self.mamba is None else self._mamba_drift(r, hl, rv, iv, regime, mm)]
+        losses = []  # an online blend's members' discounted one-step QLIKE
         for i, mb in enumerate(self.members):
             if mb.rough is not None:
                 cols.append(self._rough_params(i, r, rv, regime))
@@ -524,7 +543,43 @@ class DifferentiableForecast:
             s = float(w.sum())
             v1 = mb.omega * s + mb.alpha * (x @ w) + mb.beta ** self.L * v0
             cols.append(torch.clamp(v1, min=VAR_FLOOR)[:, None])
+            if self.online is not None:
+                losses.append(self._qlike(mb, x, r2, v0))
+        if self.online is not None:
+            cols.append(self._online_weights(torch.stack(losses, dim=1)))
         return torch.cat(cols, dim=1)
+
+    def _qlike(self, mb: _Member, x: Any, r2: Any, v0: Any) -> Any:
+        """A member's discounted one-step QLIKE over the online blend's last ``n`` returns, shape (k,)
+        (`FittedBlend.weights`: the filter's forecasts ``v[t - 1]`` against ``r[t]^2``)."""
+        import torch
+
+        n, L = self.online.n, self.L
+        pos = np.arange(L - n - 1, L - 1)  # the forecasts for returns L - n .. L - 1
+        M = _powers_matrix(mb.beta, pos, L)
+        lead = torch.as_tensor(float(mb.beta) ** (pos + 1.0), dtype=r2.dtype)
+        vf = mb.omega * torch.as_tensor(M.sum(axis=1), dtype=r2.dtype) + mb.alpha * x @ torch.as_tensor(M.T)
+        vf = torch.clamp(vf + lead[None, :] * v0[:, None], min=VAR_FLOOR)
+        q = torch.log(vf) + r2[:, L - n:] / vf
+        ok = self.valid[L - n:] & self.valid[L - n - 1:L - 1]
+        disc = self.online.decay ** np.arange(n - 1, -1, -1)
+        return (q * torch.as_tensor(np.where(ok, disc, 0.0), dtype=r2.dtype)).sum(dim=1)
+
+    def _online_weights(self, losses: Any) -> Any:
+        """The online blend's weights from its members' losses (k, K): ``softmax(log base - eta (L - min L))``."""
+        import torch
+
+        logw = torch.as_tensor(np.log(np.maximum(self.online.base, 1e-12)), dtype=losses.dtype)[None, :] \
+            - self.online.eta * (losses - losses.min(dim=1, keepdim=True).values)
+        w = torch.exp(logw - logw.max(dim=1, keepdim=True).values)
+        return w / w.sum(dim=1, keepdim=True)
+
+    def _weight(self, u: Any, j: int) -> Any:
+        """Member ``j``'s weight: a constant, or (online) its interface column, shape (k, 1)."""
+        if self.online is None:
+            return float(self.weights[j])
+        c = self.h + sum(mb.dims for mb in self.members) + j
+        return u[:, c:c + 1]
 
     def _har_path(self, mb: _Member, r2: Any, hl: Any, co: Any) -> Any:
         """A range-HAR member's variance on steps 1..h, shape (k, h): `FittedRangeHar.condition` at the
@@ -789,7 +844,7 @@ class DifferentiableForecast:
         for t in range(h):
             v = [rough[j][:, :, t] if j in rough else vj for j, vj in enumerate(v)]
             v = [u[:, har[j] + t:har[j] + t + 1].expand(k_, self.m) if j in har else vj for j, vj in enumerate(v)]
-            var = sum(float(self.weights[j]) * v[j] for j in range(len(v)))
+            var = sum(self._weight(u, j) * v[j] for j in range(len(v)))
             s = torch.sqrt(torch.clamp(var, min=VAR_FLOOR))
             sig.append(s)
             if t + 1 < h:
@@ -898,6 +953,7 @@ class DifferentiableForecast:
                    for mb, c in zip(self.members, cols)] for j in range(K)]
             rough = {i: self._rough_tangents(i, u[:, c:c + 4]) for i, c in enumerate(cols) if self.members[i].rough}
             har = [i for i in range(nm) if self.members[i].har is not None]
+            wcol = h + sum(mb.dims for mb in self.members) if self.online is not None else -(10 ** 9)
             sig, dsig = [], []
             for t in range(h):
                 for i, (var_i, dvar_i) in rough.items():
@@ -909,10 +965,13 @@ class DifferentiableForecast:
                     v[i] = u[:, cols[i] + t, None].expand(k_, m)
                     for j in range(K):
                         dv[j][i] = torch.full((k_, 1), float(h + j == cols[i] + t), dtype=u.dtype)
-                var = sum(float(self.weights[i]) * v[i] for i in range(nm))
+                wts = [self._weight(u, i) for i in range(nm)]
+                var = sum(wts[i] * v[i] for i in range(nm))
                 s = torch.sqrt(torch.clamp(var, min=VAR_FLOOR))
                 live = (var > VAR_FLOOR).to(u.dtype)
-                ds = [live * sum(float(self.weights[i]) * dv[j][i] for i in range(nm)) / (2.0 * s) for j in range(K)]
+                # an online blend's weight columns move the variance by the member's variance
+                ds = [live * sum(wts[i] * dv[j][i] + (v[i] if h + j == wcol + i else 0.0) for i in range(nm))
+                      / (2.0 * s) for j in range(K)]
                 sig.append(s)
                 dsig.append(torch.stack(ds))
                 if t + 1 < h:

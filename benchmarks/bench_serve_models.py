@@ -2,7 +2,7 @@
 
     AETHERIS_HOME=/path/with/registry .venv/bin/python benchmarks/bench_serve_models.py \
         [--models baseline,sota,jump_sde] [--paths 1000,10000] [--horizon 14] [--concurrency 1,8] \
-        [--requests 40] [--data ../shared/data | --synthetic] [--asset BTC-USD]
+        [--requests 40] [--data ../shared/data | --synthetic] [--asset BTC-USD] [--thresholds 90000,110000]
 
 Starts a local Ray (2 CPUs, `aetheris serve`'s Serve environment: HAProxy in front where
 its binary exists) and the Serve app twice, one after the other, on the same
@@ -96,6 +96,8 @@ def run_app(args, networks: bool) -> tuple[list[dict], dict]:
     for paths in args.paths:
         for model in args.models:
             body = {"asset": args.asset, "horizon": args.horizon, "paths": paths, "model": model}
+            if args.thresholds:
+                body["thresholds"] = args.thresholds
             for c in args.concurrency:
                 r = asyncio.run(load(url, body, c, args.requests))
                 rows.append({"app": "networks" if networks else "in replica", "model": model, "paths": paths,
@@ -120,7 +122,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--synthetic", action="store_true", help="the synthetic market even if --data exists")
     ap.add_argument("--asset", default=None, help="default BTC-USD (SYN-BTC with --synthetic)")
+    ap.add_argument("--thresholds", default="", help="prices to ask P(below / above) for in every request")
     args = ap.parse_args()
+    args.thresholds = [float(x) for x in args.thresholds.split(",") if x]
     args.models = [m for m in args.models.split(",") if m]
     args.paths = [int(p) for p in args.paths.split(",")]
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -145,7 +149,8 @@ def main() -> None:
         ray.shutdown()
 
     base = {(r["app"], r["paths"], r["concurrency"]): r["p50"] for r in rows if r["model"] == "baseline"}
-    print(f"\n{args.asset}, {args.horizon} days, {args.requests} requests per row, each its own seed; HTTP front "
+    asked = f"; thresholds {', '.join(f'{x:,.0f}' for x in args.thresholds)}" if args.thresholds else ""
+    print(f"\n{args.asset}, {args.horizon} days, {args.requests} requests per row, each its own seed{asked}; HTTP front "
           f"{front}; load {os.getloadavg()[0]:.1f}\n")
     print("| app | model | paths | concurrency | p50 ms | p99 ms | req/s | p50 / baseline | errors | fallbacks |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")

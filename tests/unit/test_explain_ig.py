@@ -247,6 +247,8 @@ def test_the_engines_answer_agrees_and_says_which_method():
     ({"volatility": ComponentChoice(name="range_har")}, 7, True),
     ({"volatility": ComponentChoice(name="blend", params={"members": ["garch", "range_har"], "weighting": "fixed"})},
      4, True),
+    ({"volatility": ComponentChoice(name="blend", params={"members": ["garch", "range_garch"], "weighting": "online",
+                                                          "eta": 0.1})}, 7, True),
 ])
 def test_other_supported_parts_are_the_models_own_and_complete(setup, parts, horizon, calibrated):
     from aetheris_ray.simulation import IdentityLevelMap
@@ -381,3 +383,31 @@ def test_range_har_forward_jacobian_matches_reverse_mode_and_extras_fall_back(se
     m2, s2 = fitted_at_end(data, with_extras)
     with pytest.raises(ig.Unsupported, match="extra regressors"):
         ig.DifferentiableForecast(m2, Context.from_states([s2], cfg.lookback), level_map(), H, np.log([1.05]), M, 2)
+
+
+def test_online_blend_weights_are_differentiated_and_match_the_models(setup):
+    data, _, _ = setup
+    cfg = CFG.model_copy(update={"volatility": ComponentChoice(
+        name="blend", params={"members": ["garch", "range_garch", "ewma"], "weighting": "online", "eta": 1.0})})
+    model, state = fitted_at_end(data, cfg)
+    ctx = Context.from_states([state], cfg.lookback)
+    fc = ig.DifferentiableForecast(model, ctx, level_map(), H, np.log([0.95, 1.05]), M, 5)
+    x = fc.actual_inputs()
+    u = fc.interface(**{k: torch.as_tensor(v)[None] for k, v in x.items()}).detach()
+    blend = model.paths.by_kind()["volatility"]
+    w = blend.weights(ctx)[0]
+    assert np.ptp(w) > 0.01  # the weights moved away from equal
+    np.testing.assert_allclose(u[0, -3:].numpy(), w, rtol=1e-9)
+    np.testing.assert_allclose(fc.paths(u)[0][0].numpy(),
+                               model.simulate(model.condition(ctx), M, H, np.random.default_rng(5))[0], rtol=0,
+                               atol=1e-10)
+    u = torch.cat([u, u * 1.05])
+    J = fc.jacobian(u)
+    ue = u.clone().requires_grad_()
+    out = fc.outputs_from_interface(ue)
+    for o in range(out.shape[1]):
+        g = torch.autograd.grad(out[:, o].sum(), ue, retain_graph=True)[0]
+        np.testing.assert_allclose(J[:, o].numpy(), g.numpy(), rtol=1e-6, atol=1e-9 * float(g.abs().max() + 1e-12))
+    d = ig.explain_model(model, state, level_map(), H, [0.95 * float(state.spot)], n_paths=M, seed=5)
+    assert d["method"] == ig.METHOD and d["completeness_within_tolerance"]
+    check_completeness(d)
