@@ -101,18 +101,22 @@ def test_the_torch_forecast_is_the_models_own(setup):
                                rtol=0, atol=1e-10)
 
 
-def test_forward_jacobian_matches_reverse_mode(setup):
-    _, model, state = setup
-    fc = forecast_of(model, state)
-    x = fc.actual_inputs()
-    u = fc.interface(**{k: torch.as_tensor(v)[None] for k, v in x.items()}).detach()
-    u = torch.cat([u, u * 1.1])  # two rows
+def assert_jacobian_is_reverse_mode(fc, u):
+    """The hand-written forward Jacobian of ``fc`` at the interface rows ``u`` equals autograd's."""
     J = fc.jacobian(u)
     ue = u.clone().requires_grad_()
     out = fc.outputs_from_interface(ue)
     for o in range(out.shape[1]):
         g = torch.autograd.grad(out[:, o].sum(), ue, retain_graph=True)[0]
         np.testing.assert_allclose(J[:, o].numpy(), g.numpy(), rtol=1e-6, atol=1e-9 * float(g.abs().max() + 1e-12))
+
+
+def test_forward_jacobian_matches_reverse_mode(setup):
+    _, model, state = setup
+    fc = forecast_of(model, state)
+    x = fc.actual_inputs()
+    u = fc.interface(**{k: torch.as_tensor(v)[None] for k, v in x.items()}).detach()
+    assert_jacobian_is_reverse_mode(fc, torch.cat([u, u * 1.1]))  # two rows
 
 
 def test_unit_t_cdf_table_is_the_t_cdf():
@@ -368,13 +372,7 @@ def test_range_har_forward_jacobian_matches_reverse_mode_and_extras_fall_back(se
     from aetheris_ray.components.range_vol import variance_path
 
     np.testing.assert_allclose(u[0, H + 1:].numpy(), variance_path(har.condition(ctx)["mean_var"], H)[0], rtol=1e-9)
-    u = torch.cat([u, u * 1.1])
-    J = fc.jacobian(u)
-    ue = u.clone().requires_grad_()
-    out = fc.outputs_from_interface(ue)
-    for o in range(out.shape[1]):
-        g = torch.autograd.grad(out[:, o].sum(), ue, retain_graph=True)[0]
-        np.testing.assert_allclose(J[:, o].numpy(), g.numpy(), rtol=1e-6, atol=1e-9 * float(g.abs().max() + 1e-12))
+    assert_jacobian_is_reverse_mode(fc, torch.cat([u, u * 1.1]))
     # the range reaches the HAR's part of the 80 % width
     d = ig.explain_model(model, state, level_map(), H, [0.95 * float(state.spot)], n_paths=M, seed=2)
     assert d["method"] == ig.METHOD and d["completeness_within_tolerance"]
@@ -401,13 +399,7 @@ def test_online_blend_weights_are_differentiated_and_match_the_models(setup):
     np.testing.assert_allclose(fc.paths(u)[0][0].numpy(),
                                model.simulate(model.condition(ctx), M, H, np.random.default_rng(5))[0], rtol=0,
                                atol=1e-10)
-    u = torch.cat([u, u * 1.05])
-    J = fc.jacobian(u)
-    ue = u.clone().requires_grad_()
-    out = fc.outputs_from_interface(ue)
-    for o in range(out.shape[1]):
-        g = torch.autograd.grad(out[:, o].sum(), ue, retain_graph=True)[0]
-        np.testing.assert_allclose(J[:, o].numpy(), g.numpy(), rtol=1e-6, atol=1e-9 * float(g.abs().max() + 1e-12))
+    assert_jacobian_is_reverse_mode(fc, torch.cat([u, u * 1.05]))
     d = ig.explain_model(model, state, level_map(), H, [0.95 * float(state.spot)], n_paths=M, seed=5)
     assert d["method"] == ig.METHOD and d["completeness_within_tolerance"]
     check_completeness(d)
