@@ -121,24 +121,28 @@ def ts_ns(col: pd.Series) -> np.ndarray:
     return idx.as_unit("ns").asi8
 
 
-def market_range(daily: pd.DataFrame, asset: str) -> tuple[pd.DataFrame, SeriesInfo] | None:
-    """``ln(high / low)`` of the market asset's daily bars as the `MARKET_RANGE` side series.
-
-    ``ts`` is each bar's close, so a point-in-time cut keeps exactly the bars known at
-    the cutoff.  Unobserved bars are left out, as `aetheris_ray.features.build._bar_ranges`
-    leaves them out of an asset's own ranges: high == low, a price missing or not
-    positive, the first bar, a bar more than 1.5 days after the previous one.  None
-    when the bars have no high / low.
-    """
-    if daily.empty or not {"high", "low"} <= set(daily.columns):
-        return None
-    ns = ts_ns(daily["ts"])
-    high, low = (daily[c].to_numpy(dtype=float) for c in ("high", "low"))
+def observed_log_range(ns: np.ndarray, high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``ln(high / low)`` of daily bars closing at ``ns`` (int64 UTC nanoseconds) and where it is observed:
+    not flat (high == low), both prices positive, not the first bar, not more than 1.5 days after the
+    previous bar (the range would not cover the gap)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         x = np.log(high / low)
     step = np.diff(ns, prepend=ns[0] - 2 * _DAY_NS)
     ok = np.isfinite(x) & (x > 0) & (low > 0) & (step <= 1.5 * _DAY_NS)
     ok[0] = False
+    return x, ok
+
+
+def market_range(daily: pd.DataFrame, asset: str) -> tuple[pd.DataFrame, SeriesInfo] | None:
+    """``ln(high / low)`` of the market asset's daily bars as the `MARKET_RANGE` side series.
+
+    ``ts`` is each bar's close, so a point-in-time cut keeps exactly the bars known at
+    the cutoff.  Unobserved bars (`observed_log_range`, the rule of an asset's own ranges)
+    are left out.  None when the bars have no high / low.
+    """
+    if daily.empty or not {"high", "low"} <= set(daily.columns):
+        return None
+    x, ok = observed_log_range(ts_ns(daily["ts"]), *(daily[c].to_numpy(dtype=float) for c in ("high", "low")))
     frame = pd.DataFrame({"ts": daily["ts"].array[ok], "value": x[ok]})
     return frame, SeriesInfo(MARKET_RANGE, f"ln(high/low) of {asset}'s daily bar", "1D", f"{asset} daily bars")
 

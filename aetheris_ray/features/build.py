@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from aetheris_ray._typing import FloatArray, IntArray
-from aetheris_ray.data.schema import MARKET_RANGE, AssetData, cutoff_for, ts_ns
+from aetheris_ray.data.schema import MARKET_RANGE, AssetData, cutoff_for, observed_log_range, ts_ns
 from aetheris_ray.errors import DataError, InvalidInput
 from aetheris_ray.features import mm_indices as mm
 from aetheris_ray.features import regime as rg
@@ -201,14 +201,14 @@ def _unit_scale(unit: str) -> float:
     return 1.0
 
 
-def _align(ts: np.ndarray, values: np.ndarray, bar_ns: np.ndarray) -> FloatArray:
-    """The newest value known at each bar's close and at most `SIDE_MAX_AGE` old, else NaN."""
+def _align(ts: np.ndarray, values: np.ndarray, bar_ns: np.ndarray, max_age_ns: int = SIDE_MAX_AGE.value) -> FloatArray:
+    """The newest value known at each bar's close and at most ``max_age_ns`` (`SIDE_MAX_AGE`) old, else NaN."""
     out = np.full(bar_ns.size, np.nan)
     if ts.size == 0:
         return out
     start = int(np.searchsorted(bar_ns, ts[0], side="left"))
     j = np.searchsorted(ts, bar_ns[start:], side="right") - 1
-    ok = bar_ns[start:] - ts[j] <= SIDE_MAX_AGE.value
+    ok = bar_ns[start:] - ts[j] <= max_age_ns
     out[start:] = np.where(ok, values[j], np.nan)
     return out
 
@@ -397,12 +397,9 @@ def _bar_ranges(data: AssetData, bar_ns: np.ndarray, close: FloatArray) -> tuple
     at = np.searchsorted(ts, bar_ns)  # bar_ns is a subset of the bars' times
     high, low = (bars[c].to_numpy(dtype=float)[at] for c in ("high", "low"))
     opn = bars["open"].to_numpy(dtype=float)[at] if "open" in bars.columns else np.full(n, np.nan)
+    x, ok = observed_log_range(bar_ns, high, low)
     with np.errstate(divide="ignore", invalid="ignore"):
-        x = np.log(high / low)
         y = np.log(close / opn)
-    step = np.diff(bar_ns, prepend=bar_ns[0] - 2 * _DAY_NS)
-    ok = np.isfinite(x) & (x > 0) & (low > 0) & (step <= 1.5 * _DAY_NS)
-    ok[0] = False
     hl[ok] = x[ok]
     okc = ok & np.isfinite(y) & (opn > 0)
     co[okc] = y[okc]
@@ -417,13 +414,7 @@ def _market_ranges(data: AssetData, cutoff_ns: int | None, bar_ns: np.ndarray) -
     if frame is None or frame.empty:
         return None
     ts, v = _cut(ts_ns(frame["ts"]), frame["value"].to_numpy(dtype=float), cutoff_ns)
-    out = np.full(bar_ns.size, np.nan)
-    if ts.size == 0:
-        return out
-    j = np.searchsorted(ts, bar_ns, side="right") - 1
-    ok = (j >= 0) & (bar_ns - ts[np.maximum(j, 0)] <= _DAY_NS // 2)
-    out[ok] = v[j[ok]]
-    return out
+    return _align(ts, v, bar_ns, max_age_ns=_DAY_NS // 2)
 
 
 def _table(data: AssetData, cutoff_ns: int | None, origin: pd.Timestamp | str | None = None) -> _Table:
