@@ -574,11 +574,16 @@ class DifferentiableForecast:
         w = torch.exp(logw - logw.max(dim=1, keepdim=True).values)
         return w / w.sum(dim=1, keepdim=True)
 
+    @property
+    def weight_column(self) -> int | None:
+        """An online blend's first weight column in the interface (after the members'), else None."""
+        return None if self.online is None else self.h + sum(mb.dims for mb in self.members)
+
     def _weight(self, u: Any, j: int) -> Any:
         """Member ``j``'s weight: a constant, or (online) its interface column, shape (k, 1)."""
         if self.online is None:
             return float(self.weights[j])
-        c = self.h + sum(mb.dims for mb in self.members) + j
+        c = self.weight_column + j
         return u[:, c:c + 1]
 
     def _har_path(self, mb: _Member, r2: Any, hl: Any, co: Any) -> Any:
@@ -953,7 +958,7 @@ class DifferentiableForecast:
                    for mb, c in zip(self.members, cols)] for j in range(K)]
             rough = {i: self._rough_tangents(i, u[:, c:c + 4]) for i, c in enumerate(cols) if self.members[i].rough}
             har = [i for i in range(nm) if self.members[i].har is not None]
-            wcol = h + sum(mb.dims for mb in self.members) if self.online is not None else -(10 ** 9)
+            wcol = self.weight_column if self.online is not None else -(10 ** 9)
             sig, dsig = [], []
             for t in range(h):
                 for i, (var_i, dvar_i) in rough.items():

@@ -138,15 +138,8 @@ class EngineConfig(BaseModel):
     def version(self) -> str:
         """``<name>-<hash>``, plus ``+kind=name@registry-version`` per artefact part and ``+kind=fallback:name``.
 
-        Kept per object (a config is frozen; `_KEPT` holds the object, so its id is not reused)."""
-        kept = _KEPT.get(id(self))
-        if kept is not None and kept[0] is self:
-            return kept[1]
-        out = self._version()
-        if len(_KEPT) >= 256:
-            _KEPT.clear()
-        _KEPT[id(self)] = (self, out)
-        return out
+        Kept per object (a config is frozen: `_kept`)."""
+        return _kept(_VERSIONS, (id(self),), self, self._version)
 
     def _version(self) -> str:
         blob = json.dumps(self.model_dump(mode="json", exclude={"resolved", "fallbacks", "registry"}), sort_keys=True).encode()
@@ -166,10 +159,23 @@ class EngineConfig(BaseModel):
         return out
 
 
-#: id(config) -> (config, version): `EngineConfig.version` once per (frozen) object.
-_KEPT: dict[int, tuple[EngineConfig, str]] = {}
+#: (id(config),) -> (config, version): `EngineConfig.version` once per (frozen) object.
+_VERSIONS: dict[tuple, tuple[EngineConfig, Any]] = {}
 #: (id(config), registry root) -> (config, resolved config) for configs without artefact parts.
-_RESOLVED: dict[tuple[int, str | None], tuple[EngineConfig, EngineConfig]] = {}
+_RESOLVED: dict[tuple, tuple[EngineConfig, Any]] = {}
+
+
+def _kept(table: dict[tuple, tuple[EngineConfig, Any]], key: tuple, cfg: EngineConfig, make: Any) -> Any:
+    """``make()`` once per frozen ``cfg`` object (and the rest of ``key``).  The table holds the object,
+    so the id in ``key`` is not reused while the entry lives; it is emptied past 256 entries."""
+    kept = table.get(key)
+    if kept is not None and kept[0] is cfg:
+        return kept[1]
+    out = make()
+    if len(table) >= 256:
+        table.clear()
+    table[key] = (cfg, out)
+    return out
 
 
 # -- presets -----------------------------------------------------------------------------------
@@ -264,17 +270,11 @@ def resolve_config(cfg: EngineConfig, registry: Any = None) -> EngineConfig:
     from aetheris_ray.registry import Registry, resolve_artefact
 
     root = registry.root if isinstance(registry, Registry) else registry
+    where = None if root is None else str(root)
     if not cfg.artefact_parts():  # nothing to look up: the same resolved object for the same config and root
-        key = (id(cfg), None if root is None else str(root))
-        kept = _RESOLVED.get(key)
-        if kept is not None and kept[0] is cfg:
-            return kept[1]
-        out = cfg.model_copy(update={"resolved": True, "registry": key[1]})
-        if len(_RESOLVED) >= 256:
-            _RESOLVED.clear()
-        _RESOLVED[key] = (cfg, out)
-        return out
-    update: dict[str, Any] = {"resolved": True, "registry": None if root is None else str(root)}
+        return _kept(_RESOLVED, (id(cfg), where), cfg,
+                     lambda: cfg.model_copy(update={"resolved": True, "registry": where}))
+    update: dict[str, Any] = {"resolved": True, "registry": where}
     fallbacks = list(cfg.fallbacks)
     for kind, c in cfg.artefact_parts().items():
         res = resolve_artefact(kind, c.name, c.version or "latest", registry=registry)

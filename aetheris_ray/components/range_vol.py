@@ -414,11 +414,11 @@ class PooledGarchVolatility(RangeGarchVolatility):
             return g, "none: the pooled prior has no level ratio (trained before the market factor)"
         if market is None or g.n < 20:
             return g, "none: no market ranges"
-        q_m = range_variance(_windowed(returns, market, self.window))
-        q_m = np.where(np.isfinite(q_m) & (q_m > 0), q_m, np.nan)
-        if ranges is not None and np.array_equal(_windowed(returns, ranges[0], self.window),
-                                                 _windowed(returns, market, self.window), equal_nan=True):
+        mk = _windowed(returns, market, self.window)
+        if _is_market(returns, ranges, mk, self.window):
             return g, "none: the asset is the market"
+        q_m = range_variance(mk)
+        q_m = np.where(np.isfinite(q_m) & (q_m > 0), q_m, np.nan)
         if np.isfinite(q_m).sum() < 20:
             return g, "none: fewer than 20 market ranges in the window"
         prior = float(c[0]) * float(np.nanmean(q_m))
@@ -430,6 +430,12 @@ class PooledGarchVolatility(RangeGarchVolatility):
         return FittedPooledGarch(spec=self, params=fit.params, info=fit.info, shared=dict(artefact.shared))
 
 
+def _is_market(returns: FloatArray, ranges: Any, market_window: FloatArray, window: int) -> bool:
+    """Whether the asset's own ``ln(high/low)`` over the ``window`` is the market's (the asset is the market)."""
+    return ranges is not None and np.array_equal(_windowed(returns, ranges[0], window), market_window,
+                                                 equal_nan=True)
+
+
 def level_ratio(histories: Any, markets: Any, days: int = 365, min_days: int = 200) -> float | None:
     """The panel's median ratio of an asset's mean squared return to the market's mean range variance
     over the asset's last ``days`` returns (days where both are observed, at least ``min_days``; the
@@ -439,9 +445,8 @@ def level_ratio(histories: Any, markets: Any, days: int = 365, min_days: int = 2
         if m is None:
             continue
         r = np.asarray(r_all, dtype=float)
-        hl = None if rg is None else _windowed(r, rg[0], days)
         mk = _windowed(r, m, days)
-        if hl is not None and np.array_equal(hl, mk, equal_nan=True):
+        if _is_market(r, rg, mk, days):
             continue
         q = range_variance(mk)
         rr = r[np.isfinite(r)][-days:]
