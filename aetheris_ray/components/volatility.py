@@ -379,9 +379,23 @@ def fit_garch_slsqp(model: Any, starting_values: FloatArray | None = None) -> An
     module at each fit, so it is swapped there for the call and scipy's put back after
     (even on an error).  Concurrent calls from several threads can only make one of them
     use scipy's own (same numbers, slower); the module always ends with scipy's.
+
+    Two more pieces of `arch`'s fit are work nobody reads, and are skipped on ``model``
+    (which is fitted once): with ``starting_values`` given, the grid search for the
+    volatility's own starting values (64 likelihoods; `arch` uses it only to scale
+    residuals for the distribution's bounds, which are constants for the t and the
+    normal, and the optimiser starts from the given values either way), and the deep
+    copy of the model kept in the result (the result refers to ``model`` itself).
     """
     import arch.univariate.base as arch_base
 
+    if starting_values is not None:
+        vol = model.volatility
+        first = model.num_params
+        given = np.asarray(starting_values, dtype=float)[first:first + vol.num_params]
+        if given.size == vol.num_params:
+            vol.starting_values = lambda resids: given
+    model.__deepcopy__ = lambda memo: model
     original = _ARCH_MINIMIZE.setdefault("minimize", arch_base.minimize)
     arch_base.minimize = _slsqp
     try:
