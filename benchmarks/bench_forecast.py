@@ -14,7 +14,10 @@ Rows (median over ``--repeats`` interleaved rounds after one warm-up run each, w
 
 ``--cli N`` adds two whole-process rows, N interleaved runs each: ``aetheris forecast``
 (same request, from the same warm store, a fresh ``AETHERIS_HOME`` whose state is built
-in a warm-up run) next to its floor ``python -c "import numpy, pandas, scipy"``.
+in a warm-up run) next to its floor ``python -c "import numpy, pandas, scipy"``.  Both run
+with bytecode caches: ``PYTHONDONTWRITEBYTECODE`` is dropped from their environment, so the
+warm-up compiles the package as its first run on a user's machine does (the floor's packages
+were compiled when installed).
 
 ``--repo`` imports ``aetheris_ray`` from another checkout (before/after in one session).
 Ratios are against the numpy floor of the same run.  No timing is asserted.
@@ -55,7 +58,10 @@ def interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
 
 def cli_rows(store, asset: str, args, home: Path) -> dict:
     """``aetheris forecast`` as a whole process against ``python -c "import numpy, pandas, scipy"``."""
-    env = {**os.environ, "AETHERIS_HOME": str(home), "PYTHONPATH": str(args.repo.resolve())}
+    # bytecode caches on, as on any machine that does not set PYTHONDONTWRITEBYTECODE: the floor's
+    # packages were compiled when installed; the warm-up run compiles the package measured
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(AETHERIS_HOME=str(home), PYTHONPATH=str(args.repo.resolve()))
     exe = Path(sys.executable)
     cli = [str(exe.parent / "aetheris"), "forecast", "--asset", asset, "--horizon", str(args.horizon), "--paths",
            str(args.paths), "--seed", "7", "--store", str(store.path)]
