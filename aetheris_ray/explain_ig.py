@@ -20,7 +20,14 @@ The inputs reach the cone through two things only, which the forecast computes f
   range-GARCH (pooled included) and EWMA filters are linear recursions, so their last
   value is a closed-form weighted sum of the squared returns / the range proxy
   ``k * range variance`` (which bars count as observed is the actual input's, held
-  fixed); a fixed-weight blend keeps its weights;
+  fixed); a fixed-weight blend keeps its weights, an online one's weights are
+  recomputed from its members' discounted one-step QLIKE over the context and become
+  interface columns;
+* a range-HAR member's (``range_har``, ``pooled_har``) whole variance path (h,): each
+  day's log-HAR regressors (trailing means of the range proxy), its extra regressors
+  (the weekly mean of intraday rv, the implied vol, the weekly mean of the market
+  asset's range variance, or the fitted stand-ins where one is unobserved), one direct
+  regression per anchor horizon and the interpolation of `range_vol.variance_path`;
 * a ``rough_vol`` member's four rough-fOU parameters (x0, m, nu, kappa): its network,
   already torch, run in float64 on its features recomputed in torch from the last
   ``lookback`` returns, intraday realised variance and the regime vector
@@ -62,8 +69,8 @@ Input blocks, baselines and what is not in the model
 ----------------------------------------------------
 `BLOCKS`: ``price_history`` (daily log-returns of the context), ``realised_vol`` (the
 daily bars' ``ln(H/L)``, ``ln(C/O)``, and intraday realised variance where a rough-vol
-network reads it), ``implied_vol``, ``funding_basis``, ``mm_indices``, ``macro``,
-``onchain``.  A rough-vol network also reads the regime vector; each entry counts to
+network, a mamba trend or a range-HAR reads it), ``implied_vol``, ``funding_basis``,
+``mm_indices``, ``macro`` (and the market asset's range a range-HAR reads), ``onchain``.  A rough-vol network also reads the regime vector; each entry counts to
 its block (`REGIME_BLOCK`: implied-vol percentile and spread, funding / basis
 percentiles, the three MM indices, the realised-vol and price descriptors), the vector
 taken as an input in its own right.  Baseline (neutral) input:
@@ -74,9 +81,14 @@ taken as an input in its own right.  Baseline (neutral) input:
   segment, `baseline_inputs`: a deviation keeps its sign along the path);
 * intraday realised variance (rough-vol only): its mean on the days that have it;
 * regime vector (rough-vol and mamba only): 0, the vector's neutral value;
-* implied vol (mamba only): its mean over the days the network reads it; MM indices: 0;
+* implied vol (mamba and a range-HAR's ``iv`` regressor): its mean over the days read;
+  MM indices: 0;
 * ranges: on observed bars, ``ln(H/L)`` and ``ln(C/O)`` at their root-mean-square over
-  the context (constant range variance at its average).
+  the context (constant range variance at its average); the market asset's ``ln(H/L)``
+  (a range-HAR's ``market`` regressor) likewise.
+
+The market's range counts to ``macro`` (market-wide, as in the surrogate), except for
+the market asset itself, whose own range it is (``realised_vol``).
 
 Blocks that no configured part reads get attribution 0 and are listed in
 ``inputs.not_in_model``: nothing is invented for them.  With the default model that is
@@ -103,9 +115,10 @@ roots (Newton on the conditional mixtures).
 
 Fallback
 --------
-A configured part with no torch expression here (jumps other than ``none``, HAR /
-range-HAR / online-weighted blends, a rough-vol member with less than its lookback of
-returns, bootstrap residuals, a path model other than ``composed``) or a missing torch: the surrogate explainer answers,
+A configured part with no torch expression here (jumps other than ``none``, an
+online-weighted blend with a rough-vol member, a rough-vol member with less than its
+lookback of returns, residuals other than Student-t and Gaussian (``fhs``, ``fm_gp``),
+a path model other than ``composed`` (``jump_sde``)) or a missing torch: the surrogate explainer answers,
 ``method = "surrogate"``, ``completeness_error = None``, and a warning says why.
 """
 
@@ -177,6 +190,27 @@ def _rolling_sum(x: Any, w: int) -> Any:
     return torch.cat([c[:, :w], c[:, w:] - c[:, :-w]], dim=1)
 
 
+def _trailing_mean_t(x: Any, ok: np.ndarray, width: int) -> tuple[Any, np.ndarray]:
+    """`range_vol._trailing_mean` in torch with the observed entries ``ok`` (L,) fixed: the mean of ``x``
+    (k, L) over each day's trailing ``width`` observed entries (1 where there are none) and their counts."""
+    import torch
+
+    z = torch.where(torch.as_tensor(ok), x, 0.0)
+    cs = torch.cumsum(torch.cat([torch.zeros_like(z[:, :1]), z], dim=1), dim=1)
+    hi = np.arange(1, ok.size + 1)
+    lo = np.maximum(hi - width, 0)
+    n = _trailing_count(ok, width)
+    total = cs[:, hi] - cs[:, lo]
+    return torch.where(torch.as_tensor(n > 0), total / torch.as_tensor(np.maximum(n, 1), dtype=x.dtype), 1.0), n
+
+
+def _trailing_count(ok: np.ndarray, width: int) -> np.ndarray:
+    """How many of the trailing ``width`` entries of ``ok`` (L,) are true, at each day."""
+    cn = np.concatenate([[0], np.cumsum(ok)])
+    hi = np.arange(1, ok.size + 1)
+    return cn[hi] - cn[np.maximum(hi - width, 0)]
+
+
 @dataclass(frozen=True)
 class _Member:
     """One volatility recursion ``v' = omega + alpha x + beta v`` (filter on ``x``, paths on ``r^2``)."""
@@ -191,6 +225,9 @@ class _Member:
     rough: Any = None  # the FittedRoughVol of a "rough" member
     har: Any = None  # the FittedRangeHar of a "har" member (its variance path is fixed at the origin)
     steps: int = 0  # a "har" member's interface entries: its variance on each step
+    extras: tuple = ()  # a "har" member's extra regressors ("rv", "iv", "market")
+    iv_premium: float = 0.0  # ... and the fitted log gaps that stand in where one is unobserved
+    market_premium: float = 0.0
 
     @property
     def dims(self) -> int:
@@ -214,14 +251,12 @@ def _members(vol: Any, ctx: Context, horizon: int) -> tuple[list[_Member], np.nd
         if isinstance(part, FittedRangeGarch):
             return _Member(p["omega"], p["alpha"], p["beta"], "range", p["k"], part.spec.estimator)
         if isinstance(part, FittedRangeHar):
-            if part.spec.extras:
-                raise Unsupported(f"volatility {part.name!r} with extra regressors {list(part.spec.extras)} "
-                                  "has no torch expression here")
             valid = ctx.valid[0]
             if valid[-22:].sum() < 5 or not valid[-1]:
                 raise Unsupported(f"volatility {part.name!r}: fewer than 5 returns in the last 22 days")
             return _Member(0.0, 0.0, 1.0, "har", p["k"], part.spec.estimator, feedback=False, har=part,
-                           steps=int(horizon))
+                           steps=int(horizon), extras=tuple(part.spec.extras),
+                           iv_premium=p.get("iv_premium", 0.0), market_premium=p.get("market_premium", 0.0))
         if isinstance(part, FittedGarch):
             return _Member(p["omega"], p["alpha"], p["beta"], "returns")
         if isinstance(part, FittedEwma):
@@ -230,8 +265,8 @@ def _members(vol: Any, ctx: Context, horizon: int) -> tuple[list[_Member], np.nd
 
     if isinstance(vol, FittedBlend):
         members = [one(c) for c in vol.children]
-        if vol.spec.weighting != "fixed" and any(mb.rough is not None or mb.har is not None for mb in members):
-            raise Unsupported("volatility 'blend' with online weights and a rough_vol or range-HAR member has no "
+        if vol.spec.weighting != "fixed" and any(mb.rough is not None for mb in members):
+            raise Unsupported("volatility 'blend' with online weights and a rough_vol member has no "
                               "torch expression here")
         return members, np.asarray(vol.weights(ctx), dtype=float)[0]
     return [one(vol)], np.ones(1)
@@ -368,6 +403,7 @@ class DifferentiableForecast:
         self.z = np.asarray(res.draw(cond, self.m, self.h, r_res), dtype=float)[0]  # (m, h)
         self._rough_setup(ctx, r_vol)
         self._mamba_setup(ctx, trend)
+        self._har_setup(ctx)
         self.nu = float(np.asarray(cond["nu"]).ravel()[0]) if isinstance(res, FittedStudentT) else None
         from aetheris_ray.simulation import raw_grid
 
@@ -437,23 +473,65 @@ class DifferentiableForecast:
             iv = np.asarray(ctx.iv[0], dtype=float)
             self.iv_mask = window & np.isfinite(iv) & (iv > 0)
 
+    def _har_setup(self, ctx: Context) -> None:
+        """Range-HAR members with extra regressors: the days whose intraday rv, implied vol and market
+        range they read (finite and positive in the actual input; `range_vol._extra_x`)."""
+        self.har_extras = {x for mb in self.members for x in mb.extras}
+        self.har_rv_mask = np.zeros(self.L, dtype=bool)
+        self.har_iv_mask = np.zeros(self.L, dtype=bool)
+        self.market_mask = np.zeros(self.L, dtype=bool)
+        for name, series, mask in (("rv", ctx.rv, "har_rv_mask"), ("iv", ctx.iv, "har_iv_mask"),
+                                   ("market", ctx.market, "market_mask")):
+            if name in self.har_extras and series is not None:
+                x = np.asarray(series[0], dtype=float)
+                setattr(self, mask, np.isfinite(x) & (x > 0))
+        # the market's range is a market-wide input (the surrogate's macro block), except for the market
+        # asset itself, whose own range it is (the rule of `range_vol._is_market`)
+        own = ctx.market is not None and ctx.log_hl is not None and np.array_equal(
+            np.asarray(ctx.market[0], dtype=float), np.asarray(ctx.log_hl[0], dtype=float), equal_nan=True)
+        self.market_block = "realised_vol" if own else "macro"
+        # the days a range-HAR has regressors for: 5 observed days in the month and one in the week
+        self._har_rows = (_trailing_count(self.valid, 22) >= 5) & (_trailing_count(self.valid, 5) > 0)
+
     def _networks(self) -> bool:
         """Whether a network part (rough_vol, mamba) reads the intraday rv and the regime vector."""
         return bool(self.db) or self.mamba is not None
+
+    def _reads(self, name: str) -> bool:
+        """Whether some part reads the input ``name`` (``rv``, ``iv``, ``market``)."""
+        if name == "rv":
+            return self._networks() or "rv" in self.har_extras
+        if name == "iv":
+            return self.mamba is not None or "iv" in self.har_extras
+        return name in self.har_extras
+
+    @property
+    def rv_read(self) -> np.ndarray:
+        """Days whose intraday rv some part reads."""
+        return self.mamba_rv_mask | self.har_rv_mask | (self.rv_mask if self.rv_mask.size else False)
+
+    @property
+    def iv_read(self) -> np.ndarray:
+        """Days whose implied vol some part reads."""
+        return self.iv_mask | self.har_iv_mask
 
     # -- inputs ------------------------------------------------------------------------------------
     def input_blocks(self) -> dict[str, list[str]]:
         """The block of every element of every input (`actual_inputs`)."""
         out = {"returns": ["price_history"] * self.L, "log_hl": ["realised_vol"] * self.L,
                "log_co": ["realised_vol"] * self.L}
+        if self._reads("rv"):
+            out["rv"] = ["realised_vol"] * self.L
         if self._networks():
             from aetheris_ray.features.regime import REGIME_FEATURES
 
-            out["rv"] = ["realised_vol"] * self.L
             out["regime"] = [REGIME_BLOCK[name] for name, _ in REGIME_FEATURES[: self.n_regime]]
-        if self.mamba is not None:
+        if self._reads("iv"):
             out["iv"] = ["implied_vol"] * self.L
+        if self.mamba is not None:
             out["mm"] = ["mm_indices"] * len(MM_KEYS)
+        if self._reads("market"):
+            out["market"] = [self.market_block] * self.L
         return out
 
     def model_blocks(self) -> list[str]:
@@ -461,12 +539,14 @@ class DifferentiableForecast:
         used = {"price_history"}
         if self.range_mask.any() and any(mb.proxy in ("range", "har") for mb in self.members):
             used.add("realised_vol")
-        if self.rv_mask.any() or self.hl_mask.any() or self.mamba_rv_mask.any():
+        if self.rv_read.any() or self.hl_mask.any():
             used.add("realised_vol")
         if self._networks():
             used.update(self.input_blocks()["regime"])
-        if self.iv_mask.any():
+        if self.iv_read.any():
             used.add("implied_vol")
+        if self.market_mask.any():
+            used.add(self.market_block)
         if self.mamba is not None and np.isfinite(np.asarray(self.ctx.mm[0], dtype=float)).any():
             used.add("mm_indices")
         return [b for b in BLOCKS if b in used]
@@ -486,28 +566,33 @@ class DifferentiableForecast:
         co = np.zeros(self.L) if self.ctx.log_co is None else np.where(self.range_mask, self.ctx.log_co[0], 0.0)
         co = np.where(np.isfinite(co), co, 0.0)
         out = {"returns": np.where(self.valid, self.ctx.returns[0], 0.0), "log_hl": hl, "log_co": co}
+        if self._reads("rv"):
+            out["rv"] = np.where(self.rv_read, self.ctx.rv[0], 1.0) if self.ctx.rv is not None else np.ones(self.L)
         if self._networks():
             from aetheris_ray.components.rough_vol.component import fit_regime
 
-            rv_mask = self.mamba_rv_mask | (self.rv_mask if self.rv_mask.size else False)
-            out["rv"] = np.where(rv_mask, self.ctx.rv[0], 1.0) if self.ctx.rv is not None else np.ones(self.L)
             reg = fit_regime(self.ctx.regime_vector, self.n_regime, 1)
             out["regime"] = np.zeros(0) if reg is None else reg[0]
+        if self._reads("iv"):
+            out["iv"] = np.where(self.iv_read, self.ctx.iv[0], 1.0) if self.ctx.iv is not None else np.ones(self.L)
         if self.mamba is not None:
-            out["iv"] = np.where(self.iv_mask, self.ctx.iv[0], 1.0) if self.ctx.iv is not None else np.ones(self.L)
             mm = np.asarray(self.ctx.mm[0], dtype=float)
             out["mm"] = np.where(np.isfinite(mm), mm, 0.0)
+        if self._reads("market"):
+            out["market"] = (np.where(self.market_mask, self.ctx.market[0], 1.0) if self.ctx.market is not None
+                             else np.ones(self.L))
         return out
 
     # -- interface: drift path and member variances --------------------------------------------------
     def interface(self, returns: Any, log_hl: Any, log_co: Any, rv: Any = None, regime: Any = None,
-                  iv: Any = None, mm: Any = None) -> Any:
+                  iv: Any = None, mm: Any = None, market: Any = None) -> Any:
         """``[drift (h), per member: v1, a rough member's x0, m, nu, kappa, or a range-HAR's variance on
         each of the h steps]`` at each of k inputs.
 
         Parameters
         ----------
-        returns, log_hl, log_co, rv, iv : torch.Tensor, shape (k, L), float64 (`actual_inputs`)
+        returns, log_hl, log_co, rv, iv, market : torch.Tensor, shape (k, L), float64 (`actual_inputs`;
+            ``market``: the market asset's ``ln(H/L)``, read by a range-HAR's market regressor)
         regime : torch.Tensor, shape (k, n_regime) (rough members and mamba only)
         mm : torch.Tensor, shape (k, 3), the MM indices (mamba only)
 
@@ -529,7 +614,10 @@ class DifferentiableForecast:
                 cols.append(self._rough_params(i, r, rv, regime))
                 continue
             if mb.har is not None:
-                cols.append(self._har_path(mb, r2, hl, co))
+                mean_var = self._har_mean_var(mb, r2, hl, co, rv, iv, market)
+                cols.append(self._har_path(mean_var[:, -1, :]))
+                if self.online is not None:
+                    losses.append(self._har_qlike(mean_var[:, :, 0], r2, v0))
                 continue
             x = r2
             if mb.proxy == "range":
@@ -559,7 +647,14 @@ class DifferentiableForecast:
         M = _powers_matrix(mb.beta, pos, L)
         lead = torch.as_tensor(float(mb.beta) ** (pos + 1.0), dtype=r2.dtype)
         vf = mb.omega * torch.as_tensor(M.sum(axis=1), dtype=r2.dtype) + mb.alpha * x @ torch.as_tensor(M.T)
-        vf = torch.clamp(vf + lead[None, :] * v0[:, None], min=VAR_FLOOR)
+        return self._discounted_qlike(torch.clamp(vf + lead[None, :] * v0[:, None], min=VAR_FLOOR), r2)
+
+    def _discounted_qlike(self, vf: Any, r2: Any) -> Any:
+        """``sum_t decay^(n-1-t) (log vf_t + r_t^2 / vf_t)`` over the online blend's last ``n`` returns with
+        a return and a forecast (`FittedBlend.weights`), shape (k,); ``vf`` (k, n): the forecasts."""
+        import torch
+
+        n, L = self.online.n, self.L
         q = torch.log(vf) + r2[:, L - n:] / vf
         ok = self.valid[L - n:] & self.valid[L - n - 1:L - 1]
         disc = self.online.decay ** np.arange(n - 1, -1, -1)
@@ -586,39 +681,67 @@ class DifferentiableForecast:
         c = self.weight_column + j
         return u[:, c:c + 1]
 
-    def _har_path(self, mb: _Member, r2: Any, hl: Any, co: Any) -> Any:
-        """A range-HAR member's variance on steps 1..h, shape (k, h): `FittedRangeHar.condition` at the
-        origin (the log-HAR regressors of the last day, one direct regression per anchor horizon) and
-        `range_vol.variance_path`, in torch."""
+    def _har_mean_var(self, mb: _Member, r2: Any, hl: Any, co: Any, rv: Any, iv: Any, market: Any) -> Any:
+        """A range-HAR member's mean variance over each anchor horizon at every context day, shape (k, L, A):
+        `FittedRangeHar._mean_var` in torch (each day's log-HAR regressors, its extra regressors
+        (`range_vol._extra_x`), one direct regression per anchor).  Which days count as observed is the
+        actual input's; rows the part leaves NaN (`_har_rows` False) hold finite values nobody reads."""
         import torch
-
-        from aetheris_ray.components.range_vol import ANCHORS
 
         if mb.estimator == "parkinson":
             q = hl * hl / (4.0 * _LN2)
         else:
             q = 0.5 * hl * hl - (2.0 * _LN2 - 1.0) * co * co
         s = torch.where(torch.as_tensor(self.range_mask), mb.k * q, r2) / mb.k  # range units
-        valid = torch.as_tensor(self.valid, dtype=r2.dtype)
-
-        def mean_last(width: int) -> Any:
-            return (s[:, -width:] * valid[-width:]).sum(dim=1) / float(self.valid[-width:].sum())
-
-        w, m = mean_last(5), mean_last(22)
-        d = torch.maximum(s[:, -1], 0.05 * m)
-        w = torch.maximum(w, 0.05 * m)
-        x = torch.stack([torch.ones_like(m), torch.log(d), torch.log(w), torch.log(m)], dim=1)  # (k, 4)
-        coef = torch.as_tensor(np.asarray(mb.har.params["coef"], dtype=float)[0], dtype=r2.dtype)  # (A, 4)
+        rows = torch.as_tensor(self._har_rows)
+        w, _ = _trailing_mean_t(s, self.valid, 5)
+        m, _ = _trailing_mean_t(s, self.valid, 22)
+        w, m = torch.where(rows, w, 1.0), torch.where(rows, m, 1.0)
+        d = torch.maximum(torch.where(torch.as_tensor(self.valid), s, w), 0.05 * m)
+        log_w = torch.log(torch.maximum(w, 0.05 * m))
+        cols = [torch.ones_like(m), torch.log(d), log_w, torch.log(m)]
+        for name in mb.extras:
+            if name == "rv":
+                xw, n = _trailing_mean_t(rv / mb.k, self.har_rv_mask, 5)
+                cols.append(torch.where(torch.as_tensor(n > 0), torch.log(xw), log_w))
+            elif name == "iv":
+                ok = torch.as_tensor(self.har_iv_mask)
+                x = torch.where(ok, iv, 1.0) ** 2 / (100.0 ** 2 * 365.0 * mb.k)
+                cols.append(torch.where(ok, torch.log(x), torch.log(m) + mb.iv_premium))
+            else:
+                xw, n = _trailing_mean_t(market * market / (4.0 * _LN2), self.market_mask, 5)
+                cols.append(torch.where(torch.as_tensor(n > 0), torch.log(xw), log_w + mb.market_premium))
+        x = torch.stack(cols, dim=2)  # (k, L, 4 + E)
+        coef = torch.as_tensor(np.asarray(mb.har.params["coef"], dtype=float)[0], dtype=r2.dtype)  # (A, 4 + E)
         scale = torch.as_tensor(np.asarray(mb.har.params["scale"], dtype=float)[0], dtype=r2.dtype)  # (A,)
-        mean_var = torch.clamp(torch.exp(x @ coef.T) * scale, min=VAR_FLOOR)  # (k, A)
+        return torch.exp(x @ coef.T) * scale
+
+    def _har_path(self, mean_var: Any) -> Any:
+        """A range-HAR member's variance on steps 1..h, shape (k, h), from its mean variances at the origin
+        (k, A): `FittedRangeHar.condition` and `range_vol.variance_path`, in torch."""
+        import torch
+
+        from aetheris_ray.components.range_vol import ANCHORS
+
+        mean_var = torch.clamp(mean_var, min=VAR_FLOOR)
         # variance_path: the mean variance interpolated linearly in log h between anchors (held beyond)
         a = np.log(np.asarray(ANCHORS, dtype=float))
         hs = np.arange(1, self.h + 1, dtype=float)
         interp_w = np.stack([np.interp(np.log(hs), a, np.eye(a.size)[j]) for j in range(a.size)], axis=1)  # (h, A)
-        mean = torch.exp(torch.log(mean_var) @ torch.as_tensor(interp_w, dtype=r2.dtype).T)  # (k, h)
-        cum = torch.cummax(mean * torch.as_tensor(hs, dtype=r2.dtype), dim=1).values
+        mean = torch.exp(torch.log(mean_var) @ torch.as_tensor(interp_w, dtype=mean_var.dtype).T)  # (k, h)
+        cum = torch.cummax(mean * torch.as_tensor(hs, dtype=mean_var.dtype), dim=1).values
         v = torch.cat([cum[:, :1], cum[:, 1:] - cum[:, :-1]], dim=1)
         return torch.maximum(v, 0.01 * mean)
+
+    def _har_qlike(self, one_day: Any, r2: Any, v0: Any) -> Any:
+        """A range-HAR member's discounted one-step QLIKE over the online blend's last ``n`` returns, shape
+        (k,): its filter (the 1-day mean variance of each day, the seed variance where the part has none)
+        against the next day's ``r^2``, as `FittedBlend.weights` scores it."""
+        import torch
+
+        days = slice(self.L - self.online.n - 1, self.L - 1)
+        vf = torch.where(torch.as_tensor(self._har_rows[days]), one_day[:, days], v0[:, None])
+        return self._discounted_qlike(torch.clamp(vf, min=VAR_FLOOR), r2)
 
     def _rough_params(self, i: int, r: Any, rv: Any, regime: Any) -> Any:
         """The rough member's fOU parameters from the network (`rough_vol.component.network_inputs` and
@@ -1068,17 +1191,18 @@ def baseline_inputs(fc: DifferentiableForecast) -> dict[str, np.ndarray]:
     hl_only = fc.hl_mask & ~mask  # days only the mamba trend reads a range of
     if hl_only.any():
         out["log_hl"][hl_only] = float(np.sqrt(np.mean(np.square(x["log_hl"][fc.hl_mask | mask]))))
-    if "rv" in x:
-        out["rv"] = x["rv"].copy()
-        rv_mask = fc.mamba_rv_mask | (fc.rv_mask if fc.rv_mask.size else False)
-        if np.any(rv_mask):
-            out["rv"][rv_mask] = float(np.mean(x["rv"][rv_mask]))
-        out["regime"] = np.zeros_like(x["regime"])
-    if "iv" in x:
-        out["iv"] = x["iv"].copy()
-        if fc.iv_mask.any():
-            out["iv"][fc.iv_mask] = float(np.mean(x["iv"][fc.iv_mask]))
-        out["mm"] = np.zeros_like(x["mm"])
+    for key, mask in (("rv", fc.rv_read), ("iv", fc.iv_read)):
+        if key in x:
+            out[key] = x[key].copy()
+            if np.any(mask):
+                out[key][mask] = float(np.mean(x[key][mask]))
+    for key in ("regime", "mm"):
+        if key in x:
+            out[key] = np.zeros_like(x[key])
+    if "market" in x:  # the market's range at its root-mean-square, as the asset's own ranges
+        out["market"] = x["market"].copy()
+        if fc.market_mask.any():
+            out["market"][fc.market_mask] = float(np.sqrt(np.mean(np.square(x["market"][fc.market_mask]))))
     return out
 
 
@@ -1216,8 +1340,8 @@ def _answer(fc: DifferentiableForecast, by_block: dict[str, np.ndarray], fx: np.
             "blocks": list(BLOCKS),
             "not_in_model": [b for b in BLOCKS if b not in fc.model_blocks()],
             "baseline": ("returns: the mean plus one deviation magnitude per sign, actual signs, at the context's "
-                         "std; ranges: root-mean-square ln(H/L), ln(C/O) on observed bars; intraday rv: its mean; "
-                         "regime vector: 0"),
+                         "std; ranges (the market's too): root-mean-square ln(H/L), ln(C/O) on observed bars; "
+                         "intraday rv, implied vol: their mean; regime vector, MM indices: 0"),
         },
     }
 

@@ -147,9 +147,10 @@ def test_forecast_explain_table_shows_drivers_not_dicts(capsys, synthetic_store)
     assert all(any(f" {b} " in ln for b in IG_BLOCKS) for ln in rows) and all("raises it" in ln or "lowers it" in ln
                                                                               for ln in rows)
     assert "within tolerance: yes" in " ".join(out.split())
-    # a model without a torch expression (a range-HAR with extra regressors) explains with the surrogate and says so
+    # a model without a torch expression (Poisson jumps) explains with the surrogate and says so
     code, out, err = run(capsys, "forecast", "--store", str(synthetic_store), "--asset", "SYN-BTC", "--horizon", "7",
-                         "--paths", "500", "--seed", "1", "--explain", "--format", "table", "--model", "range_har_x")
+                         "--paths", "500", "--seed", "1", "--explain", "--format", "table", "--component",
+                         "jumps=poisson")
     assert code == 0, err
     tail = out[out.index("drivers (surrogate)"):]
     rows = [ln for ln in tail.splitlines() if " %" in ln]

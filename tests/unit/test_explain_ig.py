@@ -357,7 +357,7 @@ def test_mamba_trend_is_differentiated_through_its_network_and_reads_implied_vol
     assert np.any(d["attributions"]["p50"]["mm_indices"]) and np.any(d["attributions"]["p50"]["implied_vol"])
 
 
-def test_range_har_forward_jacobian_matches_reverse_mode_and_extras_fall_back(setup):
+def test_range_har_forward_jacobian_matches_reverse_mode(setup):
     data, _, _ = setup
     cfg = CFG.model_copy(update={"volatility": ComponentChoice(
         name="blend", params={"members": ["range_garch", "range_har"], "weighting": "fixed"})})
@@ -377,10 +377,98 @@ def test_range_har_forward_jacobian_matches_reverse_mode_and_extras_fall_back(se
     d = ig.explain_model(model, state, level_map(), H, [0.95 * float(state.spot)], n_paths=M, seed=2)
     assert d["method"] == ig.METHOD and d["completeness_within_tolerance"]
     assert abs(d["attributions"]["width80"]["realised_vol"][-1]) > 0
-    with_extras = CFG.model_copy(update={"volatility": ComponentChoice(name="range_har", params={"extras": ["iv"]})})
-    m2, s2 = fitted_at_end(data, with_extras)
-    with pytest.raises(ig.Unsupported, match="extra regressors"):
-        ig.DifferentiableForecast(m2, Context.from_states([s2], cfg.lookback), level_map(), H, np.log([1.05]), M, 2)
+
+
+def with_side_series(state, seed: int = 0, market_is_own: bool = False):
+    """``state`` with implied vol, intraday rv and the market's range, each missing on some days (the
+    fallbacks of the HAR's extra regressors are read too)."""
+    rng = np.random.default_rng(seed)
+    n = len(state.returns)
+    iv = 60.0 * np.exp(0.2 * np.sin(np.arange(n) / 9.0))
+    iv[:100], iv[-40:-30] = np.nan, np.nan
+    rv = np.square(state.returns) * np.exp(rng.normal(0.0, 0.3, n))
+    rv[-3] = np.nan
+    market = np.abs(rng.normal(0.03, 0.01, n))
+    market[:50], market[-20], market[-10:-4] = np.nan, np.nan, np.nan
+    if market_is_own:
+        market = np.asarray(state.log_hl, dtype=float).copy()
+    return state.with_(implied_vol=iv, intraday_rv=rv, market_log_hl=market)
+
+
+@pytest.mark.parametrize(("extras", "blocks"), [
+    (["rv"], {"realised_vol"}), (["iv"], {"implied_vol"}), (["market"], {"macro"}),
+    (["rv", "iv", "market"], {"realised_vol", "implied_vol", "macro"}),
+])
+def test_range_har_extra_regressors_are_the_models_own_and_complete(setup, extras, blocks):
+    """A range-HAR with extra regressors (intraday rv, implied vol, the market's range): the torch variance
+    path is the part's own, the forward Jacobian is reverse mode's, completeness holds, and each extra's
+    block gets attribution (the market's range in ``macro``)."""
+    from aetheris_ray.components.range_vol import variance_path
+
+    data, _, state = setup
+    cfg = CFG.model_copy(update={"volatility": ComponentChoice(name="range_har", params={"extras": extras})})
+    state = with_side_series(state)
+    model = fit_model(cfg, cfg.specs(), state.returns, **state_inputs(state))
+    har = model.part("volatility")
+    assert har.info["extras_used"] == sorted(extras)
+    ctx = Context.from_states([state], cfg.lookback)
+    fc = ig.DifferentiableForecast(model, ctx, level_map(), H, np.log([0.95, 1.05]), M, 2)
+    x = fc.actual_inputs()
+    assert {"rv": "rv" in extras, "iv": "iv" in extras, "market": "market" in extras} == {
+        k: k in x for k in ("rv", "iv", "market")}
+    u = fc.interface(**{k: torch.as_tensor(v)[None] for k, v in x.items()}).detach()
+    np.testing.assert_allclose(u[0, H:].numpy(), variance_path(har.condition(ctx)["mean_var"], H)[0], rtol=1e-9)
+    np.testing.assert_allclose(fc.paths(u)[0][0].numpy(),
+                               model.simulate(model.condition(ctx), M, H, np.random.default_rng(2))[0], rtol=0,
+                               atol=1e-10)
+    assert_jacobian_is_reverse_mode(fc, torch.cat([u, u * 1.1]))
+    d = ig.explain_model(model, state, level_map(), H, [0.95 * float(state.spot)], n_paths=M, seed=2)
+    assert d["method"] == ig.METHOD and d["completeness_within_tolerance"]
+    check_completeness(d)
+    for b in blocks:
+        assert b not in d["inputs"]["not_in_model"] and abs(d["attributions"]["width80"][b][-1]) > 0, b
+
+
+def test_the_market_assets_own_range_counts_as_its_realised_vol(setup):
+    """For the market asset itself the market's range is its own: the HAR's market regressor is credited to
+    ``realised_vol``, never to ``macro``."""
+    data, _, state = setup
+    cfg = CFG.model_copy(update={"volatility": ComponentChoice(name="range_har", params={"extras": ["market"]})})
+    state = with_side_series(state, market_is_own=True)
+    model = fit_model(cfg, cfg.specs(), state.returns, **state_inputs(state))
+    fc = ig.DifferentiableForecast(model, Context.from_states([state], cfg.lookback), level_map(), H,
+                                   np.log([1.05]), M, 2)
+    assert fc.input_blocks()["market"] == ["realised_vol"] * fc.L and "macro" not in fc.model_blocks()
+    d = ig.explain_model(model, state, level_map(), H, [1.05 * float(state.spot)], n_paths=M, seed=2)
+    assert "macro" in d["inputs"]["not_in_model"] and d["completeness_within_tolerance"]
+
+
+@pytest.mark.parametrize("members", [
+    ["garch", "range_garch", "range_har"],  # the range_blend preset
+    ["garch", {"name": "range_har", "extras": ["iv", "market"]}],
+])
+def test_online_blend_with_range_har_members_matches_the_models_weights(setup, members):
+    """An online blend with a range-HAR member: its one-step losses are re-run in torch over the context,
+    so the weights equal `FittedBlend.weights`, the paths the model's, and completeness holds."""
+    data, _, state = setup
+    cfg = CFG.model_copy(update={"volatility": ComponentChoice(
+        name="blend", params={"members": members, "weighting": "online", "eta": 1.0})})
+    state = with_side_series(state, seed=1)
+    model = fit_model(cfg, cfg.specs(), state.returns, **state_inputs(state))
+    ctx = Context.from_states([state], cfg.lookback)
+    fc = ig.DifferentiableForecast(model, ctx, level_map(), H, np.log([0.95, 1.05]), M, 5)
+    x = fc.actual_inputs()
+    u = fc.interface(**{k: torch.as_tensor(v)[None] for k, v in x.items()}).detach()
+    w = model.part("volatility").weights(ctx)[0]
+    assert np.ptp(w) > 0.01
+    np.testing.assert_allclose(u[0, -len(members):].numpy(), w, rtol=1e-9)
+    np.testing.assert_allclose(fc.paths(u)[0][0].numpy(),
+                               model.simulate(model.condition(ctx), M, H, np.random.default_rng(5))[0], rtol=0,
+                               atol=1e-10)
+    assert_jacobian_is_reverse_mode(fc, torch.cat([u, u * 1.05]))
+    d = ig.explain_model(model, state, level_map(), H, [0.95 * float(state.spot)], n_paths=M, seed=5)
+    assert d["method"] == ig.METHOD and d["completeness_within_tolerance"]
+    check_completeness(d)
 
 
 def test_online_blend_weights_are_differentiated_and_match_the_models(setup):
