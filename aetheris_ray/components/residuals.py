@@ -187,14 +187,14 @@ class FittedStudentT(FittedResiduals):
 
     def unit_cdf(self, cond: dict, x: FloatArray, side: str) -> FloatArray:
         """The clipped unit-variance t of `unit_t`: atoms of ``F(-T_CLIP)`` at -`T_CLIP` and at +`T_CLIP`."""
-        from scipy.special import stdtr
-
-        nu = np.asarray(cond["nu"], dtype=float).reshape(-1, 1)
+        nu = np.asarray(cond["nu"], dtype=float).ravel()
         x = np.asarray(x, dtype=float)
-        s = np.sqrt(nu / (nu - 2.0))  # a unit-variance t times s is a standard t
-        if side == "below":  # P(z < x)
-            return np.where(x > T_CLIP, 1.0, np.where(x <= -T_CLIP, 0.0, stdtr(nu, x * s)))
-        return np.where(x <= -T_CLIP, 1.0, np.where(x > T_CLIP, 0.0, stdtr(nu, -x * s)))  # P(z >= x)
+        rows = x.reshape(nu.size, -1)
+        # P(z < x) = F(x); P(z >= x) = F(-x): the same table, mirrored
+        p = np.stack([unit_t_cdf(float(v), r if side == "below" else -r) for v, r in zip(nu, rows)]).reshape(x.shape)
+        if side == "below":
+            return np.where(x > T_CLIP, 1.0, np.where(x <= -T_CLIP, 0.0, p))
+        return np.where(x <= -T_CLIP, 1.0, np.where(x > T_CLIP, 0.0, p))
 
 
 def unit_t(nu: FloatArray, n_paths: int, horizon: int, rng: np.random.Generator) -> FloatArray:
@@ -245,6 +245,51 @@ def unit_t_ppf(nu: float, logit_p: FloatArray) -> FloatArray:
     lower = ((2.0 * t - 3.0) * t2 + 1.0) * x[i] + (t2 - 2.0 * t + 1.0) * t * dy * d[i] \
         + (3.0 - 2.0 * t) * t2 * x[i + 1] + (t - 1.0) * t2 * dy * d[i + 1]
     return np.clip(np.where(y > 0, -lower, lower), -T_CLIP, T_CLIP)
+
+
+#: Knots of the tabulated unit-t CDF (`unit_t_cdf`).
+CDF_KNOTS = 4097
+
+
+@functools.lru_cache(maxsize=64)
+def _cdf_table(nu: float, clip: float) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Knots of ``logit F`` of the unit-variance t's lower half on a uniform grid of ``asinh(x)`` from
+    ``-asinh(clip)`` to 0, and the slopes ``d logit F / d asinh x = f cosh(a) / (F (1 - F))``.
+
+    In ``asinh x`` the t's ``logit F`` is nearly linear in the tail (``F ~ |x|^-nu``), so a
+    cubic Hermite on 4,097 knots stays within 1e-10 of ``scipy.special.stdtr`` relative to ``F``.
+    """
+    from scipy import special
+
+    s = np.sqrt(nu / (nu - 2.0))  # a unit-variance t times s is a standard t
+    a = np.linspace(-np.arcsinh(clip), 0.0, CDF_KNOTS)
+    x = np.sinh(a)
+    log_F = np.log(np.maximum(special.stdtr(nu, x * s), 1e-300))
+    log_1mF = np.log1p(-np.exp(log_F))
+    log_f = (special.gammaln((nu + 1.0) / 2.0) - special.gammaln(nu / 2.0) - 0.5 * np.log(nu * np.pi)
+             - 0.5 * (nu + 1.0) * np.log1p((x * s) ** 2 / nu)) + np.log(s)
+    return float(a[0]), float(a[1] - a[0]), log_F - log_1mF, np.exp(log_f - log_F - log_1mF) * np.cosh(a)
+
+
+def unit_t_cdf(nu: float, x: FloatArray) -> FloatArray:
+    """``P(z < x)`` of the unit-variance t (``nu`` degrees of freedom), not clipped (the caller puts the
+    atoms at +-`T_CLIP`).
+
+    Cubic Hermite interpolation of `CDF_KNOTS` exact values and slopes of ``logit F`` on a
+    uniform grid of ``asinh x`` (the t is symmetric: the upper half mirrors the lower):
+    within 1e-10 of ``scipy.special.stdtr`` relative to the lower tail's probability, about
+    six times faster (the last step of an importance-sampled threshold integrates it per path).
+    """
+    a0, da, g, d = _cdf_table(float(nu), float(T_CLIP))
+    x = np.asarray(x, dtype=float)
+    pos = np.maximum((np.arcsinh(-np.abs(x)) - a0) / da, 0.0)
+    i = np.minimum(pos.astype(np.intp), g.size - 2)
+    t = pos - i
+    t2 = t * t
+    y = ((2.0 * t - 3.0) * t2 + 1.0) * g[i] + (t2 - 2.0 * t + 1.0) * t * da * d[i] \
+        + (3.0 - 2.0 * t) * t2 * g[i + 1] + (t - 1.0) * t2 * da * d[i + 1]
+    lower = 1.0 / (1.0 + np.exp(-y))  # F(-|x|)
+    return np.where(x > 0, 1.0 - lower, lower)
 
 
 def _t_nll(nu: float, z: FloatArray) -> float:

@@ -230,6 +230,28 @@ def test_tabulated_t_quantiles_match_scipy(nu):
     assert res_mod.unit_t_ppf(nu, np.array([-800.0, 800.0])).tolist() == [-res_mod.T_CLIP, res_mod.T_CLIP]
 
 
+@pytest.mark.parametrize("nu", [2.05, 3.4, 8.0, 60.0, 500.0])
+def test_tabulated_t_cdf_matches_scipy_relative_to_the_tail(nu):
+    from scipy import special
+
+    s = np.sqrt(nu / (nu - 2.0))
+    x = np.concatenate([np.linspace(-res_mod.T_CLIP, res_mod.T_CLIP, 20001), np.geomspace(1e-9, 39.0, 500),
+                        -np.geomspace(1e-9, 39.0, 500), [0.0]])
+    exact = special.stdtr(nu, x * s)
+    got = res_mod.unit_t_cdf(nu, x)
+    lower = x <= 0  # the tail side, computed directly (the upper half is 1 minus the mirrored lower one)
+    np.testing.assert_allclose(got[lower], exact[lower], rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(got, exact, rtol=0, atol=1e-11)
+    # the residual part's step CDF: P(z < x) and P(z >= x) add up, atoms at the clip
+    part = res_mod.FittedStudentT(spec=res_mod.StudentTResiduals(), params={"nu": np.array([nu])}, info={})
+    cond = {"nu": np.array([nu])}
+    xs = np.array([[-50.0, -3.0, 0.0, 2.0, 50.0]])
+    below, above = part.unit_cdf(cond, xs, "below"), part.unit_cdf(cond, xs, "above")
+    np.testing.assert_allclose(below + above, 1.0, atol=1e-12)
+    assert below[0, 0] == 0.0 and below[0, -1] == 1.0 and above[0, 0] == 1.0 and above[0, -1] == 0.0
+    np.testing.assert_allclose(below[0, 1:4], special.stdtr(nu, xs[0, 1:4] * s), rtol=1e-10)
+
+
 def test_student_t_ratio_is_exact_with_the_clip(monkeypatch):
     """With the clip at 1.5 (atoms of several percent) the weighted tilted draws reproduce the model's."""
     monkeypatch.setattr(res_mod, "T_CLIP", 1.5)
