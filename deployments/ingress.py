@@ -350,13 +350,11 @@ class Ingress:
                  networks: dict[str, DeploymentHandle] | None = None) -> None:
         from aetheris_ray.distributed.budget import LOCAL_MAX_PATHS
 
-        from deployments.models import use_networks
-
         self.local_max_paths = LOCAL_MAX_PATHS if local_max_paths is None else int(local_max_paths)
         self.features = features
         self.simulator = simulator
         self.calibrator = calibrator
-        use_networks(networks)  # small requests drawn here send their network calls to the parts' deployments
+        offload.install_handles(networks)  # small requests drawn here send their network calls to the parts' deployments
         import deployments.ingress as this_module  # the module the middleware reads, even if this class was pickled by value
 
         this_module._STATE["checker"] = KeyChecker(api_keys or [])

@@ -6,9 +6,9 @@ Each deployment calls the same engine functions the in-process path calls
 so a served forecast equals ``api.forecast_request`` for the same request and seed.
 
 Each neural part that runs a network at forecast time has its own deployment
-(`Network`, one per part, named in `NETWORK_DEPLOYMENTS`): `Features`, `Simulator` and
-the ingress send those calls to it through handles (`use_networks`,
-`aetheris_ray.components.offload`), and it batches concurrent calls (``@serve.batch``).
+(`Network`, one per part, named in `NETWORK_DEPLOYMENTS`): `Features`, `Simulator` (and its pool actors) and
+the ingress send those calls to it through handles (`offload.install_handles`), and it
+batches concurrent calls (``@serve.batch``).
 
 Resources and autoscaling bounds live in ``serve_config.yaml``; the decorator values
 here are the defaults ``aetheris serve`` and the tests use (they fit 2 CPUs).
@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from ray import serve
 
 from aetheris_ray import engine
+from aetheris_ray.components import offload
 from aetheris_ray.model import PRESETS, model_config
 from aetheris_ray.contract import ForecastRequest, ForecastResponse
 
@@ -32,22 +33,6 @@ log = logging.getLogger("ray.serve")
 #: The deployment of each neural part that runs a network at forecast time (`Network`).
 NETWORK_DEPLOYMENTS = {"rough_vol": "RoughVolNet", "fm_gp": "FlowMatchingNet", "mamba": "MambaNet",
                        "jump_sde": "JumpSdeNet"}
-#: How long a replica waits for a part's deployment to answer one network call.
-NETWORK_TIMEOUT_S = 120.0
-
-
-def use_networks(networks: dict[str, Any] | None) -> None:
-    """Send this process's network calls of each part to its deployment's handle (`offload.install`)."""
-    from aetheris_ray.components import offload
-
-    for part, handle in (networks or {}).items():
-        def run(call: Any, handle: Any = handle) -> Any:
-            out = handle.run.remote(call).result(timeout_s=NETWORK_TIMEOUT_S)
-            if isinstance(out, BaseException):
-                raise out
-            return out
-
-        offload.install(part, run)
 
 NO_ACCESS_LOG = {"enable_access_log": False}
 
@@ -100,7 +85,7 @@ class Features:
                                      synthetic=bool(source.get("synthetic")))
         self.assets = sorted(self.source.assets())
         self.calibrator = calibrator
-        use_networks(networks)
+        offload.install_handles(networks)
 
     @serve.multiplexed(max_num_models_per_replica=16)
     async def get_model(self, key: str) -> AssetModel:
@@ -170,11 +155,12 @@ class Simulator:
         self.local_max_paths = int(local_max_paths or montecarlo.LOCAL_MAX_PATHS)
         self.pool = None
         self._large = asyncio.Semaphore(1)
-        use_networks(networks)
+        self.networks = networks
+        offload.install_handles(networks)
 
     def _pool(self):
-        if self.pool is None:
-            self.pool = self._mc.SimulatorPool(self.pool_actors, num_cpus=self.actor_num_cpus)
+        if self.pool is None:  # its actors send their network calls to the parts' deployments too
+            self.pool = self._mc.SimulatorPool(self.pool_actors, num_cpus=self.actor_num_cpus, networks=self.networks)
         return self.pool
 
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -277,8 +263,6 @@ class Network:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002, max_concurrent_batches=2)
     async def run(self, calls: list[Any]) -> list[Any]:
         """Each call's ``(output, generator states)``, or the exception it raised."""
-        from aetheris_ray.components import offload
-
         self.counts["calls"] += len(calls)
         self.counts["batches"] += 1
         self.counts["largest_batch"] = max(self.counts["largest_batch"], len(calls))

@@ -34,7 +34,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Call", "network", "artefact_ref", "install", "uninstall", "sends_calls", "run_batch"]
+__all__ = ["Call", "network", "artefact_ref", "install", "install_handles", "uninstall", "sends_calls", "run_batch",
+           "HANDLE_TIMEOUT_S"]
 
 #: Part name -> runner: ``runner(call) -> result`` (`install`).
 _RUNNERS: dict[str, Callable[["Call"], Any]] = {}
@@ -60,6 +61,25 @@ def artefact_ref(part: Any) -> tuple[str, str, str] | None:
 def install(part: str, runner: Callable[[Call], Any]) -> None:
     """Send the network calls of part ``part`` to ``runner`` (in this process, until `uninstall`)."""
     _RUNNERS[part] = runner
+
+
+#: How long a process waits for a part's deployment to answer one network call (`install_handles`).
+HANDLE_TIMEOUT_S = 120.0
+
+
+def install_handles(handles: dict[str, Any] | None, timeout_s: float = HANDLE_TIMEOUT_S) -> None:
+    """Send this process's network calls of each part to its deployment (`install`), for every
+    ``part -> handle`` of ``handles``: a Serve deployment handle of ``deployments.models.Network``
+    (``handle.run.remote(call).result(timeout_s=...)``; an exception the deployment returns is raised
+    here).  The served app's replicas and the Simulator's pool actors call it with the same handles."""
+    for part, handle in (handles or {}).items():
+        def run(call: Call, handle: Any = handle) -> Any:
+            out = handle.run.remote(call).result(timeout_s=timeout_s)
+            if isinstance(out, BaseException):
+                raise out
+            return out
+
+        install(part, run)
 
 
 def uninstall(part: str | None = None) -> None:

@@ -52,12 +52,17 @@ class SimulatorActor:
 
     The `engine.Prepared` is put in the object store once per request; the actor
     keeps the last one it loaded (keyed by the request's object id), so a request
-    whose shards all land on one actor deserialises it once.
+    whose shards all land on one actor deserialises it once.  ``networks`` (part ->
+    Serve handle of the part's deployment, as the served app's replicas get them): the
+    neural parts' network calls of its shards go there (`offload.install_handles`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, networks: dict[str, Any] | None = None) -> None:
+        from aetheris_ray.components import offload
+
         self._key: str | None = None
         self._prep: Any = None
+        offload.install_handles(networks)
 
     def load(self, key: str, prep: Any) -> None:
         self._key, self._prep = key, prep
@@ -85,12 +90,17 @@ class SimulatorPool:
         Tries per shard before the request fails with `SimulationUnavailable`.
     shard_timeout_s : float
         A shard not back after this long counts as failed (its actor is replaced).
+    networks : dict, optional
+        Part name -> Serve handle of its network deployment: the actors send the neural
+        parts' network calls there (a served app's Simulator passes its own); without,
+        they run in the actors.
     """
 
     def __init__(self, n_actors: int = 2, *, num_cpus: float = 0.25, max_attempts: int = 3,
-                 shard_timeout_s: float = 120.0) -> None:
+                 shard_timeout_s: float = 120.0, networks: dict[str, Any] | None = None) -> None:
         if n_actors < 1:
             raise ValueError(f"n_actors={n_actors!r} must be at least 1")
+        self.networks = networks
         self.num_cpus = float(num_cpus)
         self.max_attempts = int(max_attempts)
         self.shard_timeout_s = float(shard_timeout_s)
@@ -99,7 +109,7 @@ class SimulatorPool:
         self.replaced = 0
 
     def _new_actor(self):
-        return SimulatorActor.options(num_cpus=self.num_cpus).remote()
+        return SimulatorActor.options(num_cpus=self.num_cpus).remote(self.networks)
 
     def __len__(self) -> int:
         return len(self.actors)

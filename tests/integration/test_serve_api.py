@@ -285,6 +285,27 @@ def network_calls() -> dict[str, int]:
 
 
 @pytest.mark.torch
+def test_a_sharded_sota_request_runs_its_networks_in_their_deployments(served_neural, synthetic_source, in_process):
+    """Above the ingress's local limit the paths are drawn on the Simulator's pool actors; their fm_gp residual
+    draws still go to the FlowMatchingNet deployment (once per shard at least), and the answer is the in-process
+    one (float32 rounding where the two shards' calls were merged into one batch)."""
+    from aetheris_ray.distributed.budget import LOCAL_MAX_PATHS
+
+    served = served_neural
+    body = {"asset": "SYN-ETH", "horizon": 3, "paths": LOCAL_MAX_PATHS + 4096, "seed": 12, "model": "sota"}
+    post(served, "/v1/forecast", dict(body, paths=1000), timeout=300)  # the asset's model and state, built once
+    before = network_calls()
+    r = post(served, "/v1/forecast", body, timeout=300)
+    assert r.status_code == 200, r.text
+    after = network_calls()
+    assert after["FlowMatchingNet"] >= before["FlowMatchingNet"] + 2, (before, after)
+    got, want = r.json(), in_process(synthetic_source, body, served.home)
+    assert got["metadata"] == want["metadata"]
+    for q in got["quantiles"]:
+        np.testing.assert_allclose(got["quantiles"][q], want["quantiles"][q], rtol=1e-6)
+
+
+@pytest.mark.torch
 def test_served_jump_sde_and_concurrent_sota_equal_in_process(served_neural, synthetic_source, in_process):
     """The whole-path neural SDE served (its filter, simulation and skeleton in JumpSdeNet), and six sota requests
     at once (their network calls batched): each the in-process answer for its seed (float32 rounding where merged)."""
