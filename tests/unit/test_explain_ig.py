@@ -111,6 +111,21 @@ def assert_jacobian_is_reverse_mode(fc, u):
         np.testing.assert_allclose(J[:, o].numpy(), g.numpy(), rtol=1e-6, atol=1e-9 * float(g.abs().max() + 1e-12))
 
 
+def the_models_own_and_complete(fc, model, ctx, state, seed: int) -> tuple:
+    """At the actual input the torch paths are ``model.simulate``'s on the same seed, the forward Jacobian is
+    reverse mode's and the explanation is complete; returns the interface row and the explanation."""
+    x = fc.actual_inputs()
+    u = fc.interface(**{k: torch.as_tensor(v)[None] for k, v in x.items()}).detach()
+    np.testing.assert_allclose(fc.paths(u)[0][0].numpy(),
+                               model.simulate(model.condition(ctx), fc.m, fc.h, np.random.default_rng(seed))[0],
+                               rtol=0, atol=1e-10)
+    assert_jacobian_is_reverse_mode(fc, torch.cat([u, u * 1.05]))
+    d = ig.explain_model(model, state, level_map(), fc.h, [0.95 * float(state.spot)], n_paths=fc.m, seed=seed)
+    assert d["method"] == ig.METHOD and d["completeness_within_tolerance"]
+    check_completeness(d)
+    return u, d
+
+
 def test_forward_jacobian_matches_reverse_mode(setup):
     _, model, state = setup
     fc = forecast_of(model, state)
@@ -416,15 +431,8 @@ def test_range_har_extra_regressors_are_the_models_own_and_complete(setup, extra
     x = fc.actual_inputs()
     assert {"rv": "rv" in extras, "iv": "iv" in extras, "market": "market" in extras} == {
         k: k in x for k in ("rv", "iv", "market")}
-    u = fc.interface(**{k: torch.as_tensor(v)[None] for k, v in x.items()}).detach()
+    u, d = the_models_own_and_complete(fc, model, ctx, state, seed=2)
     np.testing.assert_allclose(u[0, H:].numpy(), variance_path(har.condition(ctx)["mean_var"], H)[0], rtol=1e-9)
-    np.testing.assert_allclose(fc.paths(u)[0][0].numpy(),
-                               model.simulate(model.condition(ctx), M, H, np.random.default_rng(2))[0], rtol=0,
-                               atol=1e-10)
-    assert_jacobian_is_reverse_mode(fc, torch.cat([u, u * 1.1]))
-    d = ig.explain_model(model, state, level_map(), H, [0.95 * float(state.spot)], n_paths=M, seed=2)
-    assert d["method"] == ig.METHOD and d["completeness_within_tolerance"]
-    check_completeness(d)
     for b in blocks:
         assert b not in d["inputs"]["not_in_model"] and abs(d["attributions"]["width80"][b][-1]) > 0, b
 
@@ -444,12 +452,13 @@ def test_the_market_assets_own_range_counts_as_its_realised_vol(setup):
 
 
 @pytest.mark.parametrize("members", [
+    ["garch", "range_garch", "ewma"],
     ["garch", "range_garch", "range_har"],  # the range_blend preset
     ["garch", {"name": "range_har", "extras": ["iv", "market"]}],
 ])
-def test_online_blend_with_range_har_members_matches_the_models_weights(setup, members):
-    """An online blend with a range-HAR member: its one-step losses are re-run in torch over the context,
-    so the weights equal `FittedBlend.weights`, the paths the model's, and completeness holds."""
+def test_online_blend_weights_are_differentiated_and_match_the_models(setup, members):
+    """An online blend: its members' one-step losses (a range-HAR's too) are re-run in torch over the context,
+    so the weights equal `FittedBlend.weights` (away from equal), the paths the model's, and completeness holds."""
     data, _, state = setup
     cfg = CFG.model_copy(update={"volatility": ComponentChoice(
         name="blend", params={"members": members, "weighting": "online", "eta": 1.0})})
@@ -457,37 +466,7 @@ def test_online_blend_with_range_har_members_matches_the_models_weights(setup, m
     model = fit_model(cfg, cfg.specs(), state.returns, **state_inputs(state))
     ctx = Context.from_states([state], cfg.lookback)
     fc = ig.DifferentiableForecast(model, ctx, level_map(), H, np.log([0.95, 1.05]), M, 5)
-    x = fc.actual_inputs()
-    u = fc.interface(**{k: torch.as_tensor(v)[None] for k, v in x.items()}).detach()
+    u, _ = the_models_own_and_complete(fc, model, ctx, state, seed=5)
     w = model.part("volatility").weights(ctx)[0]
     assert np.ptp(w) > 0.01
     np.testing.assert_allclose(u[0, -len(members):].numpy(), w, rtol=1e-9)
-    np.testing.assert_allclose(fc.paths(u)[0][0].numpy(),
-                               model.simulate(model.condition(ctx), M, H, np.random.default_rng(5))[0], rtol=0,
-                               atol=1e-10)
-    assert_jacobian_is_reverse_mode(fc, torch.cat([u, u * 1.05]))
-    d = ig.explain_model(model, state, level_map(), H, [0.95 * float(state.spot)], n_paths=M, seed=5)
-    assert d["method"] == ig.METHOD and d["completeness_within_tolerance"]
-    check_completeness(d)
-
-
-def test_online_blend_weights_are_differentiated_and_match_the_models(setup):
-    data, _, _ = setup
-    cfg = CFG.model_copy(update={"volatility": ComponentChoice(
-        name="blend", params={"members": ["garch", "range_garch", "ewma"], "weighting": "online", "eta": 1.0})})
-    model, state = fitted_at_end(data, cfg)
-    ctx = Context.from_states([state], cfg.lookback)
-    fc = ig.DifferentiableForecast(model, ctx, level_map(), H, np.log([0.95, 1.05]), M, 5)
-    x = fc.actual_inputs()
-    u = fc.interface(**{k: torch.as_tensor(v)[None] for k, v in x.items()}).detach()
-    blend = model.paths.by_kind()["volatility"]
-    w = blend.weights(ctx)[0]
-    assert np.ptp(w) > 0.01  # the weights moved away from equal
-    np.testing.assert_allclose(u[0, -3:].numpy(), w, rtol=1e-9)
-    np.testing.assert_allclose(fc.paths(u)[0][0].numpy(),
-                               model.simulate(model.condition(ctx), M, H, np.random.default_rng(5))[0], rtol=0,
-                               atol=1e-10)
-    assert_jacobian_is_reverse_mode(fc, torch.cat([u, u * 1.05]))
-    d = ig.explain_model(model, state, level_map(), H, [0.95 * float(state.spot)], n_paths=M, seed=5)
-    assert d["method"] == ig.METHOD and d["completeness_within_tolerance"]
-    check_completeness(d)
