@@ -70,10 +70,11 @@ Input blocks, baselines and what is not in the model
 `BLOCKS`: ``price_history`` (daily log-returns of the context), ``realised_vol`` (the
 daily bars' ``ln(H/L)``, ``ln(C/O)``, and intraday realised variance where a rough-vol
 network, a mamba trend or a range-HAR reads it), ``implied_vol``, ``funding_basis``,
-``mm_indices``, ``macro`` (and the market asset's range a range-HAR reads), ``onchain``.  A rough-vol network also reads the regime vector; each entry counts to
-its block (`REGIME_BLOCK`: implied-vol percentile and spread, funding / basis
-percentiles, the three MM indices, the realised-vol and price descriptors), the vector
-taken as an input in its own right.  Baseline (neutral) input:
+``mm_indices``, ``macro`` (and the market asset's range a range-HAR reads), ``onchain``.
+A rough-vol network also reads the regime vector; each entry counts to its block
+(`REGIME_BLOCK`: implied-vol percentile and spread, funding / basis percentiles, the
+three MM indices, the realised-vol and price descriptors), the vector taken as an input
+in its own right.  Baseline (neutral) input:
 
 * returns: the mean return plus deviations of one magnitude per sign with the actual
   signs (balanced: the mean is kept), at the context's standard deviation: the same up /

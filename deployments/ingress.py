@@ -354,7 +354,8 @@ class Ingress:
         self.features = features
         self.simulator = simulator
         self.calibrator = calibrator
-        offload.install_handles(networks)  # small requests drawn here send their network calls to the parts' deployments
+        # small requests drawn here send their network calls to the parts' deployments
+        offload.install_handles(networks)
         import deployments.ingress as this_module  # the module the middleware reads, even if this class was pickled by value
 
         this_module._STATE["checker"] = KeyChecker(api_keys or [])

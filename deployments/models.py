@@ -160,7 +160,8 @@ class Simulator:
 
     def _pool(self):
         if self.pool is None:  # its actors send their network calls to the parts' deployments too
-            self.pool = self._mc.SimulatorPool(self.pool_actors, num_cpus=self.actor_num_cpus, networks=self.networks)
+            self.pool = self._mc.SimulatorPool(self.pool_actors, num_cpus=self.actor_num_cpus,
+                                               networks=self.networks)
         return self.pool
 
     def reconfigure(self, config: dict[str, Any]) -> None:

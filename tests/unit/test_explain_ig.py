@@ -420,7 +420,7 @@ def test_range_har_extra_regressors_are_the_models_own_and_complete(setup, extra
     block gets attribution (the market's range in ``macro``)."""
     from aetheris_ray.components.range_vol import variance_path
 
-    data, _, state = setup
+    _, _, state = setup
     cfg = CFG.model_copy(update={"volatility": ComponentChoice(name="range_har", params={"extras": extras})})
     state = with_side_series(state)
     model = fit_model(cfg, cfg.specs(), state.returns, **state_inputs(state))
@@ -440,7 +440,7 @@ def test_range_har_extra_regressors_are_the_models_own_and_complete(setup, extra
 def test_the_market_assets_own_range_counts_as_its_realised_vol(setup):
     """For the market asset itself the market's range is its own: the HAR's market regressor is credited to
     ``realised_vol``, never to ``macro``."""
-    data, _, state = setup
+    _, _, state = setup
     cfg = CFG.model_copy(update={"volatility": ComponentChoice(name="range_har", params={"extras": ["market"]})})
     state = with_side_series(state, market_is_own=True)
     model = fit_model(cfg, cfg.specs(), state.returns, **state_inputs(state))
@@ -459,7 +459,7 @@ def test_the_market_assets_own_range_counts_as_its_realised_vol(setup):
 def test_online_blend_weights_are_differentiated_and_match_the_models(setup, members):
     """An online blend: its members' one-step losses (a range-HAR's too) are re-run in torch over the context,
     so the weights equal `FittedBlend.weights` (away from equal), the paths the model's, and completeness holds."""
-    data, _, state = setup
+    _, _, state = setup
     cfg = CFG.model_copy(update={"volatility": ComponentChoice(
         name="blend", params={"members": members, "weighting": "online", "eta": 1.0})})
     state = with_side_series(state, seed=1)
