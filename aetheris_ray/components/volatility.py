@@ -385,12 +385,13 @@ def fit_garch_slsqp(model: Any, starting_values: FloatArray | None = None) -> An
     volatility's own starting values (64 likelihoods; `arch` uses it only to scale
     residuals for the distribution's bounds, which are constants for the t and the
     normal, and the optimiser starts from the given values either way), and the deep
-    copy of the model kept in the result (the result refers to ``model`` itself).
+    copy of the model kept in the result (the result refers to ``model`` itself).  Both
+    shortcuts are instance attributes, removed again after the fit.
     """
     import arch.univariate.base as arch_base
 
+    vol = model.volatility
     if starting_values is not None:
-        vol = model.volatility
         first = model.num_params
         given = np.asarray(starting_values, dtype=float)[first:first + vol.num_params]
         if given.size == vol.num_params:
@@ -402,6 +403,8 @@ def fit_garch_slsqp(model: Any, starting_values: FloatArray | None = None) -> An
         return model.fit(disp="off", starting_values=starting_values, show_warning=False)
     finally:
         arch_base.minimize = original
+        vars(vol).pop("starting_values", None)
+        vars(model).pop("__deepcopy__", None)
 
 
 def fit_garch_arch(returns: FloatArray, starting_values: FloatArray | None = None,
