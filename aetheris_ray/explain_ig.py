@@ -206,10 +206,11 @@ def _trailing_mean_t(x: Any, ok: np.ndarray, width: int) -> tuple[Any, np.ndarra
 
 
 def _trailing_count(ok: np.ndarray, width: int) -> np.ndarray:
-    """How many of the trailing ``width`` entries of ``ok`` (L,) are true, at each day."""
-    cn = np.concatenate([[0], np.cumsum(ok)])
-    hi = np.arange(1, ok.size + 1)
-    return cn[hi] - cn[np.maximum(hi - width, 0)]
+    """How many of the trailing ``width`` entries of ``ok`` (L,) are true, at each day: the count
+    `range_vol._trailing_mean` divides by."""
+    from aetheris_ray.components.range_vol import _trailing_mean
+
+    return _trailing_mean(np.where(ok, 0.0, np.nan), width)[1]
 
 
 @dataclass(frozen=True)
