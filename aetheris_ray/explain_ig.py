@@ -191,6 +191,13 @@ def _rolling_sum(x: Any, w: int) -> Any:
     return torch.cat([c[:, :w], c[:, w:] - c[:, :-w]], dim=1)
 
 
+def _range_variance_t(log_hl: Any, log_co: Any = None, estimator: str = "parkinson") -> Any:
+    """`range_vol.range_variance` on torch tensors (the same two estimators)."""
+    if estimator == "parkinson":
+        return log_hl * log_hl / (4.0 * _LN2)
+    return 0.5 * log_hl * log_hl - (2.0 * _LN2 - 1.0) * log_co * log_co
+
+
 def _trailing_mean_t(x: Any, ok: np.ndarray, width: int) -> tuple[Any, np.ndarray]:
     """`range_vol._trailing_mean` in torch with the observed entries ``ok`` (L,) fixed: the mean of ``x``
     (k, L) over each day's trailing ``width`` observed entries (1 where there are none) and their counts."""
@@ -478,6 +485,8 @@ class DifferentiableForecast:
     def _har_setup(self, ctx: Context) -> None:
         """Range-HAR members with extra regressors: the days whose intraday rv, implied vol and market
         range they read (finite and positive in the actual input; `range_vol._extra_x`)."""
+        from aetheris_ray.components.range_vol import _is_market, _windowed
+
         self.har_extras = {x for mb in self.members for x in mb.extras}
         self.har_rv_mask = np.zeros(self.L, dtype=bool)
         self.har_iv_mask = np.zeros(self.L, dtype=bool)
@@ -488,9 +497,9 @@ class DifferentiableForecast:
                 x = np.asarray(series[0], dtype=float)
                 setattr(self, mask, np.isfinite(x) & (x > 0))
         # the market's range is a market-wide input (the surrogate's macro block), except for the market
-        # asset itself, whose own range it is (the rule of `range_vol._is_market`)
-        own = ctx.market is not None and ctx.log_hl is not None and np.array_equal(
-            np.asarray(ctx.market[0], dtype=float), np.asarray(ctx.log_hl[0], dtype=float), equal_nan=True)
+        # asset itself, whose own range it is
+        r = ctx.returns[0]
+        own = ctx.market is not None and _is_market(r, ctx.log_hl, _windowed(r, ctx.market[0], self.L), self.L)
         self.market_block = "realised_vol" if own else "macro"
         # the days a range-HAR has regressors for: 5 observed days in the month and one in the week
         self._har_rows = (_trailing_count(self.valid, 22) >= 5) & (_trailing_count(self.valid, 5) > 0)
@@ -623,11 +632,7 @@ class DifferentiableForecast:
                 continue
             x = r2
             if mb.proxy == "range":
-                if mb.estimator == "parkinson":
-                    q = hl * hl / (4.0 * _LN2)
-                else:
-                    q = 0.5 * hl * hl - (2.0 * _LN2 - 1.0) * co * co
-                x = torch.where(torch.as_tensor(self.range_mask), mb.k * q, r2)
+                x = torch.where(torch.as_tensor(self.range_mask), mb.k * _range_variance_t(hl, co, mb.estimator), r2)
             x = torch.where(valid, x, v0[:, None])
             w = torch.as_tensor(self._last_w[mb.beta], dtype=r.dtype)
             s = float(w.sum())
@@ -690,10 +695,7 @@ class DifferentiableForecast:
         actual input's; rows the part leaves NaN (`_har_rows` False) hold finite values nobody reads."""
         import torch
 
-        if mb.estimator == "parkinson":
-            q = hl * hl / (4.0 * _LN2)
-        else:
-            q = 0.5 * hl * hl - (2.0 * _LN2 - 1.0) * co * co
+        q = _range_variance_t(hl, co, mb.estimator)
         s = torch.where(torch.as_tensor(self.range_mask), mb.k * q, r2) / mb.k  # range units
         rows = torch.as_tensor(self._har_rows)
         w, _ = _trailing_mean_t(s, self.valid, 5)
@@ -711,7 +713,7 @@ class DifferentiableForecast:
                 x = torch.where(ok, iv, 1.0) ** 2 / (100.0 ** 2 * 365.0 * mb.k)
                 cols.append(torch.where(ok, torch.log(x), torch.log(m) + mb.iv_premium))
             else:
-                xw, n = _trailing_mean_t(market * market / (4.0 * _LN2), self.market_mask, 5)
+                xw, n = _trailing_mean_t(_range_variance_t(market), self.market_mask, 5)
                 cols.append(torch.where(torch.as_tensor(n > 0), torch.log(xw), log_w + mb.market_premium))
         x = torch.stack(cols, dim=2)  # (k, L, 4 + E)
         coef = torch.as_tensor(np.asarray(mb.har.params["coef"], dtype=float)[0], dtype=r2.dtype)  # (A, 4 + E)
